@@ -1,0 +1,57 @@
+"""bkgxr: background models for IACTs from off runs, lazy and labelled.
+
+Names are imported on first use, so ``bkgxr --help`` starts without loading
+dask, xarray or astropy.
+
+Examples
+--------
+>>> import bkgxr
+>>> store = bkgxr.open_store("hess-dl3-dr1")                 # doctest: +SKIP
+>>> runs = store.select(bkgxr.OFF_QUERY)                      # doctest: +SKIP
+>>> cube = bkgxr.build_cube(runs).compute()                   # doctest: +SKIP
+>>> bkgxr.write_models(cube, "bkg.fits", store=store)        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import version as _version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .axes import DIMS, Binning
+    from .cube import build_cube
+    from .events import open_events
+    from .exceptions import BkgxrError, EmptySelectionError, InvalidRunError, StoreError
+    from .gadf import write_models
+    from .store import OFF_QUERY, Store, open_store
+
+__version__ = _version("bkgxr")
+
+#: Public name -> module that defines it.
+_WHERE = {
+    "Binning": "axes",
+    "BkgxrError": "exceptions",
+    "DIMS": "axes",
+    "EmptySelectionError": "exceptions",
+    "InvalidRunError": "exceptions",
+    "OFF_QUERY": "store",
+    "Store": "store",
+    "StoreError": "exceptions",
+    "build_cube": "cube",
+    "open_events": "events",
+    "open_store": "store",
+    "write_models": "gadf",
+}
+
+__all__ = sorted([*_WHERE, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'bkgxr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

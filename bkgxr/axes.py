@@ -1,0 +1,187 @@
+"""Bin edges, boost-histogram axes and xarray coordinates of the cube.
+
+One constant, :data:`DIMS`, names the boost axes, the xarray dims and the CLI
+flags. Edges are float64 in the canonical units of :mod:`bkgxr.units`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import astropy.units as u
+import boost_histogram as bh
+import numpy as np
+
+from .units import ANGLE_UNIT, ENERGY_UNIT
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy.typing as npt
+
+#: Dimensions of the cube, in axis order: boost axes, xarray dims, CLI flags.
+DIMS = ("zenith", "energy", "offset")
+
+#: Canonical unit of each dimension.
+DIM_UNITS: dict[str, u.UnitBase] = {
+    "zenith": ANGLE_UNIT,
+    "energy": ENERGY_UNIT,
+    "offset": ANGLE_UNIT,
+}
+
+#: Allowed closed range of edges per dimension (canonical units).
+_DIM_RANGE = {"zenith": (0.0, 180.0), "energy": (0.0, np.inf), "offset": (0.0, 180.0)}
+
+
+def default_edges(dim: str) -> npt.NDArray[np.float64]:
+    """Return the default edges of the gammapy tutorial for one dimension.
+
+    Energy: 19 log-spaced bins from 0.1 to 100 TeV. Offset: 9 bins from 0 to
+    3 deg spaced evenly in offset squared. Zenith: bands 0-20-40-90 deg.
+    """
+    if dim == "energy":
+        return np.geomspace(0.1, 100.0, 20)
+    if dim == "offset":
+        return np.sqrt(np.linspace(0.0, 9.0, 10))
+    if dim == "zenith":
+        return np.array([0.0, 20.0, 40.0, 90.0])
+    raise ValueError(f"unknown dimension {dim!r}; expected one of {DIMS}")
+
+
+def to_edges(
+    values: npt.ArrayLike | u.Quantity | None, dim: str
+) -> npt.NDArray[np.float64]:
+    """Validate bin edges of ``dim`` and return them in canonical units.
+
+    Parameters
+    ----------
+    values : array-like, Quantity or None
+        Edges; plain numbers are taken in the canonical unit of ``dim``
+        (TeV or deg). ``None`` gives :func:`default_edges`.
+    dim : str
+        One of :data:`DIMS`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float64 edges, strictly increasing, at least two.
+
+    Raises
+    ------
+    ValueError
+        If the edges are not finite, not strictly increasing, fewer than two,
+        or outside the physical range of the dimension.
+    """
+    if dim not in DIMS:
+        raise ValueError(f"unknown dimension {dim!r}; expected one of {DIMS}")
+    if values is None:
+        return default_edges(dim)
+    if isinstance(values, u.Quantity):
+        try:
+            values = values.to_value(DIM_UNITS[dim])
+        except u.UnitConversionError as err:
+            raise ValueError(f"{dim} edges: {err}") from err
+    edges = np.asarray(values, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2:
+        raise ValueError(f"{dim} edges: need a 1-D sequence of at least two edges")
+    if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"{dim} edges must be finite and strictly increasing: {edges}")
+    lo, hi = _DIM_RANGE[dim]
+    if edges[0] < lo or edges[-1] > hi or (dim == "energy" and edges[0] <= 0):
+        raise ValueError(f"{dim} edges {edges} outside the allowed range [{lo}, {hi}]")
+    return edges
+
+
+@dataclass(frozen=True)
+class Binning:
+    """Edges of the cube's three dimensions, in canonical units.
+
+    Parameters
+    ----------
+    zenith, energy, offset : array-like, Quantity or None
+        Edges per dimension (deg, TeV, deg when plain numbers); ``None`` gives
+        the tutorial's defaults (see :func:`default_edges`).
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> b = Binning(zenith=[0, 30, 60] * u.deg)
+    >>> b.shape
+    (2, 19, 9)
+    """
+
+    zenith: npt.NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    energy: npt.NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    offset: npt.NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        for dim in DIMS:
+            edges = to_edges(getattr(self, dim), dim)
+            edges.setflags(write=False)
+            object.__setattr__(self, dim, edges)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Binning):
+            return NotImplemented
+        return all(np.array_equal(self.edges(d), other.edges(d)) for d in DIMS)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.edges(d).tobytes() for d in DIMS))
+
+    def edges(self, dim: str) -> npt.NDArray[np.float64]:
+        """Return the edges of ``dim``."""
+        if dim not in DIMS:
+            raise ValueError(f"unknown dimension {dim!r}; expected one of {DIMS}")
+        return getattr(self, dim)  # type: ignore[no-any-return]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Number of bins per dimension, in :data:`DIMS` order."""
+        return tuple(self.edges(d).size - 1 for d in DIMS)
+
+    def boost_axes(self) -> list[bh.axis.Variable]:
+        """Return boost-histogram axes in :data:`DIMS` order, named after the dims.
+
+        Events outside the edges land in the under/overflow bins, which the
+        cube reports but does not use.
+        """
+        return [
+            bh.axis.Variable(self.edges(d), __dict__={"name": d, "units": str(DIM_UNITS[d])})
+            for d in DIMS
+        ]
+
+    def coords(self) -> dict[str, tuple[str, npt.NDArray[np.float64], dict[str, str]]]:
+        """Return xarray coordinates: bin centres and ``*_lo``/``*_hi`` edges.
+
+        Energy centres are geometric means of the edges (log binning); zenith
+        and offset centres are arithmetic means.
+        """
+        coords = {}
+        for dim in DIMS:
+            lo, hi = self.edges(dim)[:-1], self.edges(dim)[1:]
+            center = np.sqrt(lo * hi) if dim == "energy" else 0.5 * (lo + hi)
+            attrs = {"units": str(DIM_UNITS[dim])}
+            coords[dim] = (dim, center, {**attrs, "long_name": f"{dim} bin centre"})
+            coords[f"{dim}_lo"] = (dim, lo.copy(), {**attrs, "long_name": f"{dim} lower edge"})
+            coords[f"{dim}_hi"] = (dim, hi.copy(), {**attrs, "long_name": f"{dim} upper edge"})
+        return coords
+
+
+def parse_edges(text: str) -> list[float]:
+    """Parse comma-separated edges from the command line, e.g. ``"0,20,40,90"``.
+
+    Raises
+    ------
+    ValueError
+        If an item is not a number.
+    """
+    try:
+        return [float(item) for item in text.split(",") if item.strip()]
+    except ValueError as err:
+        raise ValueError(f"edges must be comma-separated numbers, got {text!r}") from err
+
+
+def band_labels(edges: Sequence[float]) -> list[str]:
+    """Return labels like ``"0-20"`` for consecutive pairs of zenith edges."""
+    return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]

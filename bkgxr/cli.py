@@ -1,0 +1,129 @@
+"""Command line interface: argument parsing and calls to the public API only.
+
+Heavy modules are imported inside the commands, so ``bkgxr --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas as pd
+    import xarray as xr
+
+
+def _edges_arg(text: str) -> list[float]:
+    from .axes import parse_edges
+
+    try:
+        return parse_edges(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build per-zenith BKG_2D models from the off runs of a GADF data store",
+        description="Histogram the selected runs in zenith x energy x offset, divide by "
+        "exposure and write per-zenith BKG_2D models with HDU/OBS index tables that "
+        "gammapy's DataStore.from_file loads.",
+    )
+    p.add_argument("data_dir", type=Path, help="folder with hdu-index.fits[.gz] and obs-index.fits[.gz]")
+    p.add_argument("--out", type=Path, required=True, help="output FITS file")
+    p.add_argument(
+        "--query",
+        help="pandas query on the obs index (default: 'TARGET_NAME == \"Off data\"' when "
+        "that column exists, else every run)",
+    )
+    p.add_argument("--energy-edges", type=_edges_arg, help="TeV, comma-separated (default: 19 log bins 0.1-100)")
+    p.add_argument("--offset-edges", type=_edges_arg, help="deg (default: 9 bins 0-3, even in offset^2)")
+    p.add_argument("--zenith-edges", type=_edges_arg, help="deg (default: 0,20,40,90)")
+    p.add_argument(
+        "--outside",
+        choices=("nearest", "none"),
+        default="nearest",
+        help="observations outside every zenith band: nearest band's model (default) or none",
+    )
+    p.add_argument("--date", help="DATE keyword of the output (default: today, UTC)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_build)
+
+
+def _compute(cube: xr.Dataset, *, quiet: bool) -> xr.Dataset:
+    if quiet:
+        return cube.compute()
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(out=sys.stderr):
+        return cube.compute()
+
+
+def summary(cube: xr.Dataset, *, query: str | None, out: Path | None = None) -> str:
+    """Return the build summary: runs, events and livetime per zenith band."""
+    lines = [f"selection: {query}" if query else "selection: every run (no query)"]
+    lines.append(f"{'zenith band (deg)':>18} {'runs':>6} {'events':>10} {'livetime (h)':>13}")
+    events = cube["counts"].sum(("energy", "offset")).values
+    for label, n, ev, live in zip(
+        cube["zenith_band"].values, cube["n_runs"].values, events, cube["livetime"].values, strict=True
+    ):
+        lines.append(f"{label:>18} {int(n):>6} {int(ev):>10} {live / 3600:>13.2f}")
+    if cube.attrs.get("excluded_runs"):
+        lines.append(f"left out (outside every band): {list(cube.attrs['excluded_runs'])}")
+    if out is not None:
+        lines.append(f"written: {out}")
+    return "\n".join(lines)
+
+
+def _select(data_dir: Path, query: str | None) -> tuple[object, pd.DataFrame, str | None]:
+    from . import OFF_QUERY, open_store
+
+    store = open_store(data_dir)
+    if query is None and "TARGET_NAME" in store.obs_table.colnames:
+        query = OFF_QUERY
+    return store, store.select(query), query
+
+
+def _build(args: argparse.Namespace) -> int:
+    from . import Binning, build_cube, write_models
+
+    store, runs, query = _select(args.data_dir, args.query)
+    binning = Binning(zenith=args.zenith_edges, energy=args.energy_edges, offset=args.offset_edges)
+    cube = _compute(build_cube(runs, binning=binning), quiet=args.quiet)
+    out = write_models(cube, args.out, store=store, outside=args.outside, date=args.date)  # type: ignore[arg-type]
+    print(summary(cube, query=query, out=out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``bkgxr`` command."""
+    parser = argparse.ArgumentParser(
+        prog="bkgxr", description="Background models for IACTs from off runs (GADF DL3)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_build(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``bkgxr`` command; return its exit code."""
+    args = build_parser().parse_args(argv)
+    from .exceptions import BkgxrError
+
+    try:
+        return int(args.func(args))
+    except (BkgxrError, FileExistsError) as err:
+        print(f"bkgxr: error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # bad option values reaching the API
+        print(f"bkgxr: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Write the cube as GADF BKG_2D models with HDU and observation index tables.
+
+One FITS file holds, in order: a primary HDU stating how it was made,
+``HDU_INDEX``, ``OBS_INDEX``, ``RUNS`` (the runs each model was built from)
+and one ``BKG_2D`` HDU per zenith band. The HDU index keeps every row of the
+source store, with ``FILE_DIR`` rewritten relative to the output file, and
+points each observation's ``bkg`` row to the model of its zenith band, so
+``gammapy.data.DataStore.from_file(path)`` loads it as the observation's bkg.
+Spec: https://gamma-astro-data-formats.readthedocs.io/en/latest/irfs/full_enclosure/bkg/
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from .axes import band_labels
+from .cube import band_index, binning_of
+from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import xarray as xr
+
+    from .store import Store
+
+#: Keywords every GADF HDU written here carries (copied per HDU, never shared).
+DEFAULT_HEADER = {"HDUCLASS": "GADF", "HDUDOC": "https://github.com/open-gamma-ray-astro/gamma-astro-data-formats", "HDUVERS": "0.2"}
+
+Outside = Literal["nearest", "none"]
+
+
+def bkg_hdu_name(lo: float, hi: float) -> str:
+    """Return the EXTNAME of the model of zenith band ``[lo, hi)``, e.g. ``BKG_ZEN_0_20``."""
+    return f"BKG_ZEN_{lo:g}_{hi:g}".replace(".", "p")
+
+
+def create_bkg_2d_hdu(
+    rate: npt.ArrayLike,
+    energy_edges: npt.ArrayLike,
+    offset_edges: npt.ArrayLike,
+    *,
+    extname: str,
+    meta: dict[str, object] | None = None,
+) -> fits.BinTableHDU:
+    """Create a GADF ``BKG_2D`` HDU.
+
+    Parameters
+    ----------
+    rate : array-like
+        Background rate in MeV-1 s-1 sr-1. Shape: (n_energy, n_offset).
+    energy_edges : array-like
+        Energy edges in TeV. Shape: (n_energy + 1,).
+    offset_edges : array-like
+        Offset edges in deg. Shape: (n_offset + 1,).
+    extname : str
+        Name of the HDU.
+    meta : dict, optional
+        Extra header keywords.
+
+    Raises
+    ------
+    ValueError
+        If the rate is not finite and non-negative, or its shape does not match.
+    """
+    rate = np.asarray(rate, dtype=np.float64)
+    energy_edges = np.asarray(energy_edges, dtype=np.float64)
+    offset_edges = np.asarray(offset_edges, dtype=np.float64)
+    if rate.shape != (energy_edges.size - 1, offset_edges.size - 1):
+        raise ValueError(f"rate shape {rate.shape} does not match the edges")
+    if not np.all(np.isfinite(rate)) or np.any(rate < 0):
+        raise ValueError(f"{extname}: refusing to write a non-finite or negative rate")
+    n_e, n_o = rate.shape
+    columns = [
+        fits.Column("ENERG_LO", f"{n_e}D", unit=str(ENERGY_UNIT), array=energy_edges[None, :-1]),
+        fits.Column("ENERG_HI", f"{n_e}D", unit=str(ENERGY_UNIT), array=energy_edges[None, 1:]),
+        fits.Column("THETA_LO", f"{n_o}D", unit=str(ANGLE_UNIT), array=offset_edges[None, :-1]),
+        fits.Column("THETA_HI", f"{n_o}D", unit=str(ANGLE_UNIT), array=offset_edges[None, 1:]),
+        # FITS stores the last numpy axis fastest: the (energy, offset) array is written
+        # transposed, TDIM = (n_energy, n_offset), as gammapy's IRF.to_table does.
+        fits.Column("BKG", f"{n_e * n_o}D", unit=RATE_UNIT.to_string("fits"), dim=f"({n_e},{n_o})", array=rate.T[None]),
+    ]
+    header = fits.Header(
+        {**DEFAULT_HEADER, "HDUCLAS1": "RESPONSE", "HDUCLAS2": "BKG", "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": "BKG_2D"}
+    )
+    for key, value in (meta or {}).items():
+        header[key] = value
+    return fits.BinTableHDU.from_columns(columns, header=header, name=extname)
+
+
+def assign_bands(
+    zenith: npt.ArrayLike, edges: npt.ArrayLike, *, outside: Outside = "nearest"
+) -> npt.NDArray[np.int64]:
+    """Assign each observation the zenith band of its model.
+
+    The band containing the zenith (``lo <= zenith < hi``) is chosen; a zenith
+    outside every band gets the nearest band (``outside="nearest"``) or none,
+    -1 (``outside="none"``). A NaN zenith always gets -1.
+
+    Returns
+    -------
+    numpy.ndarray
+        Band index per observation. Shape: (n_obs,).
+    """
+    if outside not in ("nearest", "none"):
+        raise ValueError(f"outside must be 'nearest' or 'none', not {outside!r}")
+    zenith = np.asarray(zenith, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    index = band_index(zenith, edges)
+    if outside == "nearest":
+        finite = np.isfinite(zenith)
+        nearest = np.where(zenith < edges[0], 0, edges.size - 2)
+        index = np.where((index < 0) & finite, nearest, index)
+    return index
+
+
+def _relative_dir(target: Path, start: Path) -> str:
+    try:
+        return Path(os.path.relpath(target, start)).as_posix()
+    except ValueError:  # no relative path between drives
+        return target.as_posix()
+
+
+def hdu_index_table(
+    store: Store, out: Path, obs_ids: npt.ArrayLike, hdu_names: list[str]
+) -> Table:
+    """Return the store's HDU index for a file at ``out``, bkg rows replaced.
+
+    Parameters
+    ----------
+    store : Store
+        Source store; all its non-bkg rows are kept, paths made relative to ``out``.
+    out : pathlib.Path
+        Path of the file the index is written to.
+    obs_ids, hdu_names : array-like, list of str
+        Each observation and the name of its BKG HDU in ``out`` ('' for none).
+    """
+    out_dir = out.resolve().parent
+    rows = []
+    for row in store.hdu_table:
+        hdu_type = str(row["HDU_TYPE"]).strip().lower()
+        if hdu_type == "bkg":
+            continue
+        file_dir = _relative_dir(store.file_path(row).parent, out_dir)
+        rows.append(
+            (int(row["OBS_ID"]), hdu_type, str(row["HDU_CLASS"]).strip(), file_dir,
+             Path(str(row["FILE_NAME"]).strip()).name, str(row["HDU_NAME"]).strip())
+        )
+    for obs_id, name in zip(np.asarray(obs_ids).tolist(), hdu_names, strict=True):
+        if name:
+            rows.append((int(obs_id), "bkg", "bkg_2d", ".", out.name, name))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    table = Table(rows=rows, names=("OBS_ID", "HDU_TYPE", "HDU_CLASS", "FILE_DIR", "FILE_NAME", "HDU_NAME"))
+    table.meta.update({**DEFAULT_HEADER, "HDUCLAS1": "INDEX", "HDUCLAS2": "HDU"})
+    return table
+
+
+def write_atomic(hdul: fits.HDUList, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write ``hdul`` to a temporary file beside ``path`` and rename it into place.
+
+    A failure leaves no partial file and any existing ``path`` untouched.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True, checksum=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_models(
+    cube: xr.Dataset,
+    path: str | Path,
+    *,
+    store: Store,
+    outside: Outside = "nearest",
+    date: str | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write per-zenith BKG_2D models and index tables for every observation of ``store``.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Cube from :func:`bkgxr.build_cube` (computed here if still lazy).
+    path : str or pathlib.Path
+        Output FITS file; ``DataStore.from_file(path)`` loads it.
+    store : Store
+        Store whose observations (all of them, not only the runs of the
+        cube) get a bkg row.
+    outside : {"nearest", "none"}
+        Observations whose zenith lies outside every band get the nearest
+        band's model, or no model (with a warning).
+    date : str, optional
+        Value of the DATE keyword; today's UTC date if omitted. Pass it to
+        make output byte-reproducible.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    cube = cube.compute()
+    path = Path(path)
+    binning = binning_of(cube)
+    labels = band_labels(binning.zenith)
+    names = [bkg_hdu_name(lo, hi) for lo, hi in zip(binning.zenith[:-1], binning.zenith[1:], strict=True)]
+    obs = store.select()
+    band = assign_bands(obs["ZEN_PNT"].to_numpy(), binning.zenith, outside=outside)
+    if np.any(band < 0):
+        lost = obs.loc[band < 0, "OBS_ID"].astype(int).tolist()
+        warnings.warn(f"{len(lost)} observation(s) outside every zenith band get no bkg model: {lost}", stacklevel=2)
+    empty = cube["n_runs"].values == 0
+    if np.any(empty[band[band >= 0]]):
+        warnings.warn("observations are assigned a zenith band without runs: their model is 0", stacklevel=2)
+    hdu_names = [names[b] if b >= 0 else "" for b in band]
+
+    primary = fits.PrimaryHDU()
+    primary.header["CREATOR"] = "bkgxr"
+    primary.header["DATE"] = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    primary.header["ZENRULE"] = (outside, "obs outside every band: nearest band or none")
+    primary.header["COMMENT"] = "bkg of each observation: model of the zenith band containing ZEN_PNT (lo <= z < hi)"
+    primary.header["NRUNS"] = (int(cube.sizes["obs_id"]), "off runs the models were built from")
+
+    obs_table = store.obs_table.copy(copy_data=True)
+    obs_table.meta.update({"EXTNAME": "OBS_INDEX", "BKGZRULE": outside})
+    # The run table is sorted by OBS_ID; the obs index keeps its own row order.
+    order = {int(o): i for i, o in enumerate(obs["OBS_ID"])}
+    keep = [order[int(o)] for o in obs_table["OBS_ID"]]
+    obs_table["BKG_HDU"] = [hdu_names[i] for i in keep]
+    obs_table["BKG_ZEN_BAND"] = [labels[band[i]] if band[i] >= 0 else "" for i in keep]
+
+    runs = Table(
+        {
+            "OBS_ID": cube["obs_id"].values,
+            "ZEN_PNT": cube["run_zenith"].values,
+            "LIVETIME": cube["run_livetime"].values,
+            "BKG_HDU": [names[b] for b in cube["run_band"].values],
+        },
+        units={"ZEN_PNT": "deg", "LIVETIME": "s"},
+    )
+    hdus = [
+        primary,
+        fits.table_to_hdu(hdu_index_table(store, path, obs["OBS_ID"], hdu_names)),
+        fits.table_to_hdu(obs_table),
+        fits.table_to_hdu(runs),
+    ]
+    hdus[1].name, hdus[2].name, hdus[3].name = "HDU_INDEX", "OBS_INDEX", "RUNS"
+    for i, name in enumerate(names):
+        band_cube = cube.isel(zenith=i)
+        hdus.append(
+            create_bkg_2d_hdu(
+                band_cube["rate"].transpose("energy", "offset").values,
+                binning.energy,
+                binning.offset,
+                extname=name,
+                meta={
+                    "ZEN_LO": (float(binning.zenith[i]), "[deg] zenith band lower edge"),
+                    "ZEN_HI": (float(binning.zenith[i + 1]), "[deg] zenith band upper edge"),
+                    "LIVETIME": (float(band_cube["livetime"]), "[s] summed livetime of the runs"),
+                    "NRUNS": (int(band_cube["n_runs"]), "runs in this band"),
+                    "NEVENTS": (int(band_cube["counts"].sum()), "events in the binned range"),
+                },
+            )
+        )
+    return write_atomic(fits.HDUList(hdus), path, overwrite=overwrite)

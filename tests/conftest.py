@@ -1,0 +1,45 @@
+"""Shared fixtures: the H.E.S.S. DR1 store (through BKGXR_DATA) and its off-run cube."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: Default location of the H.E.S.S. DL3 DR1 store, beside the repository.
+DEFAULT_HESS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hess-dl3-dr1"
+
+
+def hess_path() -> Path:
+    """Return the H.E.S.S. DR1 folder from ``BKGXR_DATA`` or the default."""
+    return Path(os.environ.get("BKGXR_DATA", DEFAULT_HESS))
+
+
+@pytest.fixture(scope="session")
+def hess_dir() -> Path:
+    path = hess_path()
+    if not (path / "obs-index.fits.gz").is_file():
+        pytest.skip(f"H.E.S.S. DR1 data not found at {path}; set BKGXR_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hess_store(hess_dir):
+    import bkgxr
+
+    return bkgxr.open_store(hess_dir)
+
+
+@pytest.fixture(scope="session")
+def hess_runs(hess_store):
+    import bkgxr
+
+    return hess_store.select(bkgxr.OFF_QUERY)
+
+
+@pytest.fixture(scope="session")
+def hess_cube(hess_runs):
+    import bkgxr
+
+    return bkgxr.build_cube(hess_runs).compute()

@@ -54,9 +54,10 @@ def _decode(table: Table) -> pd.DataFrame:
     names = [n for n in table.colnames if table[n].ndim == 1]
     frame = table[names].to_pandas()
     for name in names:
-        if frame[name].dtype == object:
-            frame[name] = frame[name].map(lambda v: v.decode() if isinstance(v, bytes) else v)
-            frame[name] = frame[name].fillna("").astype(str).str.strip()
+        if table[name].dtype.kind in "SU":
+            values = frame[name].astype(object)
+            values = values.map(lambda v: v.decode() if isinstance(v, bytes) else v)
+            frame[name] = values.where(values.notna(), "").astype(str).str.strip()
     return frame
 
 

@@ -1,0 +1,39 @@
+import numpy as np
+from astropy.io import fits
+
+from bkgxr.cli import main
+
+
+def test_build_writes_models_and_prints_the_summary(hess_dir, hess_cube, tmp_path, capsys):
+    out = tmp_path / "bkg.fits"
+    assert main(["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01"]) == 0
+    text = capsys.readouterr().out
+    assert 'TARGET_NAME == "Off data"' in text
+    for label, runs, events in zip(["0-20", "20-40", "40-90"], [11, 25, 9], hess_cube["counts"].sum(("energy", "offset")).values):
+        assert f"{label:>18} {runs:>6} {int(events):>10}" in text
+    assert str(out) in text
+    np.testing.assert_array_equal(
+        fits.getdata(out, "BKG_ZEN_20_40")["BKG"][0].T, hess_cube["rate"].sel(zenith=30).values
+    )
+
+
+def test_build_with_custom_edges_and_query(hess_dir, tmp_path, capsys):
+    out = tmp_path / "bkg.fits"
+    code = main(
+        ["build", str(hess_dir), "--out", str(out), "--quiet", "--query", "OBS_ID < 30000 and TARGET_NAME == 'Off data'",
+         "--energy-edges", "0.5,1,10", "--offset-edges", "0,1,2", "--zenith-edges", "0,30,60"]
+    )
+    assert code == 0
+    with fits.open(out) as hdul:
+        assert [h.name for h in hdul[4:]] == ["BKG_ZEN_0_30", "BKG_ZEN_30_60"]
+        assert hdul[4].data["BKG"][0].shape == (2, 2)
+        np.testing.assert_allclose(hdul[4].data["ENERG_LO"][0], [0.5, 1])
+
+
+def test_errors_print_one_line_and_exit_non_zero(hess_dir, tmp_path, capsys):
+    assert main(["build", str(tmp_path), "--out", str(tmp_path / "x.fits"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bkgxr: error:") and "hdu-index" in err and err.count("\n") == 1
+    assert main(["build", str(hess_dir), "--out", str(tmp_path / "x.fits"), "--query", "TARGET_NAME == 'none'", "--quiet"]) == 1
+    assert "no run" in capsys.readouterr().err
+    assert not (tmp_path / "x.fits").exists()

@@ -1,0 +1,94 @@
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+
+import bkgxr
+from bkgxr.cube import band_index, build_cube, exposure_s_mev_sr
+
+from reference import numpy_counts
+
+
+def test_counts_equal_a_plain_numpy_histogram(hess_runs, hess_cube):
+    b = bkgxr.Binning()
+    expected = numpy_counts(hess_runs, b.zenith, b.energy, b.offset)
+    np.testing.assert_array_equal(hess_cube["counts"].values, expected)
+    assert hess_cube["counts"].sum() > 300_000
+
+
+def test_rate_is_counts_over_livetime_energy_width_and_ring_solid_angle(hess_runs, hess_cube):
+    b = bkgxr.Binning()
+    band = np.digitize(hess_runs["ZEN_PNT"], b.zenith) - 1
+    livetime = np.array([hess_runs["LIVETIME"][band == i].sum() for i in range(3)])
+    d_energy_mev = (b.energy[1:] - b.energy[:-1]) * 1e6
+    d_omega = 2 * np.pi * (np.cos(np.radians(b.offset[:-1])) - np.cos(np.radians(b.offset[1:])))
+    exposure = livetime[:, None, None] * d_energy_mev[None, :, None] * d_omega[None, None, :]
+    counts = hess_cube["counts"].values
+    np.testing.assert_allclose(hess_cube["rate"].values, counts / exposure, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(hess_cube["rate_err"].values, np.sqrt(counts) / exposure, rtol=1e-12)
+    np.testing.assert_allclose(hess_cube["livetime"].values, livetime, rtol=1e-12)
+    assert hess_cube["rate"].attrs["units"] == "1 / (MeV s sr)"
+
+
+def test_runs_per_band_are_listed(hess_runs, hess_cube):
+    assert hess_cube["n_runs"].values.tolist() == [11, 25, 9]
+    in_band = hess_cube["obs_id"].where(hess_cube["run_band"] == 0, drop=True).values
+    expected = hess_runs.loc[hess_runs["ZEN_PNT"] < 20, "OBS_ID"].to_numpy()
+    np.testing.assert_array_equal(np.sort(in_band), np.sort(expected))
+    assert int(hess_cube.sizes["obs_id"]) == 45
+
+
+def test_every_variable_and_coord_has_units(hess_cube):
+    for name in [*hess_cube.data_vars, *hess_cube.coords]:
+        if name in ("obs_id", "zenith_band", "has_exposure"):
+            continue
+        assert "units" in hess_cube[name].attrs, name
+
+
+def test_building_the_cube_reads_no_event(hess_runs, monkeypatch):
+    calls = []
+    import bkgxr.events
+
+    original = bkgxr.events.read_columns
+    monkeypatch.setattr(bkgxr.events, "read_columns", lambda *a, **k: calls.append(a) or original(*a, **k))
+    with dask.config.set(scheduler="sync"):
+        cube = build_cube(hess_runs.iloc[:3], binning=bkgxr.Binning(zenith=[0, 90]))
+        assert calls == []
+        assert isinstance(cube["counts"].data, dask.array.Array)
+        assert cube["rate"].shape == (1, 19, 9)  # coords known before compute
+        cube.compute()
+    assert len(calls) == 3  # one read per run, shared by all variables
+
+
+def test_empty_band_gives_zero_rate_not_nan(hess_runs):
+    b = bkgxr.Binning(zenith=[0, 20, 40, 60, 70])
+    with pytest.warns(UserWarning, match="have no run"):
+        cube = build_cube(hess_runs, binning=b).compute()
+    assert cube["n_runs"].values[-1] == 0
+    assert np.all(np.isfinite(cube["rate"].values)) and np.all(cube["rate"].values[-1] == 0)
+    assert not cube["has_exposure"].values[-1].any()
+
+
+def test_runs_outside_every_band_are_left_out_with_a_warning(hess_runs):
+    with pytest.warns(UserWarning, match="outside every zenith band"):
+        cube = build_cube(hess_runs, binning=bkgxr.Binning(zenith=[0, 40])).compute()
+    outside = hess_runs.loc[hess_runs["ZEN_PNT"] >= 40, "OBS_ID"].tolist()
+    assert cube.attrs["excluded_runs"] == outside
+    assert not set(outside) & set(cube["obs_id"].values.tolist())
+
+
+def test_band_index_rule():
+    edges = [0, 20, 40, 90]
+    np.testing.assert_array_equal(band_index([0, 19.99, 20, 89.9, 90, -1, np.nan], edges), [0, 0, 1, 2, -1, -1, -1])
+
+
+def test_exposure_shape_and_units():
+    exp = exposure_s_mev_sr([1.0, 2.0, 0.0], bkgxr.Binning())
+    assert exp.shape == (3, 19, 9)
+    assert exp[2].sum() == 0 and np.all(exp[1] == 2 * exp[0])
+
+
+def test_zenith_band_is_a_coordinate_for_selection(hess_cube):
+    assert isinstance(hess_cube, xr.Dataset)
+    assert hess_cube["zenith_band"].values.tolist() == ["0-20", "20-40", "40-90"]
+    assert float(hess_cube.sel(zenith=30)["zenith_lo"]) == 20

@@ -1,0 +1,266 @@
+"""Figures of a background cube: rate maps, spectra, radial profiles, diagnostics.
+
+Every function takes the cube of :func:`bkgxr.build_cube` (computed) or of
+:func:`bkgxr.gadf.load_models`, labels its axes with the units in each
+variable's ``attrs["units"]`` and returns the Axes or Figure it drew on; none
+calls ``plt.show``. The panel functions accept ``axes`` to draw into an
+existing figure; without it they open a new pyplot figure. This is the only
+module that imports matplotlib.
+
+Bins without counts (rate 0) and bands without exposure are left blank on the
+log scales rather than drawn at an invented floor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeAlias, cast
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import LogNorm
+
+from .cube import binning_of
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy.typing as npt
+    import xarray as xr
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    #: Axes to draw into, one per panel; ``None`` opens a new figure.
+    AxesArg: TypeAlias = "Sequence[Axes] | npt.NDArray[np.object_] | None"
+
+
+def axis_label(cube: xr.Dataset, name: str) -> str:
+    """Return ``"name (units)"`` for a variable or coord, or ``"name"`` if unitless."""
+    units = str(cube[name].attrs.get("units", ""))
+    return f"{name} ({units})" if units else name
+
+
+def _band_title(cube: xr.Dataset, i: int) -> str:
+    band = cube.isel(zenith=i)
+    hours = float(band["livetime"]) / 3600.0
+    return f"zenith {band['zenith_band'].item()} deg: {int(band['n_runs'])} runs, {hours:.1f} h"
+
+
+def _bin_containing(cube: xr.Dataset, dim: str, value: float) -> int:
+    lo, hi = cube[f"{dim}_lo"].values, cube[f"{dim}_hi"].values
+    inside = np.flatnonzero((lo <= value) & (value < hi))
+    if inside.size == 0:
+        raise ValueError(f"{dim} {value} is outside the cube's {dim} edges [{lo[0]:g}, {hi[-1]:g})")
+    return int(inside[0])
+
+
+def _bin_label(cube: xr.Dataset, dim: str, i: int) -> str:
+    units = cube[dim].attrs.get("units", "")
+    return f"{dim} {cube[f'{dim}_lo'].values[i]:.3g}-{cube[f'{dim}_hi'].values[i]:.3g} {units}"
+
+
+def _positive(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Return float values with zeros and negatives replaced by NaN (blank on log axes)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(values > 0, values, np.nan)
+
+
+def _new_axes(axes: AxesArg, n: int, what: str) -> list[Axes]:
+    if axes is None:
+        fig = plt.figure(figsize=(4.0 * n, 3.4), layout="constrained")
+        return list(np.atleast_1d(fig.subplots(1, n, sharey=True, squeeze=False)[0]))
+    axes = list(np.ravel(np.asarray(axes, dtype=object)))
+    if len(axes) != n:
+        raise ValueError(f"{what} needs {n} axes, got {len(axes)}")
+    return axes
+
+
+def _map(cube: xr.Dataset, name: str, axes: list[Axes]) -> list[Axes]:
+    """Draw ``cube[name]`` over energy x offset, one band per axes, one log colour scale."""
+    binning = binning_of(cube)
+    values = _positive(cube[name].transpose("zenith", "energy", "offset").values)
+    finite = values[np.isfinite(values)]
+    norm = LogNorm(*(finite.min(), finite.max()) if finite.size else (1.0, 10.0))
+    mesh = None
+    for i, ax in enumerate(axes):
+        # pcolormesh wants C[y, x]: offset along y, energy along x, hence the transpose.
+        mesh = ax.pcolormesh(binning.energy, binning.offset, np.ma.masked_invalid(values[i].T), norm=norm)
+        ax.set_xscale("log")
+        ax.set_xlabel(axis_label(cube, "energy"))
+        ax.set_title(_band_title(cube, i), fontsize="medium")
+    axes[0].set_ylabel(axis_label(cube, "offset"))
+    if mesh is not None:
+        axes[0].figure.colorbar(mesh, ax=axes, label=axis_label(cube, name))
+    return axes
+
+
+def _errorbars(ax: Axes, cut: xr.Dataset, dim: str, *, label: str) -> None:
+    """Draw the rate of a 1-D cut along ``dim``: bin widths as x bars, Poisson y errors."""
+    x = cut[dim].values
+    xerr = np.stack([x - cut[f"{dim}_lo"].values, cut[f"{dim}_hi"].values - x])
+    rate = _positive(cut["rate"].values)
+    err = np.where(np.isfinite(rate), cut["rate_err"].values, np.nan)
+    ax.errorbar(x, rate, xerr=xerr, yerr=err, fmt="o-", ms=3, lw=1, label=label)
+
+
+def plot_rate_map(
+    cube: xr.Dataset, *, axes: AxesArg = None
+) -> list[Axes]:
+    """Plot the rate over energy x offset, one panel per zenith band, log colour.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Computed cube with ``rate`` (zenith, energy, offset) and edge coords.
+    axes : sequence of matplotlib.axes.Axes, optional
+        One Axes per zenith band; a new figure if omitted.
+
+    Returns
+    -------
+    list of matplotlib.axes.Axes
+        One per band; the shared colour bar is on their figure.
+
+    Raises
+    ------
+    ValueError
+        If ``axes`` does not hold one Axes per band.
+    """
+    return _map(cube, "rate", _new_axes(axes, cube.sizes["zenith"], "plot_rate_map"))
+
+
+def plot_spectra(
+    cube: xr.Dataset,
+    *,
+    offsets: Sequence[float] = (0.5, 1.5),
+    axes: AxesArg = None,
+) -> list[Axes]:
+    """Plot rate vs energy with Poisson error bars, one panel per offset, one line per band.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Computed cube with ``rate`` and ``rate_err``.
+    offsets : sequence of float
+        Offsets in the cube's offset unit (deg); each selects the bin containing it.
+    axes : sequence of matplotlib.axes.Axes, optional
+        One Axes per offset; a new figure if omitted.
+
+    Returns
+    -------
+    list of matplotlib.axes.Axes
+        One per offset, log-log.
+
+    Raises
+    ------
+    ValueError
+        If an offset lies outside the offset edges, or ``axes`` has the wrong length.
+    """
+    bins = [_bin_containing(cube, "offset", offset) for offset in offsets]
+    axes_list = _new_axes(axes, len(bins), "plot_spectra")
+    for ax, j in zip(axes_list, bins, strict=True):
+        for i in range(cube.sizes["zenith"]):
+            cut = cube.isel(zenith=i, offset=j)
+            _errorbars(ax, cut, "energy", label=f"zenith {cut['zenith_band'].item()} deg")
+        ax.set(xscale="log", yscale="log", xlabel=axis_label(cube, "energy"))
+        ax.set_title(_bin_label(cube, "offset", j), fontsize="medium")
+        ax.legend(fontsize="small")
+    axes_list[0].set_ylabel(axis_label(cube, "rate"))
+    return axes_list
+
+
+def plot_radial_profiles(
+    cube: xr.Dataset,
+    *,
+    energies: Sequence[float] = (0.5, 1.0, 3.0, 10.0),
+    axes: AxesArg = None,
+) -> list[Axes]:
+    """Plot rate vs offset with Poisson error bars, one panel per band, one line per energy.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Computed cube with ``rate`` and ``rate_err``.
+    energies : sequence of float
+        Energies in the cube's energy unit (TeV); each selects the bin containing it.
+    axes : sequence of matplotlib.axes.Axes, optional
+        One Axes per zenith band; a new figure if omitted.
+
+    Returns
+    -------
+    list of matplotlib.axes.Axes
+        One per band, linear offset and log rate.
+
+    Raises
+    ------
+    ValueError
+        If an energy lies outside the energy edges, or ``axes`` has the wrong length.
+    """
+    bins = [_bin_containing(cube, "energy", e) for e in energies]
+    axes_list = _new_axes(axes, cube.sizes["zenith"], "plot_radial_profiles")
+    for i, ax in enumerate(axes_list):
+        for k in bins:
+            _errorbars(ax, cube.isel(zenith=i, energy=k), "offset", label=_bin_label(cube, "energy", k))
+        ax.set(yscale="log", xlabel=axis_label(cube, "offset"))
+        ax.set_title(_band_title(cube, i), fontsize="medium")
+    axes_list[0].set_ylabel(axis_label(cube, "rate"))
+    axes_list[-1].legend(fontsize="small")
+    return axes_list
+
+
+def plot_diagnostics(cube: xr.Dataset) -> Figure:
+    """Plot counts (top row) and exposure (bottom row) over energy x offset per band.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Computed cube with ``counts`` and ``exposure``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two rows of one panel per zenith band, each row with its log colour bar.
+    """
+    n = cube.sizes["zenith"]
+    fig = plt.figure(figsize=(4.0 * n + 1.5, 6.6), layout="constrained")
+    grid = fig.subplots(2, n, sharex=True, sharey=True, squeeze=False)
+    for row, name in zip(grid, ("counts", "exposure"), strict=True):
+        _map(cube, name, list(row))
+    return fig
+
+
+def plot_overview(
+    cube: xr.Dataset,
+    *,
+    offsets: Sequence[float] = (0.5, 1.5),
+    energies: Sequence[float] = (0.5, 1.0, 3.0, 10.0),
+) -> Figure:
+    """Plot rate maps, spectra and radial profiles of a cube in one figure.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Computed cube, from :func:`bkgxr.build_cube` or :func:`bkgxr.gadf.load_models`.
+    offsets : sequence of float
+        Offsets (deg) of the spectra; see :func:`plot_spectra`.
+    energies : sequence of float
+        Energies (TeV) of the radial profiles; see :func:`plot_radial_profiles`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Three rows: rate maps and radial profiles (one panel per zenith band)
+        and spectra (one panel per offset). Save it with ``fig.savefig``.
+
+    See Also
+    --------
+    plot_rate_map, plot_spectra, plot_radial_profiles, plot_diagnostics
+    """
+    n = max(cube.sizes["zenith"], len(offsets))
+    fig = plt.figure(figsize=(4.2 * n + 1.5, 10.5), layout="constrained")
+    rows = cast("npt.NDArray[np.object_]", fig.subfigures(3, 1))
+    plot_rate_map(cube, axes=rows[0].subplots(1, cube.sizes["zenith"], sharey=True, squeeze=False)[0])
+    plot_spectra(cube, offsets=offsets, axes=rows[1].subplots(1, len(offsets), sharey=True, squeeze=False)[0])
+    plot_radial_profiles(
+        cube, energies=energies, axes=rows[2].subplots(1, cube.sizes["zenith"], sharey=True, squeeze=False)[0]
+    )
+    fig.suptitle(f"bkgxr background model: {cube.sizes['obs_id']} off runs")
+    return fig

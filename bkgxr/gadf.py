@@ -22,11 +22,13 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .axes import band_labels
-from .cube import band_index, binning_of
-from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT
+from .axes import DIMS, Binning, band_labels
+from .cube import ZENITH_RULE, band_index, binning_of, exposure_s_mev_sr, rate_from_counts
+from .exceptions import StoreError
+from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
 
 if TYPE_CHECKING:
+    import astropy.units as u
     import numpy.typing as npt
     import xarray as xr
 
@@ -286,3 +288,117 @@ def write_models(
             )
         )
     return write_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
+
+
+def _column(hdu: fits.BinTableHDU, name: str, unit: u.UnitBase, path: Path) -> npt.NDArray[np.float64]:
+    """Return the one-row array column ``name`` of ``hdu`` converted to ``unit``."""
+    if name not in hdu.columns.names:
+        raise StoreError(f"{hdu.name} lacks column {name}", path=path)
+    given = parse_unit(hdu.columns[name].unit, default=unit, what=f"{path.name} {hdu.name} {name}")
+    return np.asarray(hdu.data[name][0], dtype=np.float64) * scale_to(given, unit)
+
+
+def _edges(
+    lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64], what: str, path: Path
+) -> npt.NDArray[np.float64]:
+    """Return the edges of contiguous bins ``[lo, hi)``."""
+    if not np.array_equal(lo[1:], hi[:-1]):
+        raise StoreError(f"{what} bins are not contiguous: {lo} / {hi}", path=path)
+    return np.append(lo, hi[-1])
+
+
+def load_models(path: str | Path) -> xr.Dataset:
+    """Read a file written by :func:`write_models` back into a cube-like Dataset.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        FITS file with one ``BKG_2D`` HDU per zenith band (keywords ``ZEN_LO``,
+        ``ZEN_HI``, ``LIVETIME``, ``NRUNS``, ``NEVENTS``) and the ``RUNS`` table.
+
+    Returns
+    -------
+    xarray.Dataset
+        Eager, with the dims, coords and units of :func:`bkgxr.build_cube`:
+        ``rate`` (MeV-1 s-1 sr-1) as stored, ``livetime`` and ``n_runs`` from
+        the headers, ``exposure`` recomputed from livetime and bins, ``counts``
+        as ``rate * exposure`` rounded (checked against ``NEVENTS``),
+        ``rate_err``, ``has_exposure`` and the runs along ``obs_id``.
+
+    Raises
+    ------
+    StoreError
+        If the file is unreadable, has no such HDUs, lacks a keyword or column,
+        its bands or bins do not line up, or its counts disagree with ``NEVENTS``.
+    UnitError
+        If a column has a unit that is unknown or of the wrong kind.
+
+    See Also
+    --------
+    write_models, bkgxr.plot.plot_overview
+    """
+    import xarray as xr
+
+    path = Path(path)
+    try:
+        hdul = fits.open(path, memmap=False)
+    except (OSError, ValueError) as err:
+        raise StoreError(f"cannot read the file: {err}", path=path) from err
+    with hdul:
+        hdus = [h for h in hdul[1:] if h.header.get("HDUCLAS4") == "BKG_2D" and "ZEN_LO" in h.header]
+        if not hdus:
+            raise StoreError("no BKG_2D HDU with ZEN_LO/ZEN_HI: not written by bkgxr.write_models", path=path)
+        hdus.sort(key=lambda h: float(h.header["ZEN_LO"]))
+        names = [h.name for h in hdus]
+        try:
+            keys = {k: np.array([h.header[k] for h in hdus]) for k in ("ZEN_LO", "ZEN_HI", "LIVETIME", "NRUNS", "NEVENTS")}
+            runs = Table.read(hdul["RUNS"])
+            run_band = np.array([names.index(str(n).strip()) for n in runs["BKG_HDU"]], dtype=np.int64)
+        except (KeyError, ValueError) as err:
+            raise StoreError(f"missing keyword, HDU or band: {err}", path=path) from err
+        grids = [
+            tuple(
+                _edges(_column(h, f"{col}_LO", unit, path), _column(h, f"{col}_HI", unit, path), col, path)
+                for col, unit in (("ENERG", ENERGY_UNIT), ("THETA", ANGLE_UNIT))
+            )
+            for h in hdus
+        ]
+        # TDIM (n_energy, n_offset) reads back as numpy (n_offset, n_energy): transpose to (energy, offset).
+        rate = np.stack([_column(h, "BKG", RATE_UNIT, path).T for h in hdus])
+    if any(not (np.array_equal(e, grids[0][0]) and np.array_equal(o, grids[0][1])) for e, o in grids):
+        raise StoreError("the BKG_2D HDUs have different energy or offset bins", path=path)
+    binning = Binning(
+        zenith=_edges(keys["ZEN_LO"].astype(np.float64), keys["ZEN_HI"].astype(np.float64), "zenith band", path),
+        energy=grids[0][0],
+        offset=grids[0][1],
+    )
+    livetime = keys["LIVETIME"].astype(np.float64)
+    exposure = xr.DataArray(
+        exposure_s_mev_sr(livetime, binning), dims=DIMS, attrs={"units": "MeV s sr", "long_name": "livetime x dE x dOmega"}
+    )
+    counts = xr.DataArray(
+        np.rint(rate * exposure.values).astype(np.int64), dims=DIMS, attrs={"units": "", "long_name": "event counts (rate x exposure)"}
+    )
+    if not np.array_equal(counts.sum(("energy", "offset")).values, keys["NEVENTS"]):
+        raise StoreError("rate x exposure does not give back NEVENTS: the file was changed after writing", path=path)
+    _, rate_err = rate_from_counts(counts, exposure)
+    return xr.Dataset(
+        {
+            "counts": counts,
+            "exposure": exposure,
+            "rate": (DIMS, rate, {"units": str(RATE_UNIT), "long_name": "background rate dN/(dt dE dOmega)"}),
+            "rate_err": rate_err.assign_attrs(units=str(RATE_UNIT), long_name="Poisson error of the rate"),
+            "has_exposure": exposure > 0,
+            "livetime": ("zenith", livetime, {"units": "s", "long_name": "summed LIVETIME"}),
+            "n_runs": ("zenith", keys["NRUNS"].astype(np.int64), {"units": "", "long_name": "runs per band"}),
+            "run_zenith": ("obs_id", np.asarray(runs["ZEN_PNT"].quantity.to_value(ANGLE_UNIT), np.float64), {"units": "deg"}),
+            "run_livetime": ("obs_id", np.asarray(runs["LIVETIME"].quantity.to_value(TIME_UNIT), np.float64), {"units": "s"}),
+            "run_band": ("obs_id", run_band, {"units": "", "long_name": "zenith band index"}),
+        },
+        coords={
+            **binning.coords(),
+            "zenith_band": ("zenith", band_labels(binning.zenith.tolist()), {"long_name": "zenith band (deg)"}),
+            "obs_id": ("obs_id", np.asarray(runs["OBS_ID"], dtype=np.int64)),
+        },
+        attrs={"source": str(path), "zenith_assignment": ZENITH_RULE, "rate_without_exposure": "0 (see has_exposure)"},
+    )

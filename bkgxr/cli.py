@@ -100,6 +100,34 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="plot the models of a file written by 'bkgxr build' to a PNG",
+        description="Draw rate maps, spectra and radial profiles of every zenith band of a "
+        "model file (bkgxr.plot.plot_overview) and save the figure.",
+    )
+    p.add_argument("file", type=Path, help="FITS file written by 'bkgxr build' or bkgxr.write_models")
+    p.add_argument("--out", type=Path, required=True, help="output image (PNG; format from the suffix)")
+    p.add_argument("--offsets", type=_edges_arg, default=[0.5, 1.5], help="deg, offsets of the spectra (default: 0.5,1.5)")
+    p.add_argument(
+        "--energies", type=_edges_arg, default=[0.5, 1.0, 3.0, 10.0], help="TeV, energies of the radial profiles (default: 0.5,1,3,10)"
+    )
+    p.add_argument("--dpi", type=int, default=100, help="resolution (default: 100)")
+    p.set_defaults(func=_plot)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .gadf import load_models
+    from .plot import plot_overview
+
+    fig = plot_overview(load_models(args.file), offsets=args.offsets, energies=args.energies)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=args.dpi)
+    print(f"written: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``bkgxr`` command."""
     parser = argparse.ArgumentParser(
@@ -107,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
+    _add_plot(sub)
     return parser
 
 

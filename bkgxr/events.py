@@ -20,8 +20,9 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .axes import DIMS
-from .exceptions import BkgxrError, InvalidRunError
+from .exceptions import InvalidRunError, UnitError
 from .geometry import offset_deg
+from .rawfits import Unsupported, read_table_columns
 from .units import ANGLE_UNIT, ENERGY_UNIT, parse_unit, scale_to
 
 if TYPE_CHECKING:
@@ -32,8 +33,20 @@ if TYPE_CHECKING:
 EVENT_COLUMNS = {"ENERGY": ENERGY_UNIT, "RA": ANGLE_UNIT, "DEC": ANGLE_UNIT}
 
 
+def _read_with_astropy(path: Path, hdu: str) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, str]]:
+    with fits.open(path, memmap=False) as hdul:
+        table = hdul[hdu]
+        names = {n.upper(): n for n in table.columns.names}
+        columns = {n: np.asarray(table.data[names[n]], dtype=np.float64) for n in EVENT_COLUMNS if n in names}
+        units = {n: str(table.columns[names[n]].unit or "") for n in columns}
+    return columns, units
+
+
 def read_columns(path: str | Path, hdu: str, obs_id: int) -> dict[str, npt.NDArray[np.float64]]:
     """Read :data:`EVENT_COLUMNS` of one run in canonical units.
+
+    The fast path (:mod:`bkgxr.rawfits`) decompresses only up to the end of
+    the EVENTS table; tables it does not handle are read with astropy.
 
     Parameters
     ----------
@@ -57,31 +70,26 @@ def read_columns(path: str | Path, hdu: str, obs_id: int) -> dict[str, npt.NDArr
     """
     path = Path(path)
     try:
-        with fits.open(path, memmap=False) as hdul:
-            table = hdul[hdu]
-            names = {n.upper(): n for n in table.columns.names}
-            columns = {}
-            for name, unit in EVENT_COLUMNS.items():
-                if name not in names:
-                    raise InvalidRunError(obs_id, path, f"{hdu} lacks column {name}")
-                column = table.columns[names[name]]
-                factor = scale_to(parse_unit(column.unit, default=unit, what=f"{hdu} {name}"), unit)
-                values = np.asarray(table.data[names[name]], dtype=np.float64)
-                columns[name] = values * factor if factor != 1.0 else values
-    except BkgxrError as err:
-        if isinstance(err, InvalidRunError):
-            raise
-        raise InvalidRunError(obs_id, path, str(err)) from err
+        try:
+            _, columns, units = read_table_columns(path, hdu, list(EVENT_COLUMNS))
+        except Unsupported:
+            columns, units = _read_with_astropy(path, hdu)
     except KeyError as err:
         raise InvalidRunError(obs_id, path, f"no {hdu} HDU") from err
     except (OSError, EOFError, ValueError, TypeError, IndexError, zlib.error) as err:
         raise InvalidRunError(obs_id, path, f"cannot read the file: {err}") from err
-    for name, values in columns.items():
-        bad = ~np.isfinite(values)
+    for name, unit in EVENT_COLUMNS.items():
+        if name not in columns:
+            raise InvalidRunError(obs_id, path, f"{hdu} lacks column {name}")
+        try:
+            factor = scale_to(parse_unit(units[name], default=unit, what=f"{hdu} {name}"), unit)
+        except UnitError as err:
+            raise InvalidRunError(obs_id, path, str(err)) from err
+        if factor != 1.0:
+            columns[name] = columns[name] * factor
+        bad = ~np.isfinite(columns[name])
         if bad.any():
-            raise InvalidRunError(
-                obs_id, path, f"{hdu} {name} has {int(bad.sum())} non-finite value(s)"
-            )
+            raise InvalidRunError(obs_id, path, f"{hdu} {name} has {int(bad.sum())} non-finite value(s)")
     return columns
 
 

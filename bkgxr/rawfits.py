@@ -1,0 +1,183 @@
+"""Read scalar columns of one FITS binary table with numpy, without astropy's HDU machinery.
+
+DL3 run files put EVENTS first and large IRF tables after it; this reader
+decompresses (ISA-L igzip when installed, else zlib) only up to the end of the
+wanted table and views its rows as a big-endian structured array. Anything it
+does not handle (scaled or non-scalar columns, unusual headers) raises
+:class:`Unsupported`, and the caller falls back to :mod:`astropy.io.fits`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import numpy as np
+
+try:  # ISA-L decodes gzip about twice as fast as zlib
+    from isal import igzip as _gzip
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    _gzip = gzip  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+BLOCK = 2880
+_CARD = 80
+_END = b"END" + b" " * 77
+#: FITS binary-table type codes of scalar numeric columns and their numpy types.
+_TYPES = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
+#: Byte width of every TFORM code, to lay out the row (P/Q are descriptors).
+_WIDTHS = {"L": 1, "X": 0.125, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16, "P": 8, "Q": 16}
+_TFORM = re.compile(r"^\s*(\d*)([LXBIJKAEDCMPQ])")
+
+
+class Unsupported(Exception):
+    """The table uses a feature this reader leaves to astropy."""
+
+
+def _open(path: Path) -> IO[bytes]:
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    return _gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")  # type: ignore[return-value]
+
+
+def _card_value(text: str) -> str | int | float | bool:
+    """Parse the value field of a FITS card: quoted string, logical, integer or float."""
+    text = text.strip()
+    if text.startswith("'"):
+        end = 1
+        while True:
+            end = text.find("'", end)
+            if end < 0:
+                raise Unsupported(f"unterminated string {text!r}")
+            if text[end + 1 : end + 2] != "'":
+                return text[1:end].replace("''", "'").rstrip()
+            end += 2
+    text = text.split("/", 1)[0].strip()
+    if text in ("T", "F"):
+        return text == "T"
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text.replace("D", "E"))
+        except ValueError as err:
+            raise Unsupported(f"card value {text!r}") from err
+
+
+def _read_header(stream: IO[bytes]) -> dict[str, str | int | float | bool] | None:
+    """Read one header; return its valued keywords (structure only, no CONTINUE/HIERARCH)."""
+    cards: dict[str, str | int | float | bool] = {}
+    while True:
+        block = stream.read(BLOCK)
+        if not block:
+            if cards:
+                raise EOFError("file ends inside a FITS header")
+            return None
+        if len(block) < BLOCK:
+            raise EOFError("file ends inside a FITS header")
+        text = block.decode("ascii", errors="replace")
+        for i in range(0, BLOCK, _CARD):
+            card = text[i : i + _CARD]
+            key = card[:8].rstrip()
+            if key == "END":
+                return cards
+            if card[8:10] == "= ":
+                cards[key] = _card_value(card[10:])
+        if not cards:
+            raise OSError("not a FITS file")
+
+
+def _data_size(header: dict[str, str | int | float | bool]) -> int:
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    size = abs(int(header["BITPIX"])) // 8
+    count = int(np.prod([int(header[f"NAXIS{i}"]) for i in range(1, naxis + 1)]))
+    size *= int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + count)
+    return -(-size // BLOCK) * BLOCK
+
+
+def _row_dtype(header: dict[str, str | int | float | bool], names: list[str]) -> tuple[np.dtype, dict[str, str]]:
+    """Return a dtype viewing ``names`` in a row, and the TUNIT of each."""
+    offset, fields, units = 0.0, {}, {}
+    index = {str(header.get(f"TTYPE{i}", "")).strip().upper(): i for i in range(1, int(header["TFIELDS"]) + 1)}
+    wanted = {index[n]: n for n in names if n in index}
+    for i in range(1, int(header["TFIELDS"]) + 1):
+        match = _TFORM.match(str(header[f"TFORM{i}"]))
+        if match is None:
+            raise Unsupported(f"TFORM{i}={header[f'TFORM{i}']!r}")
+        repeat, code = int(match.group(1) or 1), match.group(2)
+        if i in wanted:
+            if repeat != 1 or code not in _TYPES or f"TSCAL{i}" in header or f"TZERO{i}" in header:
+                raise Unsupported(f"column {wanted[i]} is not a plain scalar")
+            fields[wanted[i]] = (np.dtype(_TYPES[code]), int(offset))
+            units[wanted[i]] = str(header.get(f"TUNIT{i}", "")).strip()
+        offset += repeat * _WIDTHS[code]
+    if int(np.ceil(offset)) != int(header["NAXIS1"]):
+        raise Unsupported("row layout does not match NAXIS1")
+    dtype = np.dtype(
+        {"names": list(fields), "formats": [f[0] for f in fields.values()],
+         "offsets": [f[1] for f in fields.values()], "itemsize": int(header["NAXIS1"])}
+    )
+    return dtype, units
+
+
+def read_table_columns(
+    path: str | Path, extname: str, names: list[str]
+) -> tuple[dict[str, str | int | float | bool], dict[str, npt.NDArray[np.float64]], dict[str, str]]:
+    """Read scalar columns of the binary table ``extname`` as float64.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        FITS file, gzipped or not.
+    extname : str
+        EXTNAME of the table (case-insensitive).
+    names : list of str
+        Upper-case column names; those missing are absent from the result.
+
+    Returns
+    -------
+    header : dict
+        Valued keywords of the table's header (structure keywords, TUNITs, ...).
+    columns : dict of str to numpy.ndarray
+        Float64 columns, shape (n_rows,).
+    units : dict of str to str
+        TUNIT of each column read ('' when none).
+
+    Raises
+    ------
+    KeyError
+        If the file has no HDU ``extname``.
+    EOFError, OSError
+        If the file is truncated or not a FITS file.
+    Unsupported
+        If the table needs astropy's general reader.
+    """
+    with _open(Path(path)) as stream:
+        first = True
+        while True:
+            header = _read_header(stream)
+            if header is None:
+                raise KeyError(extname)
+            if first and "SIMPLE" not in header:
+                raise OSError("not a FITS file (no SIMPLE keyword)")
+            first = False
+            size = _data_size(header)
+            if str(header.get("EXTNAME", "")).strip().upper() != extname.upper():
+                stream.seek(size, 1)
+                continue
+            if str(header.get("XTENSION", "")).strip() != "BINTABLE" or int(header.get("NAXIS", 0)) != 2:
+                raise Unsupported(f"{extname} is not a binary table")
+            dtype, units = _row_dtype(header, names)
+            n_bytes = int(header["NAXIS1"]) * int(header["NAXIS2"])
+            buffer = stream.read(n_bytes)
+            if len(buffer) < n_bytes:
+                raise EOFError(f"file ends inside the {extname} data")
+            rows = np.frombuffer(buffer, dtype=dtype, count=int(header["NAXIS2"]))
+            columns = {name: rows[name].astype(np.float64) for name in dtype.names or ()}
+            return header, columns, units

@@ -51,17 +51,20 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="observations outside every zenith band: nearest band's model (default) or none",
     )
     p.add_argument("--date", help="DATE keyword of the output (default: today, UTC)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cluster_options(p)
     p.set_defaults(func=_build)
 
 
-def _compute(cube: xr.Dataset, *, quiet: bool) -> xr.Dataset:
-    if quiet:
-        return cube.compute()
-    from dask.diagnostics import ProgressBar
-
-    with ProgressBar(out=sys.stderr):
-        return cube.compute()
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--workers", type=int, help="start a local dask cluster of N worker processes (default: threads in this process)"
+    )
+    group.add_argument(
+        "--scheduler",
+        help="address of a running dask scheduler, e.g. tcp://host:8786; its workers must read the run files at the same paths",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no dashboard link")
 
 
 def summary(cube: xr.Dataset, *, query: str | None, out: Path | None = None) -> str:
@@ -91,10 +94,12 @@ def _select(data_dir: Path, query: str | None) -> tuple[object, pd.DataFrame, st
 
 def _build(args: argparse.Namespace) -> int:
     from . import Binning, build_cube, write_models
+    from .cluster import compute, connect
 
     store, runs, query = _select(args.data_dir, args.query)
     binning = Binning(zenith=args.zenith_edges, energy=args.energy_edges, offset=args.offset_edges)
-    cube = _compute(build_cube(runs, binning=binning), quiet=args.quiet)
+    with connect(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet):
+        cube = compute(build_cube(runs, binning=binning), progress=not args.quiet)
     out = write_models(cube, args.out, store=store, outside=args.outside, date=args.date)  # type: ignore[arg-type]
     print(summary(cube, query=query, out=out))
     return 0

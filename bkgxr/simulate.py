@@ -1,0 +1,472 @@
+"""Simulated GADF DL3 off runs drawn from a known background rate model.
+
+:class:`RateModel` is the truth: a falling spectrum with a zenith-dependent
+turn-on and normalisation, times a radial acceptance. :func:`simulate_store`
+writes a data store of off runs drawn from it, Poisson-exact and reproducible
+from a seed; :func:`truth_cube` returns the expected, bin-averaged rate in the
+layout of :func:`bkgxr.build_cube`, which the engine must recover on average.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import functools
+import gzip
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import astropy.units as u
+import numpy as np
+import pandas as pd
+import xarray as xr
+from astropy.coordinates import ICRS, AltAz, EarthLocation, SkyCoord
+from astropy.io import fits
+from astropy.table import Table
+from astropy.time import Time
+from astropy.utils import iers
+
+from .axes import DIMS, Binning, band_labels
+from .cube import band_index, exposure_s_mev_sr, rate_from_counts
+from .gadf import DEFAULT_HEADER
+from .store import Store
+from .units import ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, scale_to
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    import numpy.typing as npt
+
+    #: Sampling grid: nodes, normalised CDF on them, integral of the density.
+    Grid = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]
+
+#: Observatory written to every header: the H.E.S.S. site (deg, deg, m).
+SITE = {"GEOLON": 16.5002222222222, "GEOLAT": -23.2717777777778, "ALTITUDE": 1835.0}
+#: MJDREFI, MJDREFF of TIME/TSTART/TSTOP, as in the H.E.S.S. release (2001-01-01 UTC, in TT).
+MJDREF = (51910, 0.000742870370370241)
+#: TSTART of run 0 (2004-01-01 18:00 UTC, s since MJDREF); 8 runs a night in 30-min slots.
+FIRST_TSTART, RUNS_PER_NIGHT, SLOT_S = 94_672_800.0, 8, 1800.0
+#: Closed range of a run's ONTIME (integer s) and range of its DEADC = LIVETIME/ONTIME, drawn uniformly.
+ONTIME_RANGE_S, DEADC_RANGE = (1500, 1800), (0.88, 0.94)
+#: EVENTS columns written: name, TFORM (as in the H.E.S.S. release), TUNIT.
+EVENT_COLUMNS = (("EVENT_ID", "K", None), ("TIME", "D", "s"), ("RA", "E", "deg"), ("DEC", "E", "deg"), ("ENERGY", "E", "TeV"))
+
+_GRID, _GL = 8193, 12  # nodes of the sampling grids; Gauss-Legendre nodes per bin and dim in the truth
+_MEV_PER_TEV = scale_to(ENERGY_UNIT, RATE_ENERGY_UNIT)
+_META = {  # RateModel field -> obs-index header keyword
+    "norm": "SIMNORM", "index": "SIMINDEX", "threshold": "SIMETHR", "threshold_sec_power": "SIMETHRP",
+    "sharpness": "SIMSHARP", "norm_sec_power": "SIMNORMP", "offset_sigma": "SIMSIGMA",
+    "energy_min": "SIMEMIN", "energy_max": "SIMEMAX", "max_offset": "SIMOFMAX",
+}
+_KEYWORDS = ("OBS_ID", "TSTART", "TSTOP", "ONTIME", "LIVETIME", "DEADC", "RA_PNT", "DEC_PNT", "ALT_PNT", "AZ_PNT",
+             "OBJECT", "RA_OBJ", "DEC_OBJ", "DATE-OBS", "TIME-OBS", "DATE-END", "TIME-END", "N_TELS", "TELLIST")
+_TIME_CARDS = {"MJDREFI": MJDREF[0], "MJDREFF": MJDREF[1], "TIMEUNIT": "s", "TIMESYS": "TT", "TIMEREF": "LOCAL"}
+
+
+def _sec(zenith_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    zenith = np.asarray(zenith_deg, dtype=np.float64)
+    if np.any(~((zenith >= 0) & (zenith < 90))):
+        raise ValueError(f"zenith must lie in [0, 90) deg, got {zenith}")
+    return 1.0 / np.cos(np.radians(zenith))
+
+
+@dataclass(frozen=True)
+class RateModel:
+    """Background rate dN/(dt dE dOmega) in MeV-1 s-1 sr-1, known exactly.
+
+    ``rate(E, r, z) = norm sec(z)^norm_sec_power (E/1 TeV)^-index
+    / (1 + (E_thr(z)/E)^sharpness) exp(-r^2 / (2 offset_sigma^2))`` with
+    ``E_thr(z) = threshold sec(z)^threshold_sec_power``, for
+    ``energy_min <= E <= energy_max`` and ``r <= max_offset``; 0 elsewhere.
+    Below the turn-on the rate goes as ``E^(sharpness - index)``.
+    """
+
+    norm: float = 4.0e-4  #: at 1 TeV, on axis, zenith 0, far above threshold (MeV-1 s-1 sr-1)
+    index: float = 2.7  #: spectral index above the turn-on
+    threshold: float = 0.2  #: turn-on energy at zenith 0 (TeV)
+    threshold_sec_power: float = 2.5  #: growth of the turn-on energy with sec(zenith)
+    sharpness: float = 4.0  #: steepness of the turn-on
+    norm_sec_power: float = 1.0  #: growth of the normalisation with sec(zenith)
+    offset_sigma: float = 1.3  #: width of the Gaussian radial acceptance (deg)
+    energy_min: float = 0.05  #: support in energy (TeV)
+    energy_max: float = 100.0
+    max_offset: float = 3.0  #: largest offset (deg)
+
+    def __post_init__(self) -> None:
+        positive = ("norm", "threshold", "sharpness", "offset_sigma", "energy_min", "max_offset")
+        finite = np.all(np.isfinite(np.array(dataclasses.astuple(self), dtype=np.float64)))
+        if not finite or any(getattr(self, n) <= 0 for n in positive) or not (
+            self.energy_max > self.energy_min and self.max_offset < 90
+        ):
+            raise ValueError(f"{self}: need finite values, {', '.join(positive)} > 0, "
+                             "energy_max > energy_min and max_offset < 90 deg")
+
+    def energy_threshold(self, zenith_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Return the turn-on energy (TeV) at each zenith (deg)."""
+        return self.threshold * _sec(zenith_deg) ** self.threshold_sec_power
+
+    def spectrum(self, energy_tev: npt.ArrayLike, zenith_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Return the unnormalised spectral shape; 0 outside ``[energy_min, energy_max]``."""
+        energy = np.asarray(energy_tev, dtype=np.float64)
+        e = np.clip(energy, self.energy_min, self.energy_max)
+        shape = e**-self.index / (1.0 + (self.energy_threshold(zenith_deg) / e) ** self.sharpness)
+        return np.where((energy >= self.energy_min) & (energy <= self.energy_max), shape, 0.0)
+
+    def acceptance(self, offset_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Return the radial acceptance, 1 on axis; 0 beyond ``max_offset``."""
+        offset = np.asarray(offset_deg, dtype=np.float64)
+        inside = (offset >= 0) & (offset <= self.max_offset)
+        return np.where(inside, np.exp(-0.5 * (offset / self.offset_sigma) ** 2), 0.0)
+
+    def rate(
+        self, energy_tev: npt.ArrayLike, offset_deg: npt.ArrayLike, zenith_deg: npt.ArrayLike
+    ) -> npt.NDArray[np.float64]:
+        """Return the rate (MeV-1 s-1 sr-1) at energy (TeV), offset and zenith (deg); arguments broadcast."""
+        norm = self.norm * _sec(zenith_deg) ** self.norm_sec_power
+        return norm * self.spectrum(energy_tev, zenith_deg) * self.acceptance(offset_deg)
+
+    def counts_per_second(self, zenith_deg: float) -> float:
+        """Return a run's expected event rate, the integral of rate dE dOmega (s-1), on the sampling grids."""
+        norm = self.norm * float(_sec(zenith_deg)) ** self.norm_sec_power
+        return float(norm) * _energy_grid(self, float(zenith_deg))[2] * _offset_grid(self)[2]
+
+    def to_meta(self) -> dict[str, float]:
+        """Return the parameters as ``SIM*`` FITS keywords, read back by :meth:`from_meta`."""
+        return {key: float(getattr(self, name)) for name, key in _META.items()}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> RateModel:
+        """Return the model a simulated obs-index header holds; ValueError if it lacks one."""
+        missing = [key for key in _META.values() if key not in meta]
+        if missing:
+            raise ValueError(f"header lacks {', '.join(missing)}: not written by simulate_store")
+        return cls(**{name: float(meta[key]) for name, key in _META.items()})
+
+
+def _cdf(nodes: npt.NDArray[np.float64], density: npt.NDArray[np.float64], scale: float) -> Grid:
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(nodes))])
+    return nodes, cdf / cdf[-1], scale * float(cdf[-1])
+
+
+@functools.lru_cache(maxsize=8)
+def _energy_grid(model: RateModel, zenith: float) -> Grid:
+    """Return the CDF of the spectrum on a fine ln E grid; the integral is that of the shape dE (MeV)."""
+    log_e = np.linspace(np.log(model.energy_min), np.log(model.energy_max), _GRID)
+    return _cdf(log_e, model.spectrum(np.exp(log_e), zenith) * np.exp(log_e), _MEV_PER_TEV)
+
+
+@functools.lru_cache(maxsize=8)
+def _offset_grid(model: RateModel) -> Grid:
+    """Return the CDF of the acceptance on a fine 1 - cos(offset) grid; the integral is in sr."""
+    x = np.linspace(0.0, 1.0 - np.cos(np.radians(model.max_offset)), _GRID)
+    return _cdf(x, model.acceptance(np.degrees(np.arccos(1.0 - x))), 2.0 * np.pi)
+
+
+def destination(
+    ra_deg: float, dec_deg: float, offset_deg: npt.ArrayLike, position_angle_rad: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return RA, Dec (deg) at an offset (deg) and position angle (east of north) from a point, on the sphere."""
+    dec0, offset = np.radians(dec_deg), np.radians(np.asarray(offset_deg, dtype=np.float64))
+    pa = np.asarray(position_angle_rad, dtype=np.float64)
+    sin_dec = np.clip(np.sin(dec0) * np.cos(offset) + np.cos(dec0) * np.sin(offset) * np.cos(pa), -1.0, 1.0)
+    d_ra = np.arctan2(np.sin(pa) * np.sin(offset) * np.cos(dec0), np.cos(offset) - np.sin(dec0) * sin_dec)
+    return np.mod(ra_deg + np.degrees(d_ra), 360.0), np.degrees(np.arcsin(sin_dec))
+
+
+def _draw_run_params(rng: np.random.Generator, cos_range: tuple[float, float]) -> tuple[float, float, int, float]:
+    """Draw zenith, azimuth (float32-exact), ONTIME and DEADC: the first draws of a run's generator."""
+    zenith = float(np.float32(np.degrees(np.arccos(rng.uniform(*cos_range)))))
+    azimuth = float(np.float32(rng.uniform(0.0, 360.0)))
+    ontime = int(rng.integers(ONTIME_RANGE_S[0], ONTIME_RANGE_S[1] + 1))
+    return zenith, azimuth, ontime, float(np.float32(rng.uniform(*DEADC_RANGE)))
+
+
+def draw_events(
+    model: RateModel, run: Mapping[str, Any], rng: np.random.Generator
+) -> tuple[dict[str, npt.NDArray[Any]], float]:
+    """Draw one run's events, N ~ Poisson(LIVETIME x counts_per_second(ZEN_PNT)).
+
+    Energy and offset by inverse CDFs on fine grids, uniform position angle
+    and time. Returns the columns EVENT_ID, TIME, RA, DEC, ENERGY and OFFSET
+    (deg, not written), shape (n_events,), and the expected count.
+    """
+    expected = float(run["LIVETIME"]) * model.counts_per_second(float(run["ZEN_PNT"]))
+    n = int(rng.poisson(expected))
+    log_e, cdf_e, _ = _energy_grid(model, float(run["ZEN_PNT"]))
+    x, cdf_x, _ = _offset_grid(model)
+    energy = np.exp(np.interp(rng.random(n), cdf_e, log_e))
+    offset = np.degrees(np.arccos(1.0 - np.interp(rng.random(n), cdf_x, x)))
+    ra, dec = destination(float(run["RA_PNT"]), float(run["DEC_PNT"]), offset, rng.uniform(0, 2 * np.pi, n))
+    time = float(run["TSTART"]) + np.sort(rng.uniform(0.0, float(run["ONTIME"]), n))
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    return {"EVENT_ID": ids, "TIME": time, "RA": ra, "DEC": dec, "ENERGY": energy, "OFFSET": offset}, expected
+
+
+def _write_gz(hdul: fits.HDUList, path: Path, level: int) -> None:
+    """Write ``hdul`` gzipped (ISA-L if installed; mtime 0, so bytes are reproducible), atomically."""
+    buffer = io.BytesIO()
+    hdul.writeto(buffer, checksum=False)
+    compress: Callable[..., bytes] = gzip.compress  # isal is optional at run time: plain zlib
+    try:
+        from isal.igzip import compress
+    except ImportError:
+        pass
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(compress(buffer.getvalue(), min(level, 3), mtime=0))
+    os.replace(tmp, path)
+
+
+def _run_hdus(run: Mapping[str, Any], columns: Mapping[str, npt.NDArray[Any]], date: str) -> fits.HDUList:
+    header = fits.Header(
+        {**DEFAULT_HEADER, "HDUCLAS1": "EVENTS", "CREATOR": "bkgxr.simulate", "TELESCOP": "HESS",
+         "INSTRUME": "bkgxr simulation", "OBS_MODE": "POINTING", "RADECSYS": "ICRS", "EQUINOX": 2000.0,
+         **_TIME_CARDS, "TELAPSE": float(run["ONTIME"]), **{k: run[k] for k in _KEYWORDS}, **SITE,
+         "EUNIT": "TeV", "DATE": date}
+    )
+    events = fits.BinTableHDU.from_columns(
+        [fits.Column(name, form, unit=unit, array=columns[name]) for name, form, unit in EVENT_COLUMNS],
+        header=header, name="EVENTS",
+    )
+    gti = fits.BinTableHDU.from_columns(
+        [fits.Column(name, "D", unit="s", array=[run[key]]) for name, key in (("START", "TSTART"), ("STOP", "TSTOP"))],
+        header=fits.Header({**DEFAULT_HEADER, "HDUCLAS1": "GTI", "TSTART": run["TSTART"], "TSTOP": run["TSTOP"], **_TIME_CARDS}),
+        name="GTI",
+    )
+    return fits.HDUList([fits.PrimaryHDU(), events, gti])
+
+
+def _simulate_run(task: tuple[dict[str, Any], RateModel, int, int, Path, str]) -> tuple[int, float, int, int]:
+    """Draw and write one run; return its EVENT_COUNT, expected count and HDU sizes (bytes)."""
+    run, model, seed, index, path, date = task
+    rng = np.random.default_rng([seed, index])
+    _draw_run_params(rng, run["_COS_RANGE"])  # the plan drew these from the same generator
+    columns, expected = draw_events(model, run, rng)
+    hdul = _run_hdus(run, columns, date)
+    _write_gz(hdul, path, 1)
+    return columns["ENERGY"].size, expected, hdul[1].filebytes(), hdul[2].filebytes()
+
+
+def _plan(n_runs: int, seed: int, cos_range: tuple[float, float], first_obs_id: int) -> pd.DataFrame:
+    """Draw every run's parameters and place its pointing on the sky (astropy, no refraction)."""
+    zenith, azimuth, ontime, deadc = map(
+        np.array, zip(*(_draw_run_params(np.random.default_rng([seed, i]), cos_range) for i in range(n_runs)), strict=True)
+    )
+    i = np.arange(n_runs)
+    tstart = FIRST_TSTART + (i // RUNS_PER_NIGHT) * 86400.0 + (i % RUNS_PER_NIGHT) * SLOT_S
+    location = EarthLocation.from_geodetic(SITE["GEOLON"] * u.deg, SITE["GEOLAT"] * u.deg, SITE["ALTITUDE"] * u.m)
+    with iers.conf.set_temp("auto_download", False):
+        start, stop = (Time(MJDREF[0], MJDREF[1] + t / 86400.0, format="mjd", scale="tt") for t in (tstart, tstart + ontime))
+        frame = AltAz(obstime=start + (stop - start) / 2, location=location)
+        sky = SkyCoord(az=azimuth * u.deg, alt=(90.0 - zenith) * u.deg, frame=frame).transform_to(ICRS())
+        start_utc, stop_utc = start.utc.isot, stop.utc.isot
+    f32 = np.float32
+    ra, dec = sky.ra.deg.astype(f32), sky.dec.deg.astype(f32)  # events are drawn around these exact values
+    galactic = SkyCoord(ra=ra * u.deg, dec=dec * u.deg).galactic
+    return pd.DataFrame(
+        {"OBS_ID": first_obs_id + i, "RA_PNT": ra, "DEC_PNT": dec, "GLON_PNT": galactic.l.deg.astype(f32),
+         "GLAT_PNT": galactic.b.deg.astype(f32), "ZEN_PNT": zenith.astype(f32), "ALT_PNT": (90.0 - zenith).astype(f32),
+         "AZ_PNT": azimuth.astype(f32), "OBJECT": "Simulated off field", "RA_OBJ": ra, "DEC_OBJ": dec,
+         "ONTIME": ontime.astype(f32), "LIVETIME": (ontime * deadc).astype(f32), "DEADC": deadc.astype(f32),
+         "TSTART": tstart, "TSTOP": tstart + ontime,
+         "DATE-OBS": [s[:10] for s in start_utc], "TIME-OBS": [s[11:] for s in start_utc],
+         "DATE-END": [s[:10] for s in stop_utc], "TIME-END": [s[11:] for s in stop_utc],
+         "N_TELS": 4, "TELLIST": "1,2,3,4", "QUALITY": 0, "TARGET_NAME": "Off data", "TARGET_TAG": "offdata"}
+    )
+
+
+def _normalised(model: RateModel, events_per_run: float, cos_range: tuple[float, float]) -> RateModel:
+    """Rescale ``norm`` so that a run's expected count, averaged over the draws, is ``events_per_run``."""
+    nodes, weights = np.polynomial.legendre.leggauss(32)
+    cos_z = 0.5 * (cos_range[0] + cos_range[1]) + 0.5 * (cos_range[1] - cos_range[0]) * nodes
+    per_s = np.array([model.counts_per_second(float(z)) for z in np.degrees(np.arccos(cos_z))])
+    mean_livetime = 0.5 * sum(ONTIME_RANGE_S) * 0.5 * sum(DEADC_RANGE)
+    return dataclasses.replace(model, norm=float(model.norm * events_per_run / (mean_livetime * 0.5 * np.sum(weights * per_s))))
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """What :func:`simulate_store` wrote: the store folder, the true model (normalised to
+    the requested events per run) and the obs index as written, plus EXPECTED_COUNT per run."""
+
+    path: Path
+    model: RateModel
+    runs: pd.DataFrame
+
+
+def simulate_store(
+    out_dir: str | Path,
+    *,
+    n_runs: int,
+    events_per_run: float | None = 10_000,
+    seed: int = 0,
+    zenith_range: tuple[float, float] = (0.0, 60.0),
+    model: RateModel | None = None,
+    max_offset: float | None = None,
+    first_obs_id: int = 1,
+    workers: int = 1,
+    date: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Simulation:
+    """Write a GADF DL3 store of off runs drawn from a known rate model.
+
+    Run ``i`` draws from ``numpy.random.default_rng([seed, i])`` its zenith
+    (uniform in cos zenith), azimuth, ONTIME and DEADC, then N ~ Poisson(
+    LIVETIME x integral of rate dE dOmega) events. Files: ``data/obs_<OBS_ID>.fits.gz``
+    (EVENTS, GTI), ``hdu-index.fits.gz`` and ``obs-index.fits.gz`` with the
+    H.E.S.S. DR1 columns and the model as ``SIM*`` keywords.
+
+    Parameters
+    ----------
+    out_dir : str or pathlib.Path
+        Store folder, created if missing.
+    n_runs : int
+        Number of runs; OBS_IDs run from ``first_obs_id``.
+    events_per_run : float or None
+        Mean expected events per run, averaged over the zenith and livetime
+        draws: the model's ``norm`` is rescaled to it. ``None`` keeps ``norm``.
+    seed : int
+        Non-negative seed; the same seed gives the same events.
+    zenith_range : (float, float)
+        Pointing zenith range in deg, within [0, 90).
+    model : RateModel, optional
+        Shape of the truth; ``RateModel()`` if omitted. ``max_offset`` (deg) replaces its own.
+    first_obs_id, workers : int
+        OBS_ID of the first run; processes that draw and write runs (1: this process).
+    date : str, optional
+        DATE keyword, today (UTC) if omitted; fix it for byte-identical files.
+    overwrite : bool
+        Replace a store already in ``out_dir``.
+    progress : callable, optional
+        Called as ``progress(done, n_runs)`` after each run.
+
+    Returns
+    -------
+    Simulation
+        Store folder, true model and obs index.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out_dir`` holds a store and ``overwrite`` is False.
+    ValueError
+        If an argument is out of range.
+    """
+    root = Path(out_dir)
+    if n_runs < 1 or workers < 1 or seed < 0 or (events_per_run is not None and events_per_run <= 0):
+        raise ValueError("n_runs and workers must be >= 1, seed >= 0 and events_per_run > 0")
+    if not 0 <= zenith_range[0] <= zenith_range[1] < 90:
+        raise ValueError(f"zenith_range must satisfy 0 <= lo <= hi < 90 deg, got {zenith_range}")
+    if (root / "obs-index.fits.gz").exists() and not overwrite:
+        raise FileExistsError(f"{root} already holds a store; pass overwrite=True to replace it")
+    model = RateModel() if model is None else model
+    model = model if max_offset is None else dataclasses.replace(model, max_offset=float(max_offset))
+    cos_range = (float(np.cos(np.radians(zenith_range[1]))), float(np.cos(np.radians(zenith_range[0]))))
+    model = model if events_per_run is None else _normalised(model, float(events_per_run), cos_range)
+    date = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    runs = _plan(n_runs, seed, cos_range, first_obs_id)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    names = [f"obs_{obs_id:06d}.fits.gz" for obs_id in runs["OBS_ID"]]
+    tasks = [({**row, "_COS_RANGE": cos_range}, model, seed, i, root / "data" / name, date)
+             for i, (row, name) in enumerate(zip(runs.to_dict("records"), names, strict=True))]
+    pool = concurrent.futures.ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        results = []
+        for result in pool.map(_simulate_run, tasks, chunksize=4) if pool else map(_simulate_run, tasks):
+            results.append(result)
+            if progress is not None:
+                progress(len(results), n_runs)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    counts, expected, events_size, gti_size = map(np.array, zip(*results, strict=True))
+    runs["EVENT_COUNT"] = counts.astype(np.int64)
+    runs["SAFE_ENERGY_LO"] = model.energy_threshold(runs["ZEN_PNT"].to_numpy(np.float64)).astype(np.float32)
+    runs["SAFE_ENERGY_HI"] = np.float32(model.energy_max)
+    hdu = Table({"OBS_ID": np.repeat(runs["OBS_ID"].to_numpy(np.int64), 2), "HDU_TYPE": ["events", "gti"] * n_runs,
+                 "HDU_CLASS": ["events", "gti"] * n_runs, "FILE_DIR": ["data"] * (2 * n_runs),
+                 "FILE_NAME": np.repeat(names, 2), "HDU_NAME": ["EVENTS", "GTI"] * n_runs,
+                 "SIZE": np.column_stack([events_size, gti_size]).ravel()},
+                meta={**DEFAULT_HEADER, "HDUCLAS1": "INDEX", "HDUCLAS2": "HDU", "EXTNAME": "HDU_INDEX"})
+    units = dict.fromkeys(("ONTIME", "LIVETIME", "TSTART", "TSTOP"), "s") | {"SAFE_ENERGY_LO": "TeV", "SAFE_ENERGY_HI": "TeV"}
+    obs = Table.from_pandas(runs, units={n: units.get(n, "deg") for n in runs if n.endswith(("_PNT", "_OBJ")) or n in units})
+    obs.meta.update({**_TIME_CARDS, **DEFAULT_HEADER, "HDUCLAS1": "INDEX", "HDUCLAS2": "OBS", "EXTNAME": "OBS_INDEX",
+                     **SITE, "CREATOR": "bkgxr.simulate", "DATE": date, "SIMSEED": seed, **model.to_meta()})
+    for name, table in (("hdu-index.fits.gz", hdu), ("obs-index.fits.gz", obs)):
+        _write_gz(fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(table)]), root / name, 3)
+    return Simulation(path=root.resolve(), model=model, runs=runs.assign(EXPECTED_COUNT=expected))
+
+
+def bin_integrals(model: RateModel, zenith_deg: float, binning: Binning) -> npt.NDArray[np.float64]:
+    """Return the integral of the rate dE (MeV) dOmega (sr) over each energy x offset bin (s-1).
+
+    Gauss-Legendre in ln E and cos(offset) over each bin clipped to the model's support.
+    Shape: (n_energy, n_offset).
+    """
+    nodes, weights = np.polynomial.legendre.leggauss(_GL)
+    lo, hi = (np.log(np.clip(e, model.energy_min, model.energy_max)) for e in (binning.energy[:-1], binning.energy[1:]))
+    log_e = 0.5 * (lo + hi)[:, None] + 0.5 * (hi - lo)[:, None] * nodes
+    w_energy = 0.5 * (hi - lo)[:, None] * weights * np.exp(log_e) * _MEV_PER_TEV
+    cos = np.cos(np.radians(np.minimum(binning.offset, model.max_offset)))
+    offset = np.degrees(np.arccos(0.5 * (cos[:-1] + cos[1:])[:, None] + 0.5 * (cos[:-1] - cos[1:])[:, None] * nodes))
+    w_offset = 0.5 * (cos[:-1] - cos[1:])[:, None] * weights * 2.0 * np.pi
+    rate = model.rate(np.exp(log_e)[:, :, None, None], offset[None, None], zenith_deg)
+    return np.einsum("ik,jl,ikjl->ij", w_energy, w_offset, rate)  # type: ignore[no-any-return]
+
+
+def truth_cube(
+    runs: pd.DataFrame | Store, model: RateModel | None = None, binning: Binning | None = None
+) -> xr.Dataset:
+    """Return the expected, bin-averaged truth in the layout of :func:`bkgxr.build_cube`.
+
+    Per zenith band (``lo <= ZEN_PNT < hi``), ``counts`` sums over its runs
+    LIVETIME x :func:`bin_integrals`, and ``rate = counts / exposure`` is what
+    ``build_cube`` recovers on average; ``rate_err = sqrt(counts) / exposure``.
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame or Store
+        Run table (OBS_ID, ZEN_PNT, LIVETIME) or a simulated store (all its runs).
+    model : RateModel, optional
+        The truth; read from the store's obs-index header if omitted.
+    binning : Binning, optional
+        Edges; the tutorial's defaults if omitted.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims (zenith, energy, offset) and obs_id, numpy-backed.
+    """
+    if isinstance(runs, Store):
+        model = RateModel.from_meta(runs.obs_table.meta) if model is None else model
+        runs = runs.select()
+    if model is None:
+        raise ValueError("truth_cube needs a model unless given a simulated Store")
+    binning = Binning() if binning is None else binning
+    band = band_index(runs["ZEN_PNT"].to_numpy(np.float64), binning.zenith)
+    used, band = runs[band >= 0].reset_index(drop=True), band[band >= 0]
+    livetime_run = used["LIVETIME"].to_numpy(np.float64)
+    expected = np.zeros(binning.shape)
+    for b, zenith, livetime in zip(band, used["ZEN_PNT"].to_numpy(np.float64), livetime_run, strict=True):
+        expected[b] += livetime * bin_integrals(model, zenith, binning)
+    livetime = np.bincount(band, weights=livetime_run, minlength=binning.shape[0])
+    counts = xr.DataArray(expected, dims=DIMS, attrs={"units": "", "long_name": "expected event counts"})
+    exposure = xr.DataArray(exposure_s_mev_sr(livetime, binning), dims=DIMS, attrs={"units": "MeV s sr"})
+    rate, rate_err = rate_from_counts(counts, exposure)
+    rate.attrs = {"units": str(RATE_UNIT), "long_name": "true bin-averaged rate"}
+    rate_err.attrs = {"units": str(RATE_UNIT), "long_name": "expected Poisson error of the rate"}
+    return xr.Dataset(
+        {"counts": counts, "exposure": exposure, "rate": rate, "rate_err": rate_err, "has_exposure": exposure > 0,
+         "livetime": ("zenith", livetime, {"units": "s", "long_name": "summed LIVETIME"}),
+         "n_runs": ("zenith", np.bincount(band, minlength=binning.shape[0]), {"units": "", "long_name": "runs per band"}),
+         "run_zenith": ("obs_id", used["ZEN_PNT"].to_numpy(np.float64), {"units": "deg"}),
+         "run_livetime": ("obs_id", livetime_run, {"units": "s"}),
+         "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index"})},
+        coords={**binning.coords(), "obs_id": ("obs_id", used["OBS_ID"].to_numpy(np.int64)),
+                "zenith_band": ("zenith", band_labels(binning.zenith.tolist()), {"long_name": "zenith band (deg)"})},
+        attrs={"truth": repr(model), "excluded_runs": runs["OBS_ID"][~runs["OBS_ID"].isin(used["OBS_ID"])].astype(int).tolist()},
+    )

@@ -156,14 +156,15 @@ def _cdf(nodes: npt.NDArray[np.float64], density: npt.NDArray[np.float64], scale
 def _energy_grid(model: RateModel, zenith: float) -> Grid:
     """Return the CDF of the spectrum on a fine ln E grid; the integral is that of the shape dE (MeV)."""
     log_e = np.linspace(np.log(model.energy_min), np.log(model.energy_max), _GRID)
-    return _cdf(log_e, model.spectrum(np.exp(log_e), zenith) * np.exp(log_e), _MEV_PER_TEV)
+    energy = np.clip(np.exp(log_e), model.energy_min, model.energy_max)  # end nodes exactly on the support
+    return _cdf(log_e, model.spectrum(energy, zenith) * energy, _MEV_PER_TEV)
 
 
 @functools.lru_cache(maxsize=8)
 def _offset_grid(model: RateModel) -> Grid:
     """Return the CDF of the acceptance on a fine 1 - cos(offset) grid; the integral is in sr."""
     x = np.linspace(0.0, 1.0 - np.cos(np.radians(model.max_offset)), _GRID)
-    return _cdf(x, model.acceptance(np.degrees(np.arccos(1.0 - x))), 2.0 * np.pi)
+    return _cdf(x, model.acceptance(np.minimum(np.degrees(np.arccos(1.0 - x)), model.max_offset)), 2.0 * np.pi)
 
 
 def destination(

@@ -133,6 +133,81 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="write a GADF data store of off runs drawn from a known background model",
+        description="Draw off runs from bkgxr.simulate.RateModel (Poisson-exact, reproducible from the "
+        "seed) and write their EVENTS/GTI files with hdu-index and obs-index tables.",
+    )
+    p.add_argument("out_dir", type=Path, help="store folder to write")
+    p.add_argument("--runs", type=int, required=True, help="number of runs")
+    p.add_argument("--events-per-run", type=float, required=True, help="mean expected events per run")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--zenith-range", type=_edges_arg, default=[0.0, 60.0], help="deg, 'lo,hi' (default: 0,60)")
+    p.add_argument("--workers", type=int, default=1, help="processes drawing and writing runs (default: 1)")
+    p.add_argument("--date", help="DATE keyword of the files (default: today, UTC)")
+    p.add_argument("--overwrite", action="store_true", help="replace a store already in OUT_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress")
+    p.set_defaults(func=_simulate)
+
+
+def _progress(done: int, total: int) -> None:
+    if done == total or done % max(1, total // 100) == 0:
+        print(f"\rsimulated {done}/{total} runs", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from .simulate import simulate_store
+
+    if len(args.zenith_range) != 2:
+        raise ValueError(f"--zenith-range needs two values 'lo,hi', got {args.zenith_range}")
+    start = time.perf_counter()
+    sim = simulate_store(
+        args.out_dir, n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed,
+        zenith_range=tuple(args.zenith_range), workers=args.workers, date=args.date, overwrite=args.overwrite,
+        progress=None if args.quiet else _progress,
+    )
+    seconds = time.perf_counter() - start
+    print(f"written: {sim.path} ({args.runs} runs, {int(sim.runs['EVENT_COUNT'].sum())} events, "
+          f"{seconds:.1f} s, {args.runs / seconds:.1f} runs/s)")
+    print(f"true model: {sim.model}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="simulate a small store, build its models and write them with an overview plot",
+        description="The whole job on embedded, simulated data (no download, no network): simulate "
+        "off runs into OUT/store, build the per-zenith models, write OUT/bkg_models.fits (loadable "
+        "with gammapy's DataStore.from_file) and OUT/overview.png.",
+    )
+    p.add_argument("--out", type=Path, default=Path("bkgxr-demo"), help="output folder (default: ./bkgxr-demo)")
+    p.add_argument("--runs", type=int, default=30, help="simulated runs (default: 30)")
+    p.add_argument("--events-per-run", type=float, default=5000, help="mean events per run (default: 5000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import OFF_QUERY, build_cube, open_store, write_models
+    from .plot import plot_overview
+    from .simulate import simulate_store
+
+    sim = simulate_store(args.out / "store", n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed, overwrite=True)
+    store = open_store(sim.path)
+    cube = build_cube(store.select(OFF_QUERY)).compute()
+    models = write_models(cube, args.out / "bkg_models.fits", store=store)
+    fig = plot_overview(cube)
+    fig.savefig(args.out / "overview.png", dpi=100)
+    print(summary(cube, query=OFF_QUERY))
+    print(f"store:    {sim.path}\nmodels:   {models.resolve()}\noverview: {(args.out / 'overview.png').resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``bkgxr`` command."""
     parser = argparse.ArgumentParser(
@@ -141,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
     _add_plot(sub)
+    _add_simulate(sub)
+    _add_demo(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the H.E.S.S. DR1 store (through BKGXR_DATA) and its off-run cube."""
+"""Shared fixtures: the H.E.S.S. DR1 store (through BKGXR_DATA) and its off-run cube; a tiny simulated store."""
 
 from __future__ import annotations
 
@@ -43,3 +43,25 @@ def hess_cube(hess_runs):
     import bkgxr
 
     return bkgxr.build_cube(hess_runs).compute()
+
+
+#: Simulated-store fixtures: 24 off runs of ~15,000 events at zenith 0-60 deg, drawn once per session.
+SIM_RUNS, SIM_EVENTS_PER_RUN, SIM_SEED = 24, 15_000, 20240
+
+
+@pytest.fixture(scope="session")
+def simulation(tmp_path_factory):
+    """A tiny simulated store and its truth (a :class:`bkgxr.simulate.Simulation`)."""
+    from bkgxr.simulate import simulate_store
+
+    return simulate_store(
+        tmp_path_factory.mktemp("sim") / "store",
+        n_runs=SIM_RUNS, events_per_run=SIM_EVENTS_PER_RUN, seed=SIM_SEED, date="2026-01-01",
+    )
+
+
+@pytest.fixture(scope="session")
+def sim_store(simulation):
+    import bkgxr
+
+    return bkgxr.open_store(simulation.path)

@@ -193,9 +193,11 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import OFF_QUERY, build_cube, open_store, write_models
+    from .cube import build_cube
+    from .gadf import write_models
     from .plot import plot_overview
     from .simulate import simulate_store
+    from .store import OFF_QUERY, open_store
 
     sim = simulate_store(args.out / "store", n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed, overwrite=True)
     store = open_store(sim.path)

@@ -290,12 +290,11 @@ def _normalised(model: RateModel, events_per_run: float, cos_range: tuple[float,
 
 @dataclass(frozen=True)
 class Simulation:
-    """What :func:`simulate_store` wrote: the store folder, the true model (normalised to
-    the requested events per run) and the obs index as written, plus EXPECTED_COUNT per run."""
+    """What :func:`simulate_store` wrote."""
 
-    path: Path
-    model: RateModel
-    runs: pd.DataFrame
+    path: Path  #: the store folder, for :func:`bkgxr.open_store`
+    model: RateModel  #: the truth, normalised to the requested events per run
+    runs: pd.DataFrame  #: the obs index as written, plus EXPECTED_COUNT per run
 
 
 def simulate_store(

@@ -8,7 +8,9 @@ existing figure; without it they open a new pyplot figure. This is the only
 module that imports matplotlib.
 
 Bins without counts (rate 0) and bands without exposure are left blank on the
-log scales rather than drawn at an invented floor.
+log scales rather than drawn at an invented floor. Error bars need ``rate_err``
+and the diagnostics need ``counts`` and ``exposure``: a cube from
+``build_cube`` has them, a model file (``load_models``) holds only the rate.
 """
 
 from __future__ import annotations
@@ -94,11 +96,11 @@ def _map(cube: xr.Dataset, name: str, axes: list[Axes]) -> list[Axes]:
 
 
 def _errorbars(ax: Axes, cut: xr.Dataset, dim: str, *, label: str) -> None:
-    """Draw the rate of a 1-D cut along ``dim``: bin widths as x bars, Poisson y errors."""
+    """Draw the rate of a 1-D cut along ``dim``: bin widths as x bars, Poisson y errors if known."""
     x = cut[dim].values
     xerr = np.stack([x - cut[f"{dim}_lo"].values, cut[f"{dim}_hi"].values - x])
     rate = _positive(cut["rate"].values)
-    err = np.where(np.isfinite(rate), cut["rate_err"].values, np.nan)
+    err = np.where(np.isfinite(rate), cut["rate_err"].values, np.nan) if "rate_err" in cut else None
     ax.errorbar(x, rate, xerr=xerr, yerr=err, fmt="o-", ms=3, lw=1, label=label)
 
 
@@ -138,7 +140,7 @@ def plot_spectra(
     Parameters
     ----------
     cube : xarray.Dataset
-        Computed cube with ``rate`` and ``rate_err``.
+        Computed cube with ``rate``; error bars where it has ``rate_err``.
     offsets : sequence of float
         Offsets in the cube's offset unit (deg); each selects the bin containing it.
     axes : sequence of matplotlib.axes.Axes, optional
@@ -178,7 +180,7 @@ def plot_radial_profiles(
     Parameters
     ----------
     cube : xarray.Dataset
-        Computed cube with ``rate`` and ``rate_err``.
+        Computed cube with ``rate``; error bars where it has ``rate_err``.
     energies : sequence of float
         Energies in the cube's energy unit (TeV); each selects the bin containing it.
     axes : sequence of matplotlib.axes.Axes, optional
@@ -218,7 +220,15 @@ def plot_diagnostics(cube: xr.Dataset) -> Figure:
     -------
     matplotlib.figure.Figure
         Two rows of one panel per zenith band, each row with its log colour bar.
+
+    Raises
+    ------
+    ValueError
+        If the cube lacks ``counts`` or ``exposure`` (a loaded model file).
     """
+    missing = [name for name in ("counts", "exposure") if name not in cube]
+    if missing:
+        raise ValueError(f"plot_diagnostics needs {missing}: use the cube of bkgxr.build_cube; model files hold only the rate")
     n = cube.sizes["zenith"]
     fig = plt.figure(figsize=(4.0 * n + 1.5, 6.6), layout="constrained")
     grid = fig.subplots(2, n, sharex=True, sharey=True, squeeze=False)

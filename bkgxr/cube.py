@@ -3,41 +3,48 @@
 The cube is an :class:`xarray.Dataset` with dims :data:`bkgxr.axes.DIMS`:
 
 ``counts`` (int64)
-    Events per bin, from boost-histogram through dask-histogram.
+    Events per bin: per-run boost histograms (dask-histogram), tree-reduced.
 ``livetime`` (zenith; s)
-    Summed LIVETIME of the runs of each band.
+    Summed LIVETIME of the runs used in each band.
+``exposed_livetime`` (zenith, energy; s)
+    Livetime of the runs whose safe energy range holds the bin (equal to
+    ``livetime`` unless ``safe_energy=True``).
 ``exposure`` (s MeV sr)
-    ``livetime * dE[MeV] * dOmega[sr]`` with ``dOmega = 2 pi (cos r1 - cos r2)``.
+    ``exposed_livetime * dE[MeV] * dOmega[sr]``, ``dOmega = 2 pi (cos r1 - cos r2)``.
 ``rate``, ``rate_err`` (MeV-1 s-1 sr-1)
     ``counts / exposure`` and its Poisson error ``sqrt(counts) / exposure``.
     Bins of zero counts have rate 0; bins of zero exposure (a band without
     runs) have rate 0 and error 0, and ``has_exposure`` is False there.
 
-plus one row per run along ``obs_id`` (``run_zenith``, ``run_livetime``,
-``run_band``) and the bin edges as ``*_lo``/``*_hi`` coordinates.
+plus one entry per run of the run table along ``obs_id``: ``run_counts``
+(energy x offset), ``run_safe``, ``run_zenith``, ``run_livetime``,
+``run_band`` (-1 outside every band), ``run_used`` and ``run_error`` (why a
+run was left out, '' if used). Bin edges are ``*_lo``/``*_hi`` coordinates.
 :func:`build_cube` returns it lazily: coordinates and metadata are known at
-once, ``counts`` and what derives from it are dask arrays until ``.compute()``.
+once; what depends on reading the events is a dask array until ``.compute()``.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boost_histogram as bh
+import dask.array as da
 import dask_histogram as dh
 import numpy as np
+import pandas as pd
 import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
 
 from .axes import DIMS, Binning, band_labels
 from .events import open_events
-from .exceptions import EmptySelectionError
+from .exceptions import EmptySelectionError, InvalidRunError
 from .geometry import ring_solid_angle_sr
 from .units import ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, scale_to
 
 if TYPE_CHECKING:
     import numpy.typing as npt
-    import pandas as pd
 
 #: How a run's zenith picks its band in the cube.
 ZENITH_RULE = "band containing the run's pointing zenith ZEN_PNT: lo <= zenith < hi"
@@ -86,15 +93,69 @@ def rate_from_counts(counts: xr.DataArray, exposure: xr.DataArray) -> tuple[xr.D
     return rate, err
 
 
-def _histogram(runs: pd.DataFrame, binning: Binning) -> xr.DataArray:
-    events = open_events(runs)
+def safe_bins(
+    energy_edges: npt.ArrayLike, safe_lo: npt.ArrayLike, safe_hi: npt.ArrayLike
+) -> npt.NDArray[np.bool_]:
+    """Return which energy bins lie wholly inside each run's safe energy range.
+
+    Parameters
+    ----------
+    energy_edges : array-like
+        Shape: (n_energy + 1,), TeV.
+    safe_lo, safe_hi : array-like
+        Safe range per run, TeV; NaN means unbounded. Shape: (n_runs,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape: (n_runs, n_energy); a bin straddling a threshold is excluded.
+    """
+    edges = np.asarray(energy_edges, dtype=np.float64)
+    lo = np.nan_to_num(np.asarray(safe_lo, dtype=np.float64), nan=-np.inf)[:, None]
+    hi = np.nan_to_num(np.asarray(safe_hi, dtype=np.float64), nan=np.inf)[:, None]
+    # a relative tolerance keeps a threshold written in float32 on its edge
+    tol = 1e-6 * edges[None, :]
+    return (edges[None, :-1] >= lo - tol[:, :-1]) & (edges[None, 1:] <= hi + tol[:, 1:])
+
+
+def _energy_limits(safe: npt.NDArray[np.bool_], edges: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return per run the energy range [lo, hi) of its safe bins (events outside are dropped)."""
+    any_bin = safe.any(axis=1)
+    first = np.argmax(safe, axis=1)
+    last = safe.shape[1] - 1 - np.argmax(safe[:, ::-1], axis=1)
+    lo = np.where(any_bin, edges[first], np.inf)
+    hi = np.where(any_bin, edges[last + 1], -np.inf)
+    # edge bins of the binning also keep what lies beyond them (under/overflow)
+    lo = np.where(any_bin & (first == 0), -np.inf, lo)
+    hi = np.where(any_bin & (last == safe.shape[1] - 1), np.inf, hi)
+    return lo, hi
+
+
+def _run_histogram(hist: bh.Histogram) -> npt.NDArray[np.int64]:
+    """Return one run's counts summed over zenith, shape (1, n_energy, n_offset)."""
+    return np.asarray(hist.values().sum(axis=0), dtype=np.int64)[None]
+
+
+def _histograms(events: da.Array, binning: Binning) -> tuple[da.Array, da.Array]:
+    """Fill boost histograms per run; return the tree-reduced cube and the per-run counts."""
     histref = bh.Histogram(*binning.boost_axes(), storage=bh.storage.Int64())
-    agg = dh.factory(events, histref=histref)
-    counts = agg.to_dask_array(flow=False)[0]
-    return xr.DataArray(counts, dims=DIMS, attrs={"units": "", "long_name": "event counts"})
+    per_run = dh.partitioned_factory(events, histref=histref)
+    counts = per_run.collapse().to_dask_array(flow=False)[0]
+    name = "bkgxr-run-counts-" + per_run.name.rsplit("-", 1)[-1]
+    layer = {(name, i, 0, 0): (_run_histogram, (per_run.name, i)) for i in range(per_run.npartitions)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[per_run])
+    n_e, n_o = binning.shape[1:]
+    run_counts = da.Array(graph, name, chunks=((1,) * per_run.npartitions, (n_e,), (n_o,)), dtype=np.int64)
+    return counts, run_counts
 
 
-def build_cube(runs: pd.DataFrame, *, binning: Binning | None = None) -> xr.Dataset:
+def build_cube(
+    runs: pd.DataFrame,
+    *,
+    binning: Binning | None = None,
+    skip_bad: bool = False,
+    safe_energy: bool = False,
+) -> xr.Dataset:
     """Build the lazy background cube of ``runs``.
 
     Parameters
@@ -103,6 +164,14 @@ def build_cube(runs: pd.DataFrame, *, binning: Binning | None = None) -> xr.Data
         Run table from :meth:`bkgxr.Store.select`.
     binning : Binning, optional
         Edges of zenith, energy and offset; the tutorial's defaults if omitted.
+    skip_bad : bool
+        Leave out runs that cannot be read (and rows of the run table whose
+        ``ERROR`` is set), listing why in ``run_error``, instead of raising
+        :class:`~bkgxr.InvalidRunError` at compute time.
+    safe_energy : bool
+        Use each run only in the energy bins wholly inside its safe range
+        (``SAFE_ENERGY_LO``/``SAFE_ENERGY_HI`` of the run table), in counts
+        and exposure alike, as the published H.E.S.S. models do.
 
     Returns
     -------
@@ -118,8 +187,8 @@ def build_cube(runs: pd.DataFrame, *, binning: Binning | None = None) -> xr.Data
     Warns
     -----
     UserWarning
-        For runs outside every zenith band (left out and listed in
-        ``attrs["excluded_runs"]``) and for bands without runs.
+        For runs outside every zenith band (left out, ``run_band`` -1) and
+        for bands without runs.
 
     Examples
     --------
@@ -128,60 +197,146 @@ def build_cube(runs: pd.DataFrame, *, binning: Binning | None = None) -> xr.Data
     >>> cube.rate.sel(offset=0.5, method="nearest").plot.line(x="energy", xscale="log")  # doctest: +SKIP
     """
     binning = Binning() if binning is None else binning
+    runs = runs.reset_index(drop=True)
+    n_runs_all = len(runs)
     band = band_index(runs["ZEN_PNT"].to_numpy(), binning.zenith)
-    excluded = runs.loc[band < 0, "OBS_ID"].astype(int).tolist()
+    given_error = runs["ERROR"].to_numpy(str) if "ERROR" in runs else np.full(n_runs_all, "", dtype=object)
+    if not skip_bad and np.any(given_error != ""):
+        i = int(np.flatnonzero(given_error != "")[0])
+        raise InvalidRunError(int(runs["OBS_ID"][i]), runs["EVENTS_PATH"][i], given_error[i])
+    excluded = runs.loc[(band < 0) & (given_error == ""), "OBS_ID"].astype(int).tolist()
     if excluded:
         warnings.warn(
             f"{len(excluded)} run(s) outside every zenith band {binning.zenith.tolist()} "
             f"deg are left out: {excluded}",
             stacklevel=2,
         )
-    used = runs[band >= 0].reset_index(drop=True)
-    band = band[band >= 0]
-    if used.empty:
-        raise EmptySelectionError("no run falls in any zenith band")
-    n_bands = binning.shape[0]
-    livetime = np.bincount(band, weights=used["LIVETIME"].to_numpy(np.float64), minlength=n_bands)
-    n_runs = np.bincount(band, minlength=n_bands)
-    labels = band_labels(binning.zenith)
-    empty = [labels[i] for i in np.flatnonzero(n_runs == 0)]
-    if empty:
-        warnings.warn(f"zenith band(s) {empty} deg have no run: their rate is 0", stacklevel=2)
+    read = np.flatnonzero((band >= 0) & (given_error == ""))
+    if read.size == 0:
+        raise EmptySelectionError("no usable run falls in any zenith band")
+    safe = np.ones((n_runs_all, binning.shape[1]), dtype=bool)
+    if safe_energy:
+        safe = safe_bins(
+            binning.energy,
+            runs.get("SAFE_ENERGY_LO", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
+            runs.get("SAFE_ENERGY_HI", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
+        )
+    e_lo, e_hi = _energy_limits(safe, binning.energy)
+    to_read = runs.iloc[read].assign(E_MIN=e_lo[read], E_MAX=e_hi[read])
 
-    counts = _histogram(used, binning)
-    exposure = xr.DataArray(
-        exposure_s_mev_sr(livetime, binning),
-        dims=DIMS,
-        attrs={"units": "MeV s sr", "long_name": "livetime x dE x dOmega"},
+    events, read_errors = open_events(to_read, skip_bad=skip_bad)
+    counts, read_counts = _histograms(events, binning)
+    # Back to one entry per run of the table; runs not read have no events.
+    position = np.full(n_runs_all, read.size, dtype=np.int64)
+    position[read] = np.arange(read.size)
+    zero = da.zeros((1, *binning.shape[1:]), dtype=np.int64)
+    run_counts = da.concatenate([read_counts, zero])[position]
+    run_error: npt.NDArray[np.object_] | da.Array
+    run_error = np.where(band < 0, "outside every zenith band", given_error).astype(object)
+    if skip_bad:  # which runs count is known only once they are read
+        run_error = da.where(
+            position < read.size, da.concatenate([read_errors, da.from_array(run_error[:1], chunks=1)])[position], run_error
+        )
+    cube = assemble_cube(
+        binning,
+        counts=counts,
+        run_counts=run_counts,
+        run_error=run_error,
+        run_safe=safe,
+        obs_id=runs["OBS_ID"].to_numpy(np.int64),
+        run_zenith=runs["ZEN_PNT"].to_numpy(np.float64),
+        run_livetime=runs["LIVETIME"].to_numpy(np.float64),
+        attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy)},
     )
-    rate, rate_err = rate_from_counts(counts, exposure)
+    if not skip_bad:  # with skip_bad, n_runs is known only after compute
+        _warn_empty(cube["n_runs"].values, binning)
+    return cube
+
+
+def assemble_cube(
+    binning: Binning,
+    *,
+    counts: npt.ArrayLike | da.Array,
+    run_counts: npt.ArrayLike | da.Array,
+    run_error: npt.ArrayLike | da.Array,
+    run_safe: npt.ArrayLike,
+    obs_id: npt.ArrayLike,
+    run_zenith: npt.ArrayLike,
+    run_livetime: npt.ArrayLike,
+    attrs: dict[str, Any],
+) -> xr.Dataset:
+    """Return the cube Dataset from counts and per-run values (numpy or dask).
+
+    Livetime, exposure, rate and their kin are derived here, the same way for
+    a fresh build and for a cube read back from a file.
+
+    Parameters
+    ----------
+    binning : Binning
+    counts : array-like
+        Shape: (n_zenith, n_energy, n_offset).
+    run_counts : array-like
+        Shape: (n_runs, n_energy, n_offset).
+    run_error : array-like of str
+        '' for a run used in the model. Shape: (n_runs,).
+    run_safe : array-like of bool
+        Energy bins where each run counts. Shape: (n_runs, n_energy).
+    obs_id, run_zenith, run_livetime : array-like
+        Shape: (n_runs,); zenith in deg, livetime in s.
+    attrs : dict
+        Extra attributes of the Dataset.
+    """
+    n_bands = binning.shape[0]
+    band = band_index(run_zenith, binning.zenith)
+    onehot = (band[:, None] == np.arange(n_bands)[None, :]).astype(np.float64)
+    run_livetime = np.asarray(run_livetime, dtype=np.float64)
+    run_safe = np.asarray(run_safe, dtype=bool)
+    used = run_error == ""
+    used_livetime = used * run_livetime
+    livetime = used_livetime @ onehot
+    exposed = (used_livetime[:, None] * run_safe).T @ onehot  # (energy, zenith)
+    n_runs = used.astype(np.int64) @ onehot.astype(np.int64)
+    exposure = xr.DataArray(
+        exposed.T[:, :, None] * exposure_s_mev_sr(np.ones(n_bands), binning),
+        dims=DIMS,
+        attrs={"units": "MeV s sr", "long_name": "exposed livetime x dE x dOmega"},
+    )
+    counts_da = xr.DataArray(counts, dims=DIMS, attrs={"units": "", "long_name": "event counts"})
+    rate, rate_err = rate_from_counts(counts_da, exposure)
     rate.attrs = {"units": str(RATE_UNIT), "long_name": "background rate dN/(dt dE dOmega)"}
     rate_err.attrs = {"units": str(RATE_UNIT), "long_name": "Poisson error of the rate"}
-    cube = xr.Dataset(
+    return xr.Dataset(
         {
-            "counts": counts,
+            "counts": counts_da,
             "exposure": exposure,
             "rate": rate,
             "rate_err": rate_err,
             "has_exposure": exposure > 0,
-            "livetime": ("zenith", livetime, {"units": "s", "long_name": "summed LIVETIME"}),
-            "n_runs": ("zenith", n_runs, {"units": "", "long_name": "runs per band"}),
-            "run_zenith": ("obs_id", used["ZEN_PNT"].to_numpy(np.float64), {"units": "deg"}),
-            "run_livetime": ("obs_id", used["LIVETIME"].to_numpy(np.float64), {"units": "s"}),
-            "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index"}),
+            "livetime": ("zenith", livetime, {"units": "s", "long_name": "summed LIVETIME of used runs"}),
+            "exposed_livetime": (("zenith", "energy"), exposed.T, {"units": "s", "long_name": "livetime of runs safe in the bin"}),
+            "n_runs": ("zenith", n_runs, {"units": "", "long_name": "runs used per band"}),
+            "run_counts": (("obs_id", "energy", "offset"), run_counts, {"units": "", "long_name": "counts per run"}),
+            "run_safe": (("obs_id", "energy"), run_safe, {"units": "", "long_name": "bin inside the run's safe energy range"}),
+            "run_zenith": ("obs_id", np.asarray(run_zenith, dtype=np.float64), {"units": "deg"}),
+            "run_livetime": ("obs_id", run_livetime, {"units": "s"}),
+            "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: none)"}),
+            "run_used": ("obs_id", used, {"units": "", "long_name": "run counted in the model"}),
+            "run_error": ("obs_id", run_error, {"units": "", "long_name": "why the run was left out"}),
         },
         coords={
             **binning.coords(),
-            "zenith_band": ("zenith", labels, {"long_name": "zenith band (deg)"}),
-            "obs_id": ("obs_id", used["OBS_ID"].to_numpy(np.int64)),
+            "zenith_band": ("zenith", band_labels(binning.zenith), {"long_name": "zenith band (deg)"}),
+            "obs_id": ("obs_id", np.asarray(obs_id, dtype=np.int64)),
         },
-        attrs={
-            "zenith_assignment": ZENITH_RULE,
-            "excluded_runs": excluded,
-            "rate_without_exposure": "0 (see has_exposure)",
-        },
+        attrs={"zenith_assignment": ZENITH_RULE, "rate_without_exposure": "0 (see has_exposure)", **attrs},
     )
-    return cube
+
+
+def _warn_empty(n_runs: npt.ArrayLike, binning: Binning) -> None:
+    labels = band_labels(binning.zenith)
+    empty = [labels[i] for i in np.flatnonzero(np.asarray(n_runs) == 0)]
+    if empty:
+        warnings.warn(f"zenith band(s) {empty} deg have no run: their rate is 0", stacklevel=3)
 
 
 def binning_of(cube: xr.Dataset) -> Binning:

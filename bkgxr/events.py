@@ -9,9 +9,10 @@ converts them to canonical units and computes the offset from the pointing.
 
 from __future__ import annotations
 
+import operator
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -33,8 +34,12 @@ if TYPE_CHECKING:
 EVENT_COLUMNS = {"ENERGY": ENERGY_UNIT, "RA": ANGLE_UNIT, "DEC": ANGLE_UNIT}
 
 
-def _read_with_astropy(path: Path, hdu: str) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, str]]:
+def _read_with_astropy(
+    path: Path, hdu: str, also: tuple[str, ...]
+) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, str]]:
     with fits.open(path, memmap=False) as hdul:
+        for name in also:
+            hdul[name]  # raises KeyError when missing
         table = hdul[hdu]
         names = {n.upper(): n for n in table.columns.names}
         columns = {n: np.asarray(table.data[names[n]], dtype=np.float64) for n in EVENT_COLUMNS if n in names}
@@ -42,7 +47,9 @@ def _read_with_astropy(path: Path, hdu: str) -> tuple[dict[str, npt.NDArray[np.f
     return columns, units
 
 
-def read_columns(path: str | Path, hdu: str, obs_id: int) -> dict[str, npt.NDArray[np.float64]]:
+def read_columns(
+    path: str | Path, hdu: str, obs_id: int, *, gti_hdu: str = ""
+) -> dict[str, npt.NDArray[np.float64]]:
     """Read :data:`EVENT_COLUMNS` of one run in canonical units.
 
     The fast path (:mod:`bkgxr.rawfits`) decompresses only up to the end of
@@ -56,6 +63,9 @@ def read_columns(path: str | Path, hdu: str, obs_id: int) -> dict[str, npt.NDArr
         Name of the EVENTS HDU.
     obs_id : int
         Observation ID, for error messages.
+    gti_hdu : str
+        Name of the GTI HDU when it lives in the same file (checked to exist);
+        '' to skip the check.
 
     Returns
     -------
@@ -69,13 +79,14 @@ def read_columns(path: str | Path, hdu: str, obs_id: int) -> dict[str, npt.NDArr
         unit, or holds non-finite values.
     """
     path = Path(path)
+    also = (gti_hdu,) if gti_hdu else ()
     try:
         try:
-            _, columns, units = read_table_columns(path, hdu, list(EVENT_COLUMNS))
+            _, columns, units = read_table_columns(path, hdu, list(EVENT_COLUMNS), also=also)
         except Unsupported:
-            columns, units = _read_with_astropy(path, hdu)
+            columns, units = _read_with_astropy(path, hdu, also)
     except KeyError as err:
-        raise InvalidRunError(obs_id, path, f"no {hdu} HDU") from err
+        raise InvalidRunError(obs_id, path, f"no {err.args[0]} HDU") from err
     except (OSError, EOFError, ValueError, TypeError, IndexError, zlib.error) as err:
         raise InvalidRunError(obs_id, path, f"cannot read the file: {err}") from err
     for name, unit in EVENT_COLUMNS.items():
@@ -94,20 +105,37 @@ def read_columns(path: str | Path, hdu: str, obs_id: int) -> dict[str, npt.NDArr
 
 
 def read_run(
-    path: str | Path, hdu: str, obs_id: int, ra_pnt: float, dec_pnt: float, zenith: float
+    path: str | Path,
+    hdu: str,
+    gti_hdu: str,
+    obs_id: int,
+    ra_pnt: float,
+    dec_pnt: float,
+    zenith: float,
+    e_min: float = -np.inf,
+    e_max: float = np.inf,
 ) -> npt.NDArray[np.float64]:
     """Read one run and return its events as rows of (zenith, energy, offset).
 
     The zenith of every event is the run's pointing zenith; this is the seam
-    where a per-event zenith (from ALT/AZ columns) can replace it.
+    where a per-event zenith (from ALT/AZ columns) can replace it. Events
+    outside ``[e_min, e_max)`` TeV (the run's safe energy bins) are dropped.
 
     Returns
     -------
     numpy.ndarray
         Shape: (n_events, 3), columns in :data:`bkgxr.axes.DIMS` order, in deg,
         TeV, deg.
+
+    Raises
+    ------
+    InvalidRunError
+        See :func:`read_columns`.
     """
-    columns = read_columns(path, hdu, obs_id)
+    columns = read_columns(path, hdu, obs_id, gti_hdu=gti_hdu)
+    if np.isfinite(e_min) or np.isfinite(e_max):
+        keep = (columns["ENERGY"] >= e_min) & (columns["ENERGY"] < e_max)
+        columns = {name: values[keep] for name, values in columns.items()}
     out = np.empty((columns["ENERGY"].size, len(DIMS)), dtype=np.float64)
     out[:, DIMS.index("zenith")] = zenith
     out[:, DIMS.index("energy")] = columns["ENERGY"]
@@ -115,28 +143,53 @@ def read_run(
     return out
 
 
-def open_events(runs: pd.DataFrame) -> da.Array:
+def _read_or_skip(skip: bool, *args: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.object_]]:
+    """Run :func:`read_run`; with ``skip``, turn an InvalidRunError into no events and its message."""
+    try:
+        return read_run(*args), np.array([""], dtype=object)
+    except InvalidRunError as err:
+        if not skip:
+            raise
+        return np.empty((0, len(DIMS))), np.array([err.reason], dtype=object)
+
+
+def open_events(runs: pd.DataFrame, *, skip_bad: bool = False) -> tuple[da.Array, da.Array]:
     """Return the events of ``runs`` as a lazy dask array, one chunk per run.
 
     Parameters
     ----------
     runs : pandas.DataFrame
-        Run table from :meth:`bkgxr.Store.select`.
+        Run table from :meth:`bkgxr.Store.select`; optional columns ``E_MIN``
+        and ``E_MAX`` (TeV) limit each run's energies.
+    skip_bad : bool
+        A run that fails to read contributes no events and its error message
+        instead of raising :class:`~bkgxr.InvalidRunError` at compute time.
 
     Returns
     -------
-    dask.array.Array
+    events : dask.array.Array
         Shape: (n_events, 3) with unknown row chunk sizes; columns in
         :data:`bkgxr.axes.DIMS` order.
+    errors : dask.array.Array
+        Shape: (n_runs,), object: '' for a run read, else why it was skipped.
+        Computed by the same tasks as ``events``: each file is read once.
     """
+    limits = runs.reindex(columns=["E_MIN", "E_MAX"]).fillna({"E_MIN": -np.inf, "E_MAX": np.inf})
     args = [
-        (str(r.EVENTS_PATH), str(r.EVENTS_HDU), int(r.OBS_ID), float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT))
-        for r in runs.itertuples(index=False)
+        (str(r.EVENTS_PATH), str(r.EVENTS_HDU), str(getattr(r, "GTI_HDU", "")), int(r.OBS_ID),
+         float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi))
+        for r, lo, hi in zip(runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], strict=True)
     ]
     if not args:
         raise ValueError("open_events needs at least one run")
-    name = "bkgxr-read-run-" + tokenize(args)
-    layer = {(name, i, 0): (read_run, *arg) for i, arg in enumerate(args)}
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=())
-    chunks = ((np.nan,) * len(args), (len(DIMS),))
-    return da.Array(graph, name, chunks=chunks, dtype=np.float64)
+    token = tokenize(args, skip_bad)
+    read, name, status = f"bkgxr-read-run-{token}", f"bkgxr-events-{token}", f"bkgxr-run-error-{token}"
+    layers: dict[str, Any] = {
+        read: {(read, i): (_read_or_skip, skip_bad, *arg) for i, arg in enumerate(args)},
+        name: {(name, i, 0): (operator.getitem, (read, i), 0) for i in range(len(args))},
+        status: {(status, i): (operator.getitem, (read, i), 1) for i in range(len(args))},
+    }
+    graph = HighLevelGraph(layers, {read: set(), name: {read}, status: {read}})
+    events = da.Array(graph, name, chunks=((np.nan,) * len(args), (len(DIMS),)), dtype=np.float64)
+    errors = da.Array(graph, status, chunks=((1,) * len(args),), dtype=object)
+    return events, errors

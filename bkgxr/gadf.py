@@ -22,8 +22,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .axes import DIMS, Binning, band_labels
-from .cube import ZENITH_RULE, band_index, binning_of, exposure_s_mev_sr, rate_from_counts
+from .axes import Binning, band_labels
+from .cube import assemble_cube, band_index, binning_of
 from .exceptions import StoreError
 from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
 
@@ -244,7 +244,9 @@ def write_models(
     primary.header["DATE"] = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     primary.header["ZENRULE"] = (outside, "obs outside every band: nearest band or none")
     primary.header["COMMENT"] = "bkg of each observation: model of the zenith band containing ZEN_PNT (lo <= z < hi)"
-    primary.header["NRUNS"] = (int(cube.sizes["obs_id"]), "off runs the models were built from")
+    primary.header["NRUNS"] = (int(cube["run_used"].sum()), "off runs the models were built from")
+    primary.header["NSKIPPED"] = (int((~cube["run_used"]).sum()), "runs left out: see RUNS.ERROR")
+    primary.header["SAFEENER"] = (bool(cube.attrs.get("safe_energy", 0)), "runs used only in their safe energy bins")
 
     obs_table = store.obs_table.copy(copy_data=True)
     obs_table.meta.update({"EXTNAME": "OBS_INDEX", "BKGZRULE": outside})
@@ -254,15 +256,7 @@ def write_models(
     obs_table["BKG_HDU"] = [hdu_names[i] for i in keep]
     obs_table["BKG_ZEN_BAND"] = [labels[band[i]] if band[i] >= 0 else "" for i in keep]
 
-    runs = Table(
-        {
-            "OBS_ID": cube["obs_id"].values,
-            "ZEN_PNT": cube["run_zenith"].values,
-            "LIVETIME": cube["run_livetime"].values,
-            "BKG_HDU": [names[b] for b in cube["run_band"].values],
-        },
-        units={"ZEN_PNT": "deg", "LIVETIME": "s"},
-    )
+    runs = runs_table(cube)
     hdus = [
         primary,
         fits.table_to_hdu(hdu_index_table(store, path, obs["OBS_ID"], hdu_names)),
@@ -290,6 +284,27 @@ def write_models(
     return write_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
 
 
+def runs_table(cube: xr.Dataset) -> Table:
+    """Return the RUNS table: every run of the cube, its counts, safe bins and fate."""
+    n_e, n_o = cube.sizes["energy"], cube.sizes["offset"]
+    table = Table(
+        {
+            "OBS_ID": cube["obs_id"].values,
+            "ZEN_PNT": cube["run_zenith"].values,
+            "LIVETIME": cube["run_livetime"].values,
+            "BAND": cube["run_band"].values,
+            "USED": cube["run_used"].values,
+            "ERROR": np.asarray(cube["run_error"].values, dtype=str),
+            # (energy, offset) per run, written transposed like BKG: TDIM (n_energy, n_offset)
+            "COUNTS": cube["run_counts"].transpose("obs_id", "offset", "energy").values,
+            "SAFE": cube["run_safe"].values,
+        },
+        units={"ZEN_PNT": "deg", "LIVETIME": "s"},
+    )
+    table.meta.update({"EXTNAME": "RUNS", "COMMENT": f"COUNTS per run: (energy, offset) = ({n_e}, {n_o})"})
+    return table
+
+
 def _column(hdu: fits.BinTableHDU, name: str, unit: u.UnitBase, path: Path) -> npt.NDArray[np.float64]:
     """Return the one-row array column ``name`` of ``hdu`` converted to ``unit``."""
     if name not in hdu.columns.names:
@@ -308,28 +323,26 @@ def _edges(
 
 
 def load_models(path: str | Path) -> xr.Dataset:
-    """Read a file written by :func:`write_models` back into a cube-like Dataset.
+    """Read a file written by :func:`write_models` back into the cube it was written from.
 
     Parameters
     ----------
     path : str or pathlib.Path
         FITS file with one ``BKG_2D`` HDU per zenith band (keywords ``ZEN_LO``,
-        ``ZEN_HI``, ``LIVETIME``, ``NRUNS``, ``NEVENTS``) and the ``RUNS`` table.
+        ``ZEN_HI``) and the ``RUNS`` table.
 
     Returns
     -------
     xarray.Dataset
-        Eager, with the dims, coords and units of :func:`bkgxr.build_cube`:
-        ``rate`` (MeV-1 s-1 sr-1) as stored, ``livetime`` and ``n_runs`` from
-        the headers, ``exposure`` recomputed from livetime and bins, ``counts``
-        as ``rate * exposure`` rounded (checked against ``NEVENTS``),
-        ``rate_err``, ``has_exposure`` and the runs along ``obs_id``.
+        Eager, with the variables, dims, coords and units of
+        :func:`bkgxr.build_cube`, rebuilt from the runs' counts, safe bins
+        and livetimes; the rate is checked against the stored BKG.
 
     Raises
     ------
     StoreError
         If the file is unreadable, has no such HDUs, lacks a keyword or column,
-        its bands or bins do not line up, or its counts disagree with ``NEVENTS``.
+        its bands or bins do not line up, or its rate disagrees with its counts.
     UnitError
         If a column has a unit that is unknown or of the wrong kind.
 
@@ -337,8 +350,6 @@ def load_models(path: str | Path) -> xr.Dataset:
     --------
     write_models, bkgxr.plot.plot_overview
     """
-    import xarray as xr
-
     path = Path(path)
     try:
         hdul = fits.open(path, memmap=False)
@@ -349,13 +360,14 @@ def load_models(path: str | Path) -> xr.Dataset:
         if not hdus:
             raise StoreError("no BKG_2D HDU with ZEN_LO/ZEN_HI: not written by bkgxr.write_models", path=path)
         hdus.sort(key=lambda h: float(h.header["ZEN_LO"]))
-        names = [h.name for h in hdus]
         try:
-            keys = {k: np.array([h.header[k] for h in hdus]) for k in ("ZEN_LO", "ZEN_HI", "LIVETIME", "NRUNS", "NEVENTS")}
+            zen = np.array([[float(h.header["ZEN_LO"]), float(h.header["ZEN_HI"])] for h in hdus])
             runs = Table.read(hdul["RUNS"])
-            run_band = np.array([names.index(str(n).strip()) for n in runs["BKG_HDU"]], dtype=np.int64)
-        except (KeyError, ValueError) as err:
-            raise StoreError(f"missing keyword, HDU or band: {err}", path=path) from err
+            safe_energy = bool(hdul[0].header.get("SAFEENER", False))
+            run_counts = np.asarray(runs["COUNTS"], dtype=np.int64).transpose(0, 2, 1)
+            run_safe, run_error = np.asarray(runs["SAFE"], dtype=bool), np.asarray(runs["ERROR"], dtype=object)
+        except (KeyError, ValueError, IndexError) as err:
+            raise StoreError(f"missing keyword, HDU or column: {err}", path=path) from err
         grids = [
             tuple(
                 _edges(_column(h, f"{col}_LO", unit, path), _column(h, f"{col}_HI", unit, path), col, path)
@@ -364,41 +376,29 @@ def load_models(path: str | Path) -> xr.Dataset:
             for h in hdus
         ]
         # TDIM (n_energy, n_offset) reads back as numpy (n_offset, n_energy): transpose to (energy, offset).
-        rate = np.stack([_column(h, "BKG", RATE_UNIT, path).T for h in hdus])
+        stored = np.stack([_column(h, "BKG", RATE_UNIT, path).T for h in hdus])
     if any(not (np.array_equal(e, grids[0][0]) and np.array_equal(o, grids[0][1])) for e, o in grids):
         raise StoreError("the BKG_2D HDUs have different energy or offset bins", path=path)
-    binning = Binning(
-        zenith=_edges(keys["ZEN_LO"].astype(np.float64), keys["ZEN_HI"].astype(np.float64), "zenith band", path),
-        energy=grids[0][0],
-        offset=grids[0][1],
-    )
-    livetime = keys["LIVETIME"].astype(np.float64)
-    exposure = xr.DataArray(
-        exposure_s_mev_sr(livetime, binning), dims=DIMS, attrs={"units": "MeV s sr", "long_name": "livetime x dE x dOmega"}
-    )
-    counts = xr.DataArray(
-        np.rint(rate * exposure.values).astype(np.int64), dims=DIMS, attrs={"units": "", "long_name": "event counts (rate x exposure)"}
-    )
-    if not np.array_equal(counts.sum(("energy", "offset")).values, keys["NEVENTS"]):
-        raise StoreError("rate x exposure does not give back NEVENTS: the file was changed after writing", path=path)
-    _, rate_err = rate_from_counts(counts, exposure)
-    return xr.Dataset(
-        {
-            "counts": counts,
-            "exposure": exposure,
-            "rate": (DIMS, rate, {"units": str(RATE_UNIT), "long_name": "background rate dN/(dt dE dOmega)"}),
-            "rate_err": rate_err.assign_attrs(units=str(RATE_UNIT), long_name="Poisson error of the rate"),
-            "has_exposure": exposure > 0,
-            "livetime": ("zenith", livetime, {"units": "s", "long_name": "summed LIVETIME"}),
-            "n_runs": ("zenith", keys["NRUNS"].astype(np.int64), {"units": "", "long_name": "runs per band"}),
-            "run_zenith": ("obs_id", np.asarray(runs["ZEN_PNT"].quantity.to_value(ANGLE_UNIT), np.float64), {"units": "deg"}),
-            "run_livetime": ("obs_id", np.asarray(runs["LIVETIME"].quantity.to_value(TIME_UNIT), np.float64), {"units": "s"}),
-            "run_band": ("obs_id", run_band, {"units": "", "long_name": "zenith band index"}),
+    binning = Binning(zenith=_edges(zen[:, 0], zen[:, 1], "zenith band", path), energy=grids[0][0], offset=grids[0][1])
+    run_zenith = np.asarray(runs["ZEN_PNT"].quantity.to_value(ANGLE_UNIT), np.float64)
+    band = band_index(run_zenith, binning.zenith)
+    used = (run_error == "") & (band >= 0)
+    counts = np.stack([(run_counts * (used & (band == i))[:, None, None]).sum(axis=0) for i in range(len(hdus))])
+    cube = assemble_cube(
+        binning,
+        counts=counts,
+        run_counts=run_counts,
+        run_error=run_error,
+        run_safe=run_safe,
+        obs_id=np.asarray(runs["OBS_ID"], dtype=np.int64),
+        run_zenith=run_zenith,
+        run_livetime=np.asarray(runs["LIVETIME"].quantity.to_value(TIME_UNIT), np.float64),
+        attrs={
+            "source": str(path),
+            "excluded_runs": runs["OBS_ID"][band < 0].tolist(),
+            "safe_energy": int(safe_energy),
         },
-        coords={
-            **binning.coords(),
-            "zenith_band": ("zenith", band_labels(binning.zenith.tolist()), {"long_name": "zenith band (deg)"}),
-            "obs_id": ("obs_id", np.asarray(runs["OBS_ID"], dtype=np.int64)),
-        },
-        attrs={"source": str(path), "zenith_assignment": ZENITH_RULE, "rate_without_exposure": "0 (see has_exposure)"},
     )
+    if not np.allclose(cube["rate"].values, stored, rtol=1e-12, atol=0):
+        raise StoreError("the stored BKG differs from the runs' counts / exposure: the file was changed after writing", path=path)
+    return cube

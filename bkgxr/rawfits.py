@@ -127,7 +127,7 @@ def _row_dtype(header: dict[str, str | int | float | bool], names: list[str]) ->
 
 
 def read_table_columns(
-    path: str | Path, extname: str, names: list[str]
+    path: str | Path, extname: str, names: list[str], *, also: tuple[str, ...] = ()
 ) -> tuple[dict[str, str | int | float | bool], dict[str, npt.NDArray[np.float64]], dict[str, str]]:
     """Read scalar columns of the binary table ``extname`` as float64.
 
@@ -139,6 +139,9 @@ def read_table_columns(
         EXTNAME of the table (case-insensitive).
     names : list of str
         Upper-case column names; those missing are absent from the result.
+    also : tuple of str
+        EXTNAMEs that must be present in the file too (e.g. ``("GTI",)``);
+        headers after the table are scanned until all are seen.
 
     Returns
     -------
@@ -152,32 +155,45 @@ def read_table_columns(
     Raises
     ------
     KeyError
-        If the file has no HDU ``extname``.
+        If the file has no HDU ``extname`` or one of ``also``.
     EOFError, OSError
         If the file is truncated or not a FITS file.
     Unsupported
         If the table needs astropy's general reader.
     """
+    wanted = extname.upper()
+    missing = {name.upper() for name in also}
+    found = None
     with _open(Path(path)) as stream:
         first = True
-        while True:
+        while found is None or missing:
             header = _read_header(stream)
             if header is None:
-                raise KeyError(extname)
+                raise KeyError(extname if found is None else sorted(missing)[0])
             if first and "SIMPLE" not in header:
                 raise OSError("not a FITS file (no SIMPLE keyword)")
             first = False
             size = _data_size(header)
-            if str(header.get("EXTNAME", "")).strip().upper() != extname.upper():
+            name = str(header.get("EXTNAME", "")).strip().upper()
+            missing.discard(name)
+            if name != wanted or found is not None:
                 stream.seek(size, 1)
                 continue
-            if str(header.get("XTENSION", "")).strip() != "BINTABLE" or int(header.get("NAXIS", 0)) != 2:
-                raise Unsupported(f"{extname} is not a binary table")
-            dtype, units = _row_dtype(header, names)
-            n_bytes = int(header["NAXIS1"]) * int(header["NAXIS2"])
-            buffer = stream.read(n_bytes)
-            if len(buffer) < n_bytes:
-                raise EOFError(f"file ends inside the {extname} data")
-            rows = np.frombuffer(buffer, dtype=dtype, count=int(header["NAXIS2"]))
-            columns = {name: rows[name].astype(np.float64) for name in dtype.names or ()}
-            return header, columns, units
+            found = _read_rows(stream, header, extname, names)
+            stream.seek(size - int(header["NAXIS1"]) * int(header["NAXIS2"]), 1)
+    return found
+
+
+def _read_rows(
+    stream: IO[bytes], header: dict[str, str | int | float | bool], extname: str, names: list[str]
+) -> tuple[dict[str, str | int | float | bool], dict[str, npt.NDArray[np.float64]], dict[str, str]]:
+    if str(header.get("XTENSION", "")).strip() != "BINTABLE" or int(header.get("NAXIS", 0)) != 2:
+        raise Unsupported(f"{extname} is not a binary table")
+    dtype, units = _row_dtype(header, names)
+    n_bytes = int(header["NAXIS1"]) * int(header["NAXIS2"])
+    buffer = stream.read(n_bytes)
+    if len(buffer) < n_bytes:
+        raise EOFError(f"file ends inside the {extname} data")
+    rows = np.frombuffer(buffer, dtype=dtype, count=int(header["NAXIS2"]))
+    columns = {name: rows[name].astype(np.float64) for name in dtype.names or ()}
+    return header, columns, units

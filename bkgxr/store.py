@@ -10,7 +10,6 @@ where the observation index lacks them.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,12 +20,13 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .exceptions import EmptySelectionError, InvalidRunError, StoreError
+from .pointing import mean_zenith
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 #: Columns of a run table that the engine reads; all other obs-index columns are kept too.
-RUN_COLUMNS = ("OBS_ID", "RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME", "EVENTS_PATH", "EVENTS_HDU")
+RUN_COLUMNS = ("OBS_ID", "RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME", "EVENTS_PATH", "EVENTS_HDU", "GTI_HDU")
 
 #: Query the tutorial uses to select off runs, applied when the column exists.
 OFF_QUERY = 'TARGET_NAME == "Off data"'
@@ -96,6 +96,7 @@ class Store:
         *,
         obs_ids: Iterable[int] | None = None,
         zenith: tuple[float, float] | None = None,
+        skip_bad: bool = False,
     ) -> pd.DataFrame:
         """Select runs and return their run table.
 
@@ -109,12 +110,15 @@ class Store:
             Keep only these observations.
         zenith : (float, float), optional
             Keep runs with ``lo <= ZEN_PNT < hi`` (deg).
+        skip_bad : bool
+            Keep runs that cannot be used, with the reason in their ``ERROR``
+            column, instead of raising; :func:`bkgxr.build_cube` leaves them out.
 
         Returns
         -------
         pandas.DataFrame
             One row per run, sorted by ``OBS_ID``, with every obs-index column
-            plus :data:`RUN_COLUMNS`.
+            plus :data:`RUN_COLUMNS` and ``ERROR`` ('' for a usable run).
 
         Raises
         ------
@@ -134,10 +138,10 @@ class Store:
                 ) from err
         if obs_ids is not None:
             frame = frame[frame["OBS_ID"].isin(list(obs_ids))]
-        frame = _complete(self, frame.sort_values("OBS_ID").reset_index(drop=True))
+        frame = _complete(self, frame.sort_values("OBS_ID").reset_index(drop=True), skip_bad=skip_bad)
         if zenith is not None:
             lo, hi = zenith
-            frame = frame[(frame["ZEN_PNT"] >= lo) & (frame["ZEN_PNT"] < hi)]
+            frame = frame[(frame["ZEN_PNT"] >= lo) & (frame["ZEN_PNT"] < hi) | (frame["ERROR"] != "")]
         if frame.empty:
             raise EmptySelectionError(
                 f"no run of {self.root} matches query={query!r}, obs_ids={obs_ids!r}, "
@@ -180,69 +184,124 @@ def open_store(path: str | Path) -> Store:
     return Store(root=root, hdu_table=hdu_table, obs_table=obs_table)
 
 
-def _events_locations(store: Store) -> pd.DataFrame:
+def _locations(store: Store, hdu_type: str) -> pd.DataFrame:
+    """Return OBS_ID, path and HDU name of every ``hdu_type`` row of the HDU index."""
     hdus = _decode(store.hdu_table)
-    events = hdus[hdus["HDU_TYPE"].str.lower() == "events"]
-    if events["OBS_ID"].duplicated().any():
-        dup = events.loc[events["OBS_ID"].duplicated(), "OBS_ID"].tolist()
-        raise StoreError(f"hdu-index has several events rows for OBS_ID {dup}", path=store.root)
-    paths = [str(store.file_path(row)) for _, row in events.iterrows()]
-    hdu_names = events["HDU_NAME"] if "HDU_NAME" in events else pd.Series("EVENTS", index=events.index)
+    rows = hdus[hdus["HDU_TYPE"].str.lower() == hdu_type]
+    if rows["OBS_ID"].duplicated().any():
+        dup = rows.loc[rows["OBS_ID"].duplicated(), "OBS_ID"].tolist()
+        raise StoreError(f"hdu-index has several {hdu_type} rows for OBS_ID {dup}", path=store.root)
+    names = rows["HDU_NAME"] if "HDU_NAME" in rows else pd.Series("", index=rows.index)
+    key = hdu_type.upper()
     return pd.DataFrame(
         {
-            "OBS_ID": events["OBS_ID"].to_numpy(),
-            "EVENTS_PATH": paths,
-            "EVENTS_HDU": [h.strip() or "EVENTS" for h in hdu_names.astype(str)],
+            "OBS_ID": rows["OBS_ID"].to_numpy(),
+            f"{key}_PATH": [str(store.file_path(row)) for _, row in rows.iterrows()],
+            f"{key}_HDU": [n.strip() or key for n in names.astype(str)],
         }
     )
 
 
-#: Where each needed column comes from when the obs-index lacks it: EVENTS header keywords.
-_HEADER_FALLBACK = {"RA_PNT": "RA_PNT", "DEC_PNT": "DEC_PNT", "LIVETIME": "LIVETIME"}
+def _complete(store: Store, frame: pd.DataFrame, *, skip_bad: bool) -> pd.DataFrame:
+    """Add file locations, fill needed values from EVENTS headers and check them.
 
-
-def _complete(store: Store, frame: pd.DataFrame) -> pd.DataFrame:
-    """Add events locations and fill needed columns from EVENTS headers."""
-    frame = frame.merge(_events_locations(store), on="OBS_ID", how="left")
-    for _, row in frame[frame["EVENTS_PATH"].isna()].iterrows():
-        raise InvalidRunError(int(row["OBS_ID"]), None, "the hdu-index has no events row")
-    missing = [c for c in (*_HEADER_FALLBACK, "ZEN_PNT") if c not in frame or frame[c].isna().any()]
-    if missing:
-        filled = pd.DataFrame(
-            [_header_values(row) for _, row in frame.iterrows()], index=frame.index
-        )
-        for column in missing:
-            if column not in frame:
-                frame[column] = filled[column]
-            else:
-                frame[column] = frame[column].fillna(filled[column])
-    for column in ("RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME"):
-        frame[column] = frame[column].astype(np.float64)
+    Adds ``ERROR``: '' for a usable run, else why it cannot be used (only
+    with ``skip_bad``; otherwise the first bad run raises).
+    """
+    for hdu_type in ("events", "gti"):
+        frame = frame.merge(_locations(store, hdu_type), on="OBS_ID", how="left")
+    values, errors = [], []
+    for _, row in frame.iterrows():
+        try:
+            values.append(run_values(row))
+            errors.append("")
+        except InvalidRunError as err:
+            if not skip_bad:
+                raise
+            values.append(dict.fromkeys(NEEDED, np.nan))
+            errors.append(err.reason)
+    filled = pd.DataFrame(values, index=frame.index, columns=list(NEEDED), dtype=np.float64)
+    for column in NEEDED:
+        frame[column] = filled[column]
+    # The GTI HDU is checked while reading the events when it lives in the same file.
+    same = frame["GTI_PATH"] == frame["EVENTS_PATH"]
+    frame["GTI_HDU"] = frame["GTI_HDU"].where(same, "")
+    frame["ERROR"] = errors
     return frame
 
 
-def _header_values(row: pd.Series) -> dict[str, float]:
-    """Read pointing, zenith and livetime of one run from its EVENTS header."""
-    obs_id, path = int(row["OBS_ID"]), Path(row["EVENTS_PATH"])
+#: Per-run values the engine needs, from the obs-index or else the EVENTS header.
+NEEDED = ("RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME")
+
+
+def _given(row: pd.Series, name: str) -> float | None:
+    value = row.get(name)
     try:
-        header = fits.getheader(path, row["EVENTS_HDU"])
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(value) else value
+
+
+def run_values(row: pd.Series) -> dict[str, float]:
+    """Return and check pointing, zenith and livetime of one run-table row.
+
+    Values missing from the obs-index are read from the EVENTS header: RA_PNT,
+    DEC_PNT, LIVETIME, and ZEN_PNT (else 90 - ALT_PNT, else computed from the
+    pointing, the run times and the observatory location).
+
+    Raises
+    ------
+    InvalidRunError
+        If a file is missing, a value cannot be found, or LIVETIME is not
+        positive and finite.
+    """
+    obs_id = int(row["OBS_ID"])
+    path = row.get("EVENTS_PATH")
+    if not isinstance(path, str):
+        raise InvalidRunError(obs_id, None, "the hdu-index has no events row")
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidRunError(obs_id, path, "file not found")
+    gti = row.get("GTI_PATH")
+    if not isinstance(gti, str):
+        raise InvalidRunError(obs_id, path, "the hdu-index has no gti row")
+    if not Path(gti).is_file():
+        raise InvalidRunError(obs_id, path, f"GTI file {gti} not found")
+    values = {name: _given(row, name) for name in NEEDED}
+    if values["ZEN_PNT"] is None and _given(row, "ALT_PNT") is not None:
+        values["ZEN_PNT"] = 90.0 - float(row["ALT_PNT"])
+    if any(v is None for v in values.values()):
+        values = _from_header(obs_id, path, str(row["EVENTS_HDU"]), values)
+    if not (np.isfinite(values["LIVETIME"]) and values["LIVETIME"] > 0):
+        raise InvalidRunError(obs_id, path, f"LIVETIME is {values['LIVETIME']} s; it must be positive")
+    for name in ("RA_PNT", "DEC_PNT", "ZEN_PNT"):
+        if not np.isfinite(values[name]):
+            raise InvalidRunError(obs_id, path, f"{name} is not finite")
+    return values  # type: ignore[return-value]
+
+
+def _from_header(obs_id: int, path: Path, hdu: str, values: dict[str, float | None]) -> dict[str, float | None]:
+    try:
+        header = fits.getheader(path, hdu)
     except (OSError, KeyError, IndexError, EOFError, ValueError) as err:
-        raise InvalidRunError(obs_id, path, f"cannot read the EVENTS header: {err}") from err
-    values = {}
-    for column, keyword in _HEADER_FALLBACK.items():
-        if keyword not in header:
-            raise InvalidRunError(obs_id, path, f"EVENTS header lacks {keyword}")
-        values[column] = float(header[keyword])
-    values["ZEN_PNT"] = _header_zenith(header, obs_id, path)
+        raise InvalidRunError(obs_id, path, f"cannot read the {hdu} header: {err}") from err
+    values = dict(values)
+    for name in ("RA_PNT", "DEC_PNT", "LIVETIME"):
+        if values[name] is None:
+            if name not in header:
+                raise InvalidRunError(obs_id, path, f"neither the obs-index nor the {hdu} header gives {name}")
+            values[name] = float(header[name])
+    if values["ZEN_PNT"] is None:
+        if "ZEN_PNT" in header:
+            values["ZEN_PNT"] = float(header["ZEN_PNT"])
+        elif "ALT_PNT" in header:
+            values["ZEN_PNT"] = 90.0 - float(header["ALT_PNT"])
+        else:
+            try:
+                values["ZEN_PNT"] = mean_zenith(header, values["RA_PNT"], values["DEC_PNT"])  # type: ignore[arg-type]
+            except KeyError as err:
+                raise InvalidRunError(
+                    obs_id, path, f"no ZEN_PNT or ALT_PNT, and no {err.args[0]} to compute the zenith from"
+                ) from err
     return values
-
-
-def _header_zenith(header: fits.Header, obs_id: int, path: Path) -> float:
-    if "ZEN_PNT" in header:
-        return float(header["ZEN_PNT"])
-    if "ALT_PNT" in header:
-        return 90.0 - float(header["ALT_PNT"])
-    warnings.warn(
-        f"run {obs_id} ({path.name}): no ZEN_PNT or ALT_PNT; zenith is NaN", stacklevel=3
-    )
-    return float("nan")

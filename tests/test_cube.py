@@ -74,7 +74,42 @@ def test_runs_outside_every_band_are_left_out_with_a_warning(hess_runs):
         cube = build_cube(hess_runs, binning=bkgxr.Binning(zenith=[0, 40])).compute()
     outside = hess_runs.loc[hess_runs["ZEN_PNT"] >= 40, "OBS_ID"].tolist()
     assert cube.attrs["excluded_runs"] == outside
-    assert not set(outside) & set(cube["obs_id"].values.tolist())
+    left_out = cube["obs_id"].where(~cube["run_used"], drop=True).values.tolist()
+    assert left_out == outside
+    assert set(cube["run_error"].sel(obs_id=outside).values) == {"outside every zenith band"}
+    assert cube["run_counts"].sel(obs_id=outside).sum() == 0
+    assert cube["livetime"].item() == pytest.approx(hess_runs.loc[hess_runs["ZEN_PNT"] < 40, "LIVETIME"].sum())
+
+
+def test_run_counts_are_each_runs_own_histogram(hess_runs, hess_cube):
+    b = bkgxr.Binning()
+    for obs_id in (20275, 29683):
+        run = hess_runs[hess_runs["OBS_ID"] == obs_id]
+        expected = numpy_counts(run, [0, 90], b.energy, b.offset)[0]
+        np.testing.assert_array_equal(hess_cube["run_counts"].sel(obs_id=obs_id).values, expected)
+    by_band = hess_cube["run_counts"].groupby(hess_cube["run_band"]).sum().values
+    np.testing.assert_array_equal(by_band, hess_cube["counts"].values)
+
+
+def test_safe_energy_masks_counts_and_exposure_per_run(hess_runs):
+    cube = build_cube(hess_runs, safe_energy=True).compute()
+    b = bkgxr.Binning()
+    lo = hess_runs["SAFE_ENERGY_LO"].to_numpy()
+    safe = b.energy[None, :-1] >= lo[:, None] * (1 - 1e-6)
+    np.testing.assert_array_equal(cube["run_safe"].values, safe)
+    # independent: drop each run's events below its first safe edge, sum livetimes of safe runs per bin
+    first_edge = np.array([b.energy[:-1][row].min() if row.any() else np.inf for row in safe])
+    expected = np.zeros(cube["counts"].shape)
+    livetime = np.zeros((3, 19))
+    for (_, run), edge, row in zip(hess_runs.iterrows(), first_edge, safe):
+        band = np.searchsorted([20, 40], run["ZEN_PNT"], side="right")
+        counts = numpy_counts(hess_runs.loc[[_]], [0, 90], b.energy, b.offset)[0]
+        expected[band] += counts * row[:, None]
+        livetime[band] += run["LIVETIME"] * row
+    np.testing.assert_array_equal(cube["counts"].values, expected)
+    np.testing.assert_allclose(cube["exposed_livetime"].values, livetime, rtol=1e-12)
+    assert np.all(np.isfinite(cube["rate"].values))
+    assert cube["counts"].sum() < 0.5 * hess_runs["EVENT_COUNT"].sum()
 
 
 def test_band_index_rule():

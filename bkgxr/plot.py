@@ -8,9 +8,9 @@ existing figure; without it they open a new pyplot figure. This is the only
 module that imports matplotlib.
 
 Bins without counts (rate 0) and bands without exposure are left blank on the
-log scales rather than drawn at an invented floor. Error bars need ``rate_err``
-and the diagnostics need ``counts`` and ``exposure``: a cube from
-``build_cube`` has them, a model file (``load_models``) holds only the rate.
+log scales rather than drawn at an invented floor. Error bars are drawn where
+the cube has ``rate_err``, and the diagnostics need ``counts`` and ``exposure``;
+the rest needs only ``rate``, ``livetime``, ``n_runs`` and the edge coords.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _positive(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
 def _new_axes(axes: AxesArg, n: int, what: str) -> list[Axes]:
     if axes is None:
         fig = plt.figure(figsize=(4.0 * n, 3.4), layout="constrained")
-        return list(np.atleast_1d(fig.subplots(1, n, sharey=True, squeeze=False)[0]))
+        return list(fig.subplots(1, n, sharey=True, squeeze=False)[0])
     axes = list(np.ravel(np.asarray(axes, dtype=object)))
     if len(axes) != n:
         raise ValueError(f"{what} needs {n} axes, got {len(axes)}")
@@ -104,9 +104,7 @@ def _errorbars(ax: Axes, cut: xr.Dataset, dim: str, *, label: str) -> None:
     ax.errorbar(x, rate, xerr=xerr, yerr=err, fmt="o-", ms=3, lw=1, label=label)
 
 
-def plot_rate_map(
-    cube: xr.Dataset, *, axes: AxesArg = None
-) -> list[Axes]:
+def plot_rate_map(cube: xr.Dataset, *, axes: AxesArg = None) -> list[Axes]:
     """Plot the rate over energy x offset, one panel per zenith band, log colour.
 
     Parameters

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 
     import pandas as pd
     import xarray as xr
+
+    from .store import Store
 
 
 def _edges_arg(text: str) -> list[float]:
@@ -51,6 +54,16 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="observations outside every zenith band: nearest band's model (default) or none",
     )
     p.add_argument("--date", help="DATE keyword of the output (default: today, UTC)")
+    p.add_argument(
+        "--safe-energy",
+        action="store_true",
+        help="use each run only in the energy bins inside its SAFE_ENERGY_LO/HI range",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out runs that cannot be read, list them in the summary and the output's RUNS table",
+    )
     _add_cluster_options(p)
     p.set_defaults(func=_build)
 
@@ -76,30 +89,32 @@ def summary(cube: xr.Dataset, *, query: str | None, out: Path | None = None) -> 
         cube["zenith_band"].values, cube["n_runs"].values, events, cube["livetime"].values, strict=True
     ):
         lines.append(f"{label:>18} {int(n):>6} {int(ev):>10} {live / 3600:>13.2f}")
-    if cube.attrs.get("excluded_runs"):
-        lines.append(f"left out (outside every band): {list(cube.attrs['excluded_runs'])}")
+    error = cube["run_error"].values
+    for obs_id, reason in zip(cube["obs_id"].values[error != ""], error[error != ""], strict=True):
+        lines.append(f"left out: run {int(obs_id)}: {reason}")
     if out is not None:
         lines.append(f"written: {out}")
     return "\n".join(lines)
 
 
-def _select(data_dir: Path, query: str | None) -> tuple[object, pd.DataFrame, str | None]:
+def _select(data_dir: Path, query: str | None, *, skip_bad: bool) -> tuple[Store, pd.DataFrame, str | None]:
     from . import OFF_QUERY, open_store
 
     store = open_store(data_dir)
     if query is None and "TARGET_NAME" in store.obs_table.colnames:
         query = OFF_QUERY
-    return store, store.select(query), query
+    return store, store.select(query, skip_bad=skip_bad), query
 
 
 def _build(args: argparse.Namespace) -> int:
     from . import Binning, build_cube, write_models
     from .cluster import compute, connect
 
-    store, runs, query = _select(args.data_dir, args.query)
+    store, runs, query = _select(args.data_dir, args.query, skip_bad=args.skip_bad)
     binning = Binning(zenith=args.zenith_edges, energy=args.energy_edges, offset=args.offset_edges)
     with connect(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet):
-        cube = compute(build_cube(runs, binning=binning), progress=not args.quiet)
+        cube = build_cube(runs, binning=binning, skip_bad=args.skip_bad, safe_energy=args.safe_energy)
+        cube = compute(cube, progress=not args.quiet)
     out = write_models(cube, args.out, store=store, outside=args.outside, date=args.date)  # type: ignore[arg-type]
     print(summary(cube, query=query, out=out))
     return 0
@@ -223,9 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -> str:
+    return f"bkgxr: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bkgxr`` command; return its exit code."""
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     from .exceptions import BkgxrError
 
     try:

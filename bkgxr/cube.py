@@ -17,7 +17,7 @@ The cube is an :class:`xarray.Dataset` with dims :data:`bkgxr.axes.DIMS`:
     runs) have rate 0 and error 0, and ``has_exposure`` is False there.
 
 plus one entry per run of the run table along ``obs_id``: ``run_counts``
-(energy x offset), ``run_safe``, ``run_zenith``, ``run_livetime``,
+(energy x offset), ``run_safe``, ``run_zenith``, ``run_livetime``, ``run_threshold``,
 ``run_band`` (-1 outside every band), ``run_used`` and ``run_error`` (why a
 run was left out, '' if used). Bin edges are ``*_lo``/``*_hi`` coordinates.
 :func:`build_cube` returns it lazily: coordinates and metadata are known at
@@ -214,11 +214,12 @@ def build_cube(
     read = np.flatnonzero((band >= 0) & (given_error == ""))
     if read.size == 0:
         raise EmptySelectionError("no usable run falls in any zenith band")
+    threshold = runs.get("SAFE_ENERGY_LO", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64)
     safe = np.ones((n_runs_all, binning.shape[1]), dtype=bool)
     if safe_energy:
         safe = safe_bins(
             binning.energy,
-            runs.get("SAFE_ENERGY_LO", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
+            threshold,
             runs.get("SAFE_ENERGY_HI", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         )
     e_lo, e_hi = _energy_limits(safe, binning.energy)
@@ -246,6 +247,7 @@ def build_cube(
         obs_id=runs["OBS_ID"].to_numpy(np.int64),
         run_zenith=runs["ZEN_PNT"].to_numpy(np.float64),
         run_livetime=runs["LIVETIME"].to_numpy(np.float64),
+        run_threshold=threshold,
         attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy)},
     )
     if not skip_bad:  # with skip_bad, n_runs is known only after compute
@@ -263,6 +265,7 @@ def assemble_cube(
     obs_id: npt.ArrayLike,
     run_zenith: npt.ArrayLike,
     run_livetime: npt.ArrayLike,
+    run_threshold: npt.ArrayLike,
     attrs: dict[str, Any],
 ) -> xr.Dataset:
     """Return the cube Dataset from counts and per-run values (numpy or dask).
@@ -281,8 +284,9 @@ def assemble_cube(
         '' for a run used in the model. Shape: (n_runs,).
     run_safe : array-like of bool
         Energy bins where each run counts. Shape: (n_runs, n_energy).
-    obs_id, run_zenith, run_livetime : array-like
-        Shape: (n_runs,); zenith in deg, livetime in s.
+    obs_id, run_zenith, run_livetime, run_threshold : array-like
+        Shape: (n_runs,); zenith in deg, livetime in s, safe energy threshold
+        (SAFE_ENERGY_LO) in TeV, NaN where unknown.
     attrs : dict
         Extra attributes of the Dataset.
     """
@@ -319,6 +323,7 @@ def assemble_cube(
             "run_safe": (("obs_id", "energy"), run_safe, {"units": "", "long_name": "bin inside the run's safe energy range"}),
             "run_zenith": ("obs_id", np.asarray(run_zenith, dtype=np.float64), {"units": "deg"}),
             "run_livetime": ("obs_id", run_livetime, {"units": "s"}),
+            "run_threshold": ("obs_id", np.asarray(run_threshold, dtype=np.float64), {"units": "TeV", "long_name": "safe energy threshold"}),
             "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: none)"}),
             "run_used": ("obs_id", used, {"units": "", "long_name": "run counted in the model"}),
             "run_error": ("obs_id", run_error, {"units": "", "long_name": "why the run was left out"}),

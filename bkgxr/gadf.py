@@ -292,6 +292,7 @@ def runs_table(cube: xr.Dataset) -> Table:
             "OBS_ID": cube["obs_id"].values,
             "ZEN_PNT": cube["run_zenith"].values,
             "LIVETIME": cube["run_livetime"].values,
+            "SAFE_ENERGY_LO": cube["run_threshold"].values,
             "BAND": cube["run_band"].values,
             "USED": cube["run_used"].values,
             "ERROR": np.asarray(cube["run_error"].values, dtype=str),
@@ -299,7 +300,7 @@ def runs_table(cube: xr.Dataset) -> Table:
             "COUNTS": cube["run_counts"].transpose("obs_id", "offset", "energy").values,
             "SAFE": cube["run_safe"].values,
         },
-        units={"ZEN_PNT": "deg", "LIVETIME": "s"},
+        units={"ZEN_PNT": "deg", "LIVETIME": "s", "SAFE_ENERGY_LO": "TeV"},
     )
     table.meta.update({"EXTNAME": "RUNS", "COMMENT": f"COUNTS per run: (energy, offset) = ({n_e}, {n_o})"})
     return table
@@ -393,6 +394,7 @@ def load_models(path: str | Path) -> xr.Dataset:
         obs_id=np.asarray(runs["OBS_ID"], dtype=np.int64),
         run_zenith=run_zenith,
         run_livetime=np.asarray(runs["LIVETIME"].quantity.to_value(TIME_UNIT), np.float64),
+        run_threshold=np.asarray(runs["SAFE_ENERGY_LO"].quantity.to_value(ENERGY_UNIT), np.float64),
         attrs={
             "source": str(path),
             "excluded_runs": runs["OBS_ID"][band < 0].tolist(),

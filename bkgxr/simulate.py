@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import gzip
 import io
+import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,7 +337,8 @@ def simulate_store(
     model : RateModel, optional
         Shape of the truth; ``RateModel()`` if omitted. ``max_offset`` (deg) replaces its own.
     first_obs_id, workers : int
-        OBS_ID of the first run; processes that draw and write runs (1: this process).
+        OBS_ID of the first run; processes that draw and write runs (1: this process;
+        more start by forkserver or spawn, so a script must call from ``if __name__ == "__main__":``).
     date : str, optional
         DATE keyword, today (UTC) if omitted; fix it for byte-identical files.
     overwrite : bool
@@ -373,7 +375,9 @@ def simulate_store(
     names = [f"obs_{obs_id:06d}.fits.gz" for obs_id in runs["OBS_ID"]]
     tasks = [({**row, "_COS_RANGE": cos_range}, model, seed, i, root / "data" / name, date)
              for i, (row, name) in enumerate(zip(runs.to_dict("records"), names, strict=True))]
-    pool = concurrent.futures.ProcessPoolExecutor(workers) if workers > 1 else None
+    # forkserver/spawn, not fork: forking a process that runs threads (dask, a GUI) can deadlock
+    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) if workers > 1 else None
     try:
         results = []
         for result in pool.map(_simulate_run, tasks, chunksize=4) if pool else map(_simulate_run, tasks):

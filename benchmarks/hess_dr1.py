@@ -32,11 +32,18 @@ BAccMod
 
 Times are medians of ``--repeats`` calls after one untimed warm-up call per
 method (imports done, files read once: "warm cache"); ``--cold`` adds the
-same with the page cache dropped before each call. Peak memory comes from one
-more, untimed call under ``tracemalloc`` (Python and numpy allocations of
-this process); for the cluster, the workers' peak RSS above their idle RSS is
-sampled with psutil. The counts of seed, floors and both bkgxr modes must be
-equal, or the script stops with an error.
+same with the page cache dropped before each call. CPU seconds (all threads
+of this process) are printed beside the wall times, as a check when other
+processes share the cores (the load average is printed too). Peak memory
+comes from one more, untimed call under ``tracemalloc`` (Python and numpy
+allocations of this process); for the cluster, the workers' peak RSS above
+their idle RSS is sampled with psutil. Whole processes (``bkgxr build`` and
+the seed recipe as a script, imports included) are timed last.
+
+The floors and both bkgxr modes must give identical counts in every bin; the
+seed may differ only by events lying within float32 precision of a bin edge
+(see :func:`check_agreement`). Otherwise the script prints "counts DIFFER"
+and exits with status 1.
 
 Run ``python benchmarks/hess_dr1.py --help`` for the options.
 """
@@ -462,11 +469,12 @@ def traced_peak(func: Callable[[], object]) -> int:
 
 @dataclass
 class Row:
-    """Timings of one method: warm (and cold) seconds and its peak memory."""
+    """Timings of one method: warm (and cold) wall seconds, CPU seconds and peak memory."""
 
     name: str
     warm: list[float] = field(default_factory=list)
     cold: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     memory: str = ""
     note: str = ""
 
@@ -475,27 +483,36 @@ class Row:
         return statistics.median(self.warm)
 
 
-def time_calls(func: Callable[[], object], repeats: int, before: Callable[[], object] | None = None) -> list[float]:
-    """Seconds of ``repeats`` calls of ``func``, ``before()`` untimed ahead of each."""
-    times = []
+def time_calls(
+    func: Callable[[], object], repeats: int, before: Callable[[], object] | None = None
+) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds (all threads of this process) of ``repeats`` calls of ``func``.
+
+    ``before()`` runs untimed ahead of each call.
+    """
+    wall, cpu = [], []
     for _ in range(repeats):
         if before is not None:
             before()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         func()
-        times.append(time.perf_counter() - t0)
-    return times
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def run_process(cmd: Sequence[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes, sampled with psutil) of one child process."""
+def run_process(cmd: Sequence[str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and peak RSS (bytes, sampled with psutil) of one child process."""
+    import resource
+
     import psutil
 
     with tempfile.TemporaryFile() as err:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         peak = 0
@@ -506,10 +523,12 @@ def run_process(cmd: Sequence[str]) -> tuple[float, int]:
                 pass
             time.sleep(0.002)
         seconds = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode:
             err.seek(0)
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read().decode(errors='replace')}")
-    return seconds, peak
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return seconds, cpu, peak
 
 
 def off_run_ids(data_dir: Path, n_runs: int | None) -> list[int]:
@@ -628,9 +647,9 @@ def measure(
     """Fill ``row`` with warm (and cold) times and the tracemalloc peak of ``func``."""
     print(f"timing {row.name} ...", file=sys.stderr, flush=True)
     repeats = repeats or args.repeats
-    row.warm = time_calls(func, repeats)
+    row.warm, row.cpu = time_calls(func, repeats)
     if args.cold and cache["how"]:
-        row.cold = time_calls(func, repeats, before=lambda: drop_page_cache(files))
+        row.cold = time_calls(func, repeats, before=lambda: drop_page_cache(files))[0]
     if not row.memory:
         row.memory = f"{mib(traced_peak(func))} (tracemalloc)"
 
@@ -650,7 +669,7 @@ def run_cluster(ctx: Context, args: argparse.Namespace, files: Sequence[Path], c
         t0 = time.perf_counter()
         results[name] = bkgxr_build(ctx)
         first = time.perf_counter() - t0
-        row = Row(name, note=f"first build on fresh workers {first:.2f} s")
+        row = Row(name, note=f"cpu: client only; first build on fresh workers {first:.2f} s")
         pids = list(client.run(os.getpid).values())
         client_peak = 0
         with RssPeak(pids) as rss:
@@ -683,17 +702,19 @@ def whole_process(ctx: Context, args: argparse.Namespace, subset: bool) -> list[
         for name, cmd in commands.items():
             print(f"timing whole process: {name} ...", file=sys.stderr, flush=True)
             samples = [run_process(cmd) for _ in range(args.repeats)]
-            rows.append(Row(name, warm=[s for s, _ in samples], memory=f"{mib(max(m for _, m in samples))} (peak RSS)"))
+            rows.append(Row(name, warm=[s[0] for s in samples], cpu=[s[1] for s in samples],
+                            memory=f"{mib(max(s[2] for s in samples))} (peak RSS)"))
     return rows
 
 
 def table(rows: list[Row], cold: bool) -> list[str]:
-    head = f"{'method':<44} {'median s':>9} {'min s':>8} {'max s':>8}"
+    head = f"{'method':<44} {'median s':>9} {'min s':>8} {'max s':>8} {'cpu s':>7}"
     if cold:
         head += f" {'cold med s':>10} {'cold min':>8} {'cold max':>8}"
     lines = [head + "  peak memory", "-" * (len(head) + 30)]
     for r in rows:
-        line = f"{r.name:<44} {r.median:>9.3f} {min(r.warm):>8.3f} {max(r.warm):>8.3f}"
+        cpu = f"{statistics.median(r.cpu):>7.3f}" if r.cpu else f"{'-':>7}"
+        line = f"{r.name:<44} {r.median:>9.3f} {min(r.warm):>8.3f} {max(r.warm):>8.3f} {cpu}"
         if cold:
             line += f" {statistics.median(r.cold):>10.3f} {min(r.cold):>8.3f} {max(r.cold):>8.3f}" if r.cold else f" {'-':>10} {'-':>8} {'-':>8}"
         lines.append(line + f"  {r.memory}" + (f"  [{r.note}]" if r.note else ""))
@@ -770,6 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"load average at end: {os.getloadavg()[0]:.2f}\n")
     print("\n".join(table(list(rows.values()), cold=bool(args.cold and cache["how"]))))
+    print("(median/min/max: wall seconds per call; cpu s: median CPU seconds of this process, all threads)")
     print("\n".join(ratios(rows, skipped)))
     if "BAccMod radial model" not in rows:
         print(f"BAccMod: skipped ({skipped})")

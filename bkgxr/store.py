@@ -291,12 +291,12 @@ def _from_header(obs_id: int, path: Path, hdu: str, values: dict[str, float | No
         if values[name] is None:
             if name not in header:
                 raise InvalidRunError(obs_id, path, f"neither the obs-index nor the {hdu} header gives {name}")
-            values[name] = float(header[name])
+            values[name] = _number(header, name, obs_id, path, hdu)
     if values["ZEN_PNT"] is None:
         if "ZEN_PNT" in header:
-            values["ZEN_PNT"] = float(header["ZEN_PNT"])
+            values["ZEN_PNT"] = _number(header, "ZEN_PNT", obs_id, path, hdu)
         elif "ALT_PNT" in header:
-            values["ZEN_PNT"] = 90.0 - float(header["ALT_PNT"])
+            values["ZEN_PNT"] = 90.0 - _number(header, "ALT_PNT", obs_id, path, hdu)
         else:
             try:
                 values["ZEN_PNT"] = mean_zenith(header, values["RA_PNT"], values["DEC_PNT"])  # type: ignore[arg-type]
@@ -304,4 +304,14 @@ def _from_header(obs_id: int, path: Path, hdu: str, values: dict[str, float | No
                 raise InvalidRunError(
                     obs_id, path, f"no ZEN_PNT or ALT_PNT, and no {err.args[0]} to compute the zenith from"
                 ) from err
+            except (ValueError, TypeError) as err:  # a keyword of the wrong type
+                raise InvalidRunError(obs_id, path, f"cannot compute the zenith from the {hdu} header: {err}") from err
     return values
+
+
+def _number(header: fits.Header, name: str, obs_id: int, path: Path, hdu: str) -> float:
+    """Return header keyword ``name`` as a float; InvalidRunError if it is not a number."""
+    try:
+        return float(header[name])
+    except (TypeError, ValueError) as err:
+        raise InvalidRunError(obs_id, path, f"{hdu} keyword {name} = {header[name]!r} is not a number") from err

@@ -76,7 +76,7 @@ def read_columns(
     ------
     InvalidRunError
         If the file is unreadable, lacks the HDU or a column, has an unknown
-        unit, or holds non-finite values.
+        unit, or holds non-finite values or a DEC beyond a pole.
     """
     path = Path(path)
     also = (gti_hdu,) if gti_hdu else ()
@@ -101,6 +101,11 @@ def read_columns(
         bad = ~np.isfinite(columns[name])
         if bad.any():
             raise InvalidRunError(obs_id, path, f"{hdu} {name} has {int(bad.sum())} non-finite value(s)")
+    # A DEC beyond a pole would still give an offset, and a wrong count; the slack
+    # keeps a pole written as float32 radians (90.0000025 deg) valid.
+    beyond = np.abs(columns["DEC"]) > 90.0 + 1e-5
+    if beyond.any():
+        raise InvalidRunError(obs_id, path, f"{hdu} DEC has {int(beyond.sum())} value(s) outside [-90, 90] deg")
     return columns
 
 

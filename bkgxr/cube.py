@@ -233,7 +233,8 @@ def build_cube(
     zero = da.zeros((1, *binning.shape[1:]), dtype=np.int64)
     run_counts = da.concatenate([read_counts, zero])[position]
     run_error: npt.NDArray[np.object_] | da.Array
-    run_error = np.where(band < 0, "outside every zenith band", given_error).astype(object)
+    # a run the selection found bad keeps its reason (its zenith is NaN: no band either)
+    run_error = np.where(given_error != "", given_error, np.where(band < 0, "outside every zenith band", "")).astype(object)
     if skip_bad:  # which runs count is known only once they are read
         run_error = da.where(
             position < read.size, da.concatenate([read_errors, da.from_array(run_error[:1], chunks=1)])[position], run_error
@@ -296,7 +297,7 @@ def assemble_cube(
     run_livetime = np.asarray(run_livetime, dtype=np.float64)
     run_safe = np.asarray(run_safe, dtype=bool)
     used = run_error == ""
-    used_livetime = used * run_livetime
+    used_livetime = np.where(used, run_livetime, 0.0)  # not 0 * NaN: a run found bad has no livetime
     livetime = used_livetime @ onehot
     exposed = (used_livetime[:, None] * run_safe).T @ onehot  # (energy, zenith)
     n_runs = used.astype(np.int64) @ onehot.astype(np.int64)

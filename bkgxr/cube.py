@@ -27,6 +27,7 @@ once; what depends on reading the events is a dask array until ``.compute()``.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boost_histogram as bh
@@ -213,7 +214,14 @@ def build_cube(
         )
     read = np.flatnonzero((band >= 0) & (given_error == ""))
     if read.size == 0:
-        raise EmptySelectionError("no usable run falls in any zenith band")
+        why = [
+            f"run {int(o)} ({Path(f).name if isinstance(f, str) else 'no file'}): {e or f'zenith {z:.1f} deg'}"
+            for o, f, z, e in zip(runs["OBS_ID"], runs["EVENTS_PATH"], runs["ZEN_PNT"], given_error, strict=True)
+        ]
+        more = f"; and {len(why) - 5} more" if len(why) > 5 else ""
+        raise EmptySelectionError(
+            f"no usable run falls in any zenith band {binning.zenith.tolist()} deg: {'; '.join(why[:5])}{more}"
+        )
     threshold = runs.get("SAFE_ENERGY_LO", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64)
     safe = np.ones((n_runs_all, binning.shape[1]), dtype=bool)
     if safe_energy:

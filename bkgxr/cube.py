@@ -17,7 +17,7 @@ The cube is an :class:`xarray.Dataset` with dims :data:`bkgxr.axes.DIMS`:
     runs) have rate 0 and error 0, and ``has_exposure`` is False there.
 
 plus one entry per run of the run table along ``obs_id``: ``run_counts``
-(energy x offset), ``run_safe``, ``run_zenith``, ``run_livetime``, ``run_threshold``,
+(energy x offset), ``run_safe``, ``run_zenith``, ``run_livetime``, ``run_threshold``, ``run_tstart``,
 ``run_band`` (-1 outside every band), ``run_used`` and ``run_error`` (why a
 run was left out, '' if used). Bin edges are ``*_lo``/``*_hi`` coordinates.
 :func:`build_cube` returns it lazily: coordinates and metadata are known at
@@ -257,6 +257,7 @@ def build_cube(
         run_zenith=runs["ZEN_PNT"].to_numpy(np.float64),
         run_livetime=runs["LIVETIME"].to_numpy(np.float64),
         run_threshold=threshold,
+        run_tstart=runs.get("TSTART", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy)},
     )
     if not skip_bad:  # with skip_bad, n_runs is known only after compute
@@ -275,6 +276,7 @@ def assemble_cube(
     run_zenith: npt.ArrayLike,
     run_livetime: npt.ArrayLike,
     run_threshold: npt.ArrayLike,
+    run_tstart: npt.ArrayLike,
     attrs: dict[str, Any],
 ) -> xr.Dataset:
     """Return the cube Dataset from counts and per-run values (numpy or dask).
@@ -296,6 +298,9 @@ def assemble_cube(
     obs_id, run_zenith, run_livetime, run_threshold : array-like
         Shape: (n_runs,); zenith in deg, livetime in s, safe energy threshold
         (SAFE_ENERGY_LO) in TeV, NaN where unknown.
+    run_tstart : array-like
+        Start time (TSTART, s since the store's MJDREF), NaN where unknown.
+        Shape: (n_runs,).
     attrs : dict
         Extra attributes of the Dataset.
     """
@@ -332,6 +337,7 @@ def assemble_cube(
             "run_safe": (("obs_id", "energy"), run_safe, {"units": "", "long_name": "bin inside the run's safe energy range"}),
             "run_zenith": ("obs_id", np.asarray(run_zenith, dtype=np.float64), {"units": "deg"}),
             "run_livetime": ("obs_id", run_livetime, {"units": "s"}),
+            "run_tstart": ("obs_id", np.asarray(run_tstart, dtype=np.float64), {"units": "s", "long_name": "TSTART (since MJDREF)"}),
             "run_threshold": ("obs_id", np.asarray(run_threshold, dtype=np.float64), {"units": "TeV", "long_name": "safe energy threshold"}),
             "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: none)"}),
             "run_used": ("obs_id", used, {"units": "", "long_name": "run counted in the model"}),

@@ -16,7 +16,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
@@ -26,9 +26,11 @@ from .axes import Binning, band_labels
 from .cube import assemble_cube, band_index, binning_of
 from .exceptions import StoreError
 from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
+from .zenith import KERNEL_SIGMA, Outside, ZenithModel, assign_bands, predict_rates
 
 if TYPE_CHECKING:
     import astropy.units as u
+    import pandas as pd
     import numpy.typing as npt
     import xarray as xr
 
@@ -36,9 +38,6 @@ if TYPE_CHECKING:
 
 #: Keywords every GADF HDU written here carries (copied per HDU, never shared).
 DEFAULT_HEADER = {"HDUCLASS": "GADF", "HDUDOC": "https://github.com/open-gamma-ray-astro/gamma-astro-data-formats", "HDUVERS": "0.2"}
-
-Outside = Literal["nearest", "none"]
-
 
 def bkg_hdu_name(lo: float, hi: float) -> str:
     """Return the EXTNAME of the model of zenith band ``[lo, hi)``, e.g. ``BKG_ZEN_0_20``."""
@@ -96,32 +95,6 @@ def create_bkg_2d_hdu(
     for key, value in (meta or {}).items():
         header[key] = value
     return fits.BinTableHDU.from_columns(columns, header=header, name=extname)
-
-
-def assign_bands(
-    zenith: npt.ArrayLike, edges: npt.ArrayLike, *, outside: Outside = "nearest"
-) -> npt.NDArray[np.int64]:
-    """Assign each observation the zenith band of its model.
-
-    The band containing the zenith (``lo <= zenith < hi``) is chosen; a zenith
-    outside every band gets the nearest band (``outside="nearest"``) or none,
-    -1 (``outside="none"``). A NaN zenith always gets -1.
-
-    Returns
-    -------
-    numpy.ndarray
-        Band index per observation. Shape: (n_obs,).
-    """
-    if outside not in ("nearest", "none"):
-        raise ValueError(f"outside must be 'nearest' or 'none', not {outside!r}")
-    zenith = np.asarray(zenith, dtype=np.float64)
-    edges = np.asarray(edges, dtype=np.float64)
-    index = band_index(zenith, edges)
-    if outside == "nearest":
-        finite = np.isfinite(zenith)
-        nearest = np.where(zenith < edges[0], 0, edges.size - 2)
-        index = np.where((index < 0) & finite, nearest, index)
-    return index
 
 
 def _relative_dir(target: Path, start: Path) -> str:
@@ -195,11 +168,14 @@ def write_models(
     path: str | Path,
     *,
     store: Store,
+    zenith_model: ZenithModel = "bands",
+    sigma: float = KERNEL_SIGMA,
+    time_sigma: float | None = None,
     outside: Outside = "nearest",
     date: str | None = None,
     overwrite: bool = True,
 ) -> Path:
-    """Write per-zenith BKG_2D models and index tables for every observation of ``store``.
+    """Write BKG_2D models and index tables for every observation of ``store``.
 
     Parameters
     ----------
@@ -210,9 +186,17 @@ def write_models(
     store : Store
         Store whose observations (all of them, not only the runs of the
         cube) get a bkg row.
+    zenith_model : {"bands", "interpolate", "kernel"}
+        ``bands``: each observation gets the model of its zenith band (the
+        tutorial's recipe). Otherwise each observation gets its own BKG_2D,
+        ``BKG_OBS_<OBS_ID>``, evaluated at its zenith (and time) by
+        :func:`bkgxr.zenith.predict_rates`. The band models are written in
+        every case.
+    sigma, time_sigma : float
+        Kernel widths in cos(zenith) and years (``kernel`` only).
     outside : {"nearest", "none"}
-        Observations whose zenith lies outside every band get the nearest
-        band's model, or no model (with a warning).
+        ``bands`` only: observations whose zenith lies outside every band get
+        the nearest band's model, or no model (with a warning).
     date : str, optional
         Value of the DATE keyword; today's UTC date if omitted. Pass it to
         make output byte-reproducible.
@@ -229,39 +213,46 @@ def write_models(
     binning = binning_of(cube)
     labels = band_labels(binning.zenith)
     names = [bkg_hdu_name(lo, hi) for lo, hi in zip(binning.zenith[:-1], binning.zenith[1:], strict=True)]
-    obs = store.select()
+    obs = store.select(skip_bad=True)
     band = assign_bands(obs["ZEN_PNT"].to_numpy(), binning.zenith, outside=outside)
+    band[obs["ERROR"].to_numpy() != ""] = -1
     if np.any(band < 0):
         lost = obs.loc[band < 0, "OBS_ID"].astype(int).tolist()
-        warnings.warn(f"{len(lost)} observation(s) outside every zenith band get no bkg model: {lost}", stacklevel=2)
-    empty = cube["n_runs"].values == 0
-    if np.any(empty[band[band >= 0]]):
-        warnings.warn("observations are assigned a zenith band without runs: their model is 0", stacklevel=2)
-    hdu_names = [names[b] if b >= 0 else "" for b in band]
+        warnings.warn(f"{len(lost)} observation(s) outside every zenith band or unreadable get no bkg model: {lost}", stacklevel=2)
+    if zenith_model == "bands":
+        if np.any(cube["n_runs"].values[band[band >= 0]] == 0):
+            warnings.warn("observations are assigned a zenith band without runs: their model is 0", stacklevel=2)
+        hdu_names = [names[b] if b >= 0 else "" for b in band]
+        extra = []
+    else:
+        hdu_names, extra = _observation_hdus(cube, obs, band >= 0, zenith_model, sigma, time_sigma)
 
     primary = fits.PrimaryHDU()
     primary.header["CREATOR"] = "bkgxr"
     primary.header["DATE"] = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    primary.header["ZENRULE"] = (outside, "obs outside every band: nearest band or none")
-    primary.header["COMMENT"] = "bkg of each observation: model of the zenith band containing ZEN_PNT (lo <= z < hi)"
+    primary.header["ZENMODEL"] = (zenith_model, "zenith recipe: bands, interpolate or kernel")
+    if zenith_model == "kernel":
+        primary.header["KSIGMA"] = (sigma, "kernel width in cos(zenith)")
+        primary.header["KTSIGMA"] = (time_sigma or 0.0, "[yr] kernel width in time (0: none)")
+    primary.header["ZENRULE"] = (outside, "bands: obs outside all bands: nearest or none")
+    primary.header["COMMENT"] = "bands: an observation gets the model of the band containing ZEN_PNT (lo <= z < hi)"
     primary.header["NRUNS"] = (int(cube["run_used"].sum()), "off runs the models were built from")
     primary.header["NSKIPPED"] = (int((~cube["run_used"]).sum()), "runs left out: see RUNS.ERROR")
     primary.header["SAFEENER"] = (bool(cube.attrs.get("safe_energy", 0)), "runs used only in their safe energy bins")
 
     obs_table = store.obs_table.copy(copy_data=True)
-    obs_table.meta.update({"EXTNAME": "OBS_INDEX", "BKGZRULE": outside})
+    obs_table.meta.update({"EXTNAME": "OBS_INDEX", "BKGZRULE": outside, "ZENMODEL": zenith_model})
     # The run table is sorted by OBS_ID; the obs index keeps its own row order.
     order = {int(o): i for i, o in enumerate(obs["OBS_ID"])}
     keep = [order[int(o)] for o in obs_table["OBS_ID"]]
     obs_table["BKG_HDU"] = [hdu_names[i] for i in keep]
     obs_table["BKG_ZEN_BAND"] = [labels[band[i]] if band[i] >= 0 else "" for i in keep]
 
-    runs = runs_table(cube)
     hdus = [
         primary,
         fits.table_to_hdu(hdu_index_table(store, path, obs["OBS_ID"], hdu_names)),
         fits.table_to_hdu(obs_table),
-        fits.table_to_hdu(runs),
+        fits.table_to_hdu(runs_table(cube)),
     ]
     hdus[1].name, hdus[2].name, hdus[3].name = "HDU_INDEX", "OBS_INDEX", "RUNS"
     for i, name in enumerate(names):
@@ -281,7 +272,37 @@ def write_models(
                 },
             )
         )
-    return write_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
+    return write_atomic(fits.HDUList(hdus + extra), path, overwrite=overwrite)
+
+
+def _observation_hdus(
+    cube: xr.Dataset,
+    obs: pd.DataFrame,
+    modelled: npt.NDArray[np.bool_],
+    zenith_model: ZenithModel,
+    sigma: float,
+    time_sigma: float | None,
+) -> tuple[list[str], list[fits.BinTableHDU]]:
+    """Return each observation's HDU name ('' for none) and one BKG_2D HDU per modelled observation."""
+    binning = binning_of(cube)
+    index = np.flatnonzero(modelled)
+    time = obs["TSTART"].to_numpy(np.float64)[index] if "TSTART" in obs else None
+    rate, n_eff = predict_rates(
+        cube, obs["ZEN_PNT"].to_numpy(np.float64)[index], model=zenith_model, sigma=sigma, time=time, time_sigma=time_sigma
+    )
+    names = [""] * len(obs)
+    hdus = []
+    for k, i in enumerate(index):
+        obs_id = int(obs["OBS_ID"].iloc[i])
+        names[i] = f"BKG_OBS_{obs_id}"
+        meta = {
+            "OBS_ID": (obs_id, "observation this model is for"),
+            "ZEN_PNT": (float(obs["ZEN_PNT"].iloc[i]), "[deg] zenith the model is evaluated at"),
+            "ZENMODEL": (zenith_model, "zenith recipe"),
+            "N_EFF": (round(float(n_eff[k]), 6), "effective number of runs behind the model"),
+        }
+        hdus.append(create_bkg_2d_hdu(rate[k], binning.energy, binning.offset, extname=names[i], meta=meta))
+    return names, hdus
 
 
 def runs_table(cube: xr.Dataset) -> Table:
@@ -293,6 +314,7 @@ def runs_table(cube: xr.Dataset) -> Table:
             "ZEN_PNT": cube["run_zenith"].values,
             "LIVETIME": cube["run_livetime"].values,
             "SAFE_ENERGY_LO": cube["run_threshold"].values,
+            "TSTART": cube["run_tstart"].values,
             "BAND": cube["run_band"].values,
             "USED": cube["run_used"].values,
             "ERROR": np.asarray(cube["run_error"].values, dtype=str),
@@ -300,7 +322,7 @@ def runs_table(cube: xr.Dataset) -> Table:
             "COUNTS": cube["run_counts"].transpose("obs_id", "offset", "energy").values,
             "SAFE": cube["run_safe"].values,
         },
-        units={"ZEN_PNT": "deg", "LIVETIME": "s", "SAFE_ENERGY_LO": "TeV"},
+        units={"ZEN_PNT": "deg", "LIVETIME": "s", "SAFE_ENERGY_LO": "TeV", "TSTART": "s"},
     )
     table.meta.update({"EXTNAME": "RUNS", "COMMENT": f"COUNTS per run: (energy, offset) = ({n_e}, {n_o})"})
     return table
@@ -395,6 +417,7 @@ def load_models(path: str | Path) -> xr.Dataset:
         run_zenith=run_zenith,
         run_livetime=np.asarray(runs["LIVETIME"].quantity.to_value(TIME_UNIT), np.float64),
         run_threshold=np.asarray(runs["SAFE_ENERGY_LO"].quantity.to_value(ENERGY_UNIT), np.float64),
+        run_tstart=np.asarray(runs["TSTART"].quantity.to_value(TIME_UNIT), np.float64),
         attrs={
             "source": str(path),
             "excluded_runs": runs["OBS_ID"][band < 0].tolist(),

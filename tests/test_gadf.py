@@ -4,7 +4,8 @@ from astropy.io import fits
 from gammapy.data import DataStore
 
 import bkgxr
-from bkgxr.gadf import assign_bands, create_bkg_2d_hdu, write_atomic
+from bkgxr.gadf import create_bkg_2d_hdu, write_atomic
+from bkgxr.zenith import assign_bands
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,179 @@
+"""Leave-one-run-out validation: how well a recipe predicts runs it has not seen.
+
+For each held-out run, the model of its zenith is built from the other runs
+(:func:`bkgxr.zenith.predict_rates` with ``leave_out``) and turned into
+predicted counts with the run's own livetime. Compared in the bins above the
+run's safe energy threshold and inside ``radius``:
+
+- normalisation: ``ratio = observed / predicted`` total counts;
+- shape: the prediction scaled to the observed total, then the Poisson
+  deviance over bins with a prediction (``ndf = n_bins - 1``), and Pearson
+  chi2 over bins predicting at least :data:`CHI2_MIN_PREDICTED` counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .cube import binning_of, exposure_s_mev_sr
+from .zenith import KERNEL_SIGMA, ZenithModel, predict_rates
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import xarray as xr
+
+#: Energy threshold (TeV) of runs without SAFE_ENERGY_LO.
+DEFAULT_THRESHOLD = 1.0
+#: Offset radius (deg) inside which runs are compared.
+DEFAULT_RADIUS = 2.0
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Result of :func:`validate`: one row per held-out run and the summary.
+
+    Attributes
+    ----------
+    runs : pandas.DataFrame
+        One row per held-out run, columns :data:`COLUMNS`.
+    summary : dict
+        ``model``, ``n_runs``, ``mean``, ``std``, ``mad`` of RATIO,
+        ``deviance_ndf`` and ``chi2_ndf`` (sums over runs / sums of their ndf),
+        ``radius`` and ``default_threshold``.
+    """
+
+    runs: pd.DataFrame
+    summary: dict[str, float | int | str]
+
+    def __str__(self) -> str:
+        s = self.summary
+        return (
+            f"{s['model']:>11}: {s['n_runs']} runs, obs/pred mean {s['mean']:.3f} std {s['std']:.3f} "
+            f"MAD {s['mad']:.3f}; shape deviance/ndf {s['deviance_ndf']:.3f}, chi2/ndf {s['chi2_ndf']:.3f}"
+        )
+
+    def write(self, path: str | Path) -> Path:
+        """Write the per-run table as CSV with the summary as ``#`` header lines."""
+        path = Path(path)
+        with open(path, "w") as out:
+            for key, value in self.summary.items():
+                out.write(f"# {key}: {value}\n")
+            self.runs.to_csv(out, index=False)
+        return path
+
+
+#: Columns of the per-run validation table.
+COLUMNS = ["OBS_ID", "ZEN_PNT", "OBSERVED", "PREDICTED", "RATIO", "DEVIANCE", "NDF", "CHI2", "CHI2_NDF", "N_EFF"]
+#: Pearson chi2 counts only bins whose scaled prediction reaches this many counts.
+CHI2_MIN_PREDICTED = 5.0
+
+
+def compare(
+    observed: npt.NDArray[np.float64], predicted: npt.NDArray[np.float64]
+) -> tuple[float, float, int, float, int]:
+    """Compare one run's observed and predicted counts.
+
+    The prediction is scaled to the observed total before the shape terms.
+
+    Returns
+    -------
+    ratio : float
+        Observed / predicted total counts (NaN without prediction).
+    deviance, ndf : float, int
+        Poisson deviance over bins with a positive prediction, and their
+        number minus one (the scaling).
+    chi2, chi2_ndf : float, int
+        Pearson chi2 over bins whose scaled prediction is at least
+        :data:`CHI2_MIN_PREDICTED` counts, and their number minus one.
+    """
+    total_obs, total_pred = float(observed.sum()), float(predicted.sum())
+    if total_pred <= 0 or total_obs <= 0:
+        return (total_obs / total_pred if total_pred > 0 else np.nan), np.nan, 0, np.nan, 0
+    scaled = predicted * (total_obs / total_pred)
+    positive = scaled > 0
+    obs, pred = observed[positive], scaled[positive]
+    log_term = np.where(obs > 0, obs * np.log(np.where(obs > 0, obs, 1.0) / pred), 0.0)
+    deviance = float(2 * np.sum(log_term - (obs - pred)))
+    large = scaled >= CHI2_MIN_PREDICTED
+    chi2 = float(np.sum((observed[large] - scaled[large]) ** 2 / scaled[large]))
+    return total_obs / total_pred, deviance, int(positive.sum()) - 1, chi2, int(large.sum()) - 1
+
+
+def validate(
+    cube: xr.Dataset,
+    *,
+    model: ZenithModel = "kernel",
+    sigma: float = KERNEL_SIGMA,
+    time_sigma: float | None = None,
+    radius: float = DEFAULT_RADIUS,
+    default_threshold: float = DEFAULT_THRESHOLD,
+) -> Validation:
+    """Leave-one-run-out validation of a zenith recipe on the runs of ``cube``.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Computed cube with per-run counts (:func:`bkgxr.build_cube`).
+    model : {"bands", "interpolate", "kernel"}
+        Zenith recipe (see :mod:`bkgxr.zenith`).
+    sigma : float
+        Kernel width in cos(zenith).
+    time_sigma : float, optional
+        Kernel width in time, years; None for none.
+    radius : float
+        Compare offsets up to this radius, deg (whole offset bins only).
+    default_threshold : float
+        Energy threshold (TeV) of runs without SAFE_ENERGY_LO.
+
+    Returns
+    -------
+    Validation
+    """
+    binning = binning_of(cube)
+    held = np.flatnonzero(cube["run_used"].values)
+    rate, n_eff = predict_rates(
+        cube,
+        cube["run_zenith"].values[held],
+        model=model,
+        sigma=sigma,
+        time=cube["run_tstart"].values[held],
+        time_sigma=time_sigma,
+        leave_out=held,
+    )
+    unit = exposure_s_mev_sr(np.ones(1), binning)[0]
+    threshold = np.nan_to_num(cube["run_threshold"].values[held], nan=default_threshold)
+    in_energy = binning.energy[None, :-1] >= threshold[:, None] * (1 - 1e-6)
+    in_radius = binning.offset[1:] <= radius + 1e-9
+    rows = []
+    for k, i in enumerate(held):
+        mask = in_energy[k][:, None] & in_radius[None, :]
+        predicted = rate[k] * cube["run_livetime"].values[i] * unit
+        observed = cube["run_counts"].values[i].astype(np.float64)
+        rows.append(
+            (int(cube["obs_id"].values[i]), float(cube["run_zenith"].values[i]), observed[mask].sum(),
+             predicted[mask].sum(), *compare(observed[mask], predicted[mask]), float(n_eff[k]))
+        )
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return Validation(table, summarize(table, model=model, radius=radius, default_threshold=default_threshold))
+
+
+def summarize(table: pd.DataFrame, *, model: str, radius: float, default_threshold: float) -> dict[str, float | int | str]:
+    """Return the summary figures of a per-run validation table."""
+    ratio = table["RATIO"].to_numpy()
+    ok = np.isfinite(ratio)
+    return {
+        "model": model,
+        "n_runs": int(ok.sum()),
+        "mean": float(np.mean(ratio[ok])),
+        "std": float(np.std(ratio[ok], ddof=1)),
+        "mad": float(np.median(np.abs(ratio[ok] - np.median(ratio[ok])))),
+        "deviance_ndf": float(table["DEVIANCE"].to_numpy()[ok].sum() / table["NDF"].to_numpy()[ok].sum()),
+        "chi2_ndf": float(table["CHI2"].to_numpy()[ok].sum() / table["CHI2_NDF"].to_numpy()[ok].sum()),
+        "radius": radius,
+        "default_threshold": default_threshold,
+    }

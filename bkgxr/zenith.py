@@ -1,0 +1,224 @@
+"""Zenith models: the background rate at any zenith angle from the cube's runs.
+
+Three recipes, each a pure function of the cube's per-run counts and exposures:
+
+``bands``
+    The tutorial's: the rate of the band containing the zenith (the nearest
+    band outside them all).
+``interpolate``
+    Band rates interpolated in cos(zenith), quadratically through the three
+    nearest bands, each placed at the livetime-weighted mean cos(zenith) of
+    its runs; constant beyond the outermost bands.
+``kernel``
+    Every run weighted by a Gaussian in cos(zenith) distance,
+    ``w = exp(-(cos z_run - cos z) ** 2 / (2 sigma ** 2))``, optionally times
+    a Gaussian in time, ``exp(-(t_run - t) ** 2 / (2 time_sigma ** 2))``
+    (detectors age: H.E.S.S. DR1 runs predict each other better within a year):
+    ``rate = sum(w * counts) / sum(w * exposure)``, with the effective number of
+    runs ``(sum w) ** 2 / sum(w ** 2)``.
+
+``leave_out`` drops one run per target, for leave-one-run-out validation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from .cube import band_index, binning_of, exposure_s_mev_sr
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import xarray as xr
+
+ZenithModel = Literal["bands", "interpolate", "kernel"]
+Outside = Literal["nearest", "none"]
+#: Recipes :func:`predict_rates` knows, in the order the CLI lists them.
+ZENITH_MODELS: tuple[str, ...] = ("bands", "interpolate", "kernel")
+#: Default width of the kernel in cos(zenith).
+KERNEL_SIGMA = 0.03
+#: Julian year in s, the unit of ``time_sigma``.
+SECONDS_PER_YEAR = 365.25 * 86400.0
+
+
+def run_exposures(cube: xr.Dataset) -> npt.NDArray[np.float64]:
+    """Return each run's exposure (s MeV sr) where it counts in the model, 0 elsewhere.
+
+    Shape: (n_runs, n_energy, n_offset): livetime x safe bins x dE x dOmega,
+    zero for runs not used.
+    """
+    binning = binning_of(cube)
+    unit = exposure_s_mev_sr(np.ones(1), binning)[0]  # dE x dOmega, (energy, offset)
+    livetime = cube["run_livetime"].values * cube["run_used"].values
+    return livetime[:, None, None] * cube["run_safe"].values[:, :, None] * unit[None]
+
+
+def _ratio(counts: npt.NDArray[np.float64], exposure: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    out = np.zeros_like(counts, dtype=np.float64)
+    np.divide(counts, exposure, out=out, where=exposure > 0)
+    return out
+
+
+def kernel_weights(
+    cube: xr.Dataset,
+    zenith: npt.NDArray[np.float64],
+    *,
+    sigma: float,
+    time: npt.NDArray[np.float64] | None = None,
+    time_sigma: float | None = None,
+) -> npt.NDArray[np.float64]:
+    """Return Gaussian kernel weights of the used runs per target, (n_targets, n_runs).
+
+    Computed in log space and scaled to a maximum of 1 per target, so that a
+    target far from every run still gets the nearest runs' model.
+    """
+    cos_run = np.cos(np.radians(cube["run_zenith"].values))
+    log_w = -0.5 * ((cos_run[None, :] - np.cos(np.radians(zenith))[:, None]) / sigma) ** 2
+    if time_sigma is not None:
+        run_time = cube["run_tstart"].values
+        if time is None or not np.all(np.isfinite(run_time)) or not np.all(np.isfinite(time)):
+            raise ValueError("a time kernel needs TSTART of every run and target")
+        log_w = log_w - 0.5 * ((run_time[None, :] - time[:, None]) / (time_sigma * SECONDS_PER_YEAR)) ** 2
+    used = cube["run_used"].values
+    log_w = np.where(used[None, :], log_w, -np.inf)
+    peak = log_w.max(axis=1, keepdims=True)
+    return np.asarray(np.exp(log_w - np.where(np.isfinite(peak), peak, 0.0)), dtype=np.float64)
+
+
+def _weights(
+    cube: xr.Dataset,
+    zenith: npt.NDArray[np.float64],
+    model: str,
+    sigma: float,
+    time: npt.NDArray[np.float64] | None,
+    time_sigma: float | None,
+) -> npt.NDArray[np.float64]:
+    """Return run weights per target (n_targets, n_runs) for ``bands`` and ``kernel``."""
+    used = cube["run_used"].values
+    if model == "kernel":
+        return kernel_weights(cube, zenith, sigma=sigma, time=time, time_sigma=time_sigma)
+    band = assign_bands(zenith, binning_of(cube).zenith, outside="nearest")
+    return np.asarray((cube["run_band"].values[None, :] == band[:, None]) & used[None, :], dtype=np.float64)
+
+
+def predict_rates(
+    cube: xr.Dataset,
+    zenith: npt.ArrayLike,
+    *,
+    model: ZenithModel = "kernel",
+    sigma: float = KERNEL_SIGMA,
+    time: npt.ArrayLike | None = None,
+    time_sigma: float | None = None,
+    leave_out: npt.ArrayLike | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return the background rate at each target zenith.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Computed cube of :func:`bkgxr.build_cube` (or :func:`bkgxr.gadf.load_models`).
+    zenith : array-like
+        Target zenith angles, deg. Shape: (n_targets,).
+    model : {"bands", "interpolate", "kernel"}
+        Recipe; see the module docstring.
+    sigma : float
+        Kernel width in cos(zenith) (``kernel`` only).
+    time : array-like, optional
+        Target times (TSTART, s, same reference as the runs'). Shape: (n_targets,).
+    time_sigma : float, optional
+        Kernel width in time, years (``kernel`` only); None for no time kernel.
+    leave_out : array-like of int, optional
+        Index along ``obs_id`` of a run to leave out per target, -1 for none.
+
+    Returns
+    -------
+    rate : numpy.ndarray
+        MeV-1 s-1 sr-1. Shape: (n_targets, n_energy, n_offset); 0 where no run
+        gives exposure.
+    n_eff : numpy.ndarray
+        Effective number of runs behind each target's model. Shape: (n_targets,).
+
+    Raises
+    ------
+    ValueError
+        For an unknown model or a non-positive sigma.
+    """
+    if model not in ZENITH_MODELS:
+        raise ValueError(f"unknown zenith model {model!r}; choose from {ZENITH_MODELS}")
+    if not sigma > 0 or (time_sigma is not None and not time_sigma > 0):
+        raise ValueError(f"kernel widths must be positive, got sigma={sigma}, time_sigma={time_sigma}")
+    zenith = np.atleast_1d(np.asarray(zenith, dtype=np.float64))
+    counts = cube["run_counts"].values.astype(np.float64)
+    exposure = run_exposures(cube)
+    n_runs = counts.shape[0]
+    drop = np.full(zenith.size, -1) if leave_out is None else np.asarray(leave_out, dtype=np.int64)
+    keep = np.ones((zenith.size, n_runs))
+    keep[np.flatnonzero(drop >= 0), drop[drop >= 0]] = 0.0
+    if model == "interpolate":
+        return _interpolate(cube, zenith, counts, exposure, keep)
+    times = None if time is None else np.atleast_1d(np.asarray(time, dtype=np.float64))
+    weights = _weights(cube, zenith, model, sigma, times, time_sigma) * keep
+    flat = (counts.reshape(n_runs, -1), exposure.reshape(n_runs, -1))
+    rate = _ratio(weights @ flat[0], weights @ flat[1]).reshape(zenith.size, *counts.shape[1:])
+    n_eff = _ratio(weights.sum(axis=1) ** 2, (weights**2).sum(axis=1))
+    return rate, n_eff
+
+
+def _interpolate(
+    cube: xr.Dataset,
+    zenith: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.float64],
+    exposure: npt.NDArray[np.float64],
+    keep: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Band rates (without the left-out run) interpolated in cos(zenith).
+
+    Quadratic (Lagrange) through the three band centroids nearest the target,
+    linear with two bands, constant with one; clamped to the outermost
+    centroids and to non-negative rates.
+    """
+    n_bands = cube.sizes["zenith"]
+    member = (cube["run_band"].values[None, :] == np.arange(n_bands)[:, None]) & cube["run_used"].values[None, :]
+    cos_run = np.cos(np.radians(cube["run_zenith"].values))
+    live = cube["run_livetime"].values
+    rates = np.zeros((zenith.size, *counts.shape[1:]))
+    n_eff = np.zeros(zenith.size)
+    for t in range(zenith.size):
+        w = member * keep[t][None, :]  # (band, run)
+        filled = w.sum(axis=1) > 0
+        band_rate = _ratio(np.tensordot(w, counts, 1), np.tensordot(w, exposure, 1))[filled]
+        centre = _ratio((w * live * cos_run).sum(axis=1), (w * live).sum(axis=1))[filled]
+        x = np.clip(np.cos(np.radians(zenith[t])), centre.min(), centre.max())
+        nodes = np.argsort(np.abs(centre - x), kind="stable")[: min(3, centre.size)]
+        for i in nodes:
+            others = centre[nodes[nodes != i]]
+            rates[t] += np.prod((x - others) / (centre[i] - others)) * band_rate[i]
+        n_eff[t] = w[filled][nodes].sum()
+    return np.maximum(rates, 0.0), n_eff
+
+
+def assign_bands(
+    zenith: npt.ArrayLike, edges: npt.ArrayLike, *, outside: Outside = "nearest"
+) -> npt.NDArray[np.int64]:
+    """Assign each observation the zenith band of its model.
+
+    The band containing the zenith (``lo <= zenith < hi``) is chosen; a zenith
+    outside every band gets the nearest band (``outside="nearest"``) or none,
+    -1 (``outside="none"``). A NaN zenith always gets -1.
+
+    Returns
+    -------
+    numpy.ndarray
+        Band index per observation. Shape: (n_obs,).
+    """
+    if outside not in ("nearest", "none"):
+        raise ValueError(f"outside must be 'nearest' or 'none', not {outside!r}")
+    zenith = np.asarray(zenith, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    index = band_index(zenith, edges)
+    if outside == "nearest":
+        finite = np.isfinite(zenith)
+        nearest = np.where(zenith < edges[0], 0, edges.size - 2)
+        index = np.where((index < 0) & finite, nearest, index)
+    return index

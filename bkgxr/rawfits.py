@@ -29,8 +29,9 @@ _CARD = 80
 _END = b"END" + b" " * 77
 #: FITS binary-table type codes of scalar numeric columns and their numpy types.
 _TYPES = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
-#: Byte width of every TFORM code, to lay out the row (P/Q are descriptors).
-_WIDTHS = {"L": 1, "X": 0.125, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16, "P": 8, "Q": 16}
+#: Byte width of every TFORM code, to lay out the row (P/Q are descriptors; X is
+#: in bits, and a column of ``rX`` takes whole bytes: ceil(r / 8)).
+_WIDTHS = {"L": 1, "X": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16, "P": 8, "Q": 16}
 _TFORM = re.compile(r"^\s*(\d*)([LXBIJKAEDCMPQ])")
 
 
@@ -103,7 +104,7 @@ def _data_size(header: dict[str, str | int | float | bool]) -> int:
 
 def _row_dtype(header: dict[str, str | int | float | bool], names: list[str]) -> tuple[np.dtype, dict[str, str]]:
     """Return a dtype viewing ``names`` in a row, and the TUNIT of each."""
-    offset, fields, units = 0.0, {}, {}
+    offset, fields, units = 0, {}, {}
     index = {str(header.get(f"TTYPE{i}", "")).strip().upper(): i for i in range(1, int(header["TFIELDS"]) + 1)}
     wanted = {index[n]: n for n in names if n in index}
     for i in range(1, int(header["TFIELDS"]) + 1):
@@ -114,10 +115,10 @@ def _row_dtype(header: dict[str, str | int | float | bool], names: list[str]) ->
         if i in wanted:
             if repeat != 1 or code not in _TYPES or f"TSCAL{i}" in header or f"TZERO{i}" in header:
                 raise Unsupported(f"column {wanted[i]} is not a plain scalar")
-            fields[wanted[i]] = (np.dtype(_TYPES[code]), int(offset))
+            fields[wanted[i]] = (np.dtype(_TYPES[code]), offset)
             units[wanted[i]] = str(header.get(f"TUNIT{i}", "")).strip()
-        offset += repeat * _WIDTHS[code]
-    if int(np.ceil(offset)) != int(header["NAXIS1"]):
+        offset += -(-repeat // 8) if code == "X" else repeat * _WIDTHS[code]
+    if offset != int(header["NAXIS1"]):
         raise Unsupported("row layout does not match NAXIS1")
     dtype = np.dtype(
         {"names": list(fields), "formats": [f[0] for f in fields.values()],

@@ -67,3 +67,14 @@ def test_missing_hdu_truncated_and_not_fits(tmp_path, hess_runs):
     (tmp_path / "n.fits").write_bytes(b"hello world" * 400)
     with pytest.raises(OSError):
         read_table_columns(tmp_path / "n.fits", "EVENTS", ["RA"])
+
+
+@pytest.mark.parametrize("bits", [["3X"], ["1X", "9X", "16X"]])
+def test_bit_columns_take_whole_bytes(tmp_path, bits):
+    # rX takes ceil(r / 8) bytes; summing r / 8 put ENERGY a fraction of a byte early: garbage, silently.
+    energy = np.arange(1, 6, dtype=np.float32)
+    columns = [fits.Column(f"F{i}", form, array=np.ones((5, int(form[:-1])), bool)) for i, form in enumerate(bits)]
+    hdu = fits.BinTableHDU.from_columns([*columns, fits.Column("ENERGY", "E", array=energy)], name="EVENTS")
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp_path / "a.fits")
+    _, columns, _ = read_table_columns(tmp_path / "a.fits", "EVENTS", ["ENERGY"])
+    np.testing.assert_array_equal(columns["ENERGY"], energy)

@@ -5,23 +5,23 @@
 band, observation) and energy bin ``j``, with ``N_j`` the counts of its
 exposed offset bins:
 
-1. **Radial shape.** An energy bin is *populated* when ``N_j >= min_counts``.
-   ``log rate`` is then a polynomial in ``u = (1 - cos r) / (1 - cos r_max)``
-   (proportional to solid angle and to ``r**2`` at small ``r``; degree 1 is a
-   Gaussian acceptance), fitted to the bin's counts by Poisson maximum
+1. **Radial shape.** ``log rate`` is a polynomial in ``u = (1 - cos r) /
+   (1 - cos r_max)`` (proportional to solid angle and to ``r**2`` at small
+   ``r``; degree 1 is a Gaussian acceptance), fitted by Poisson maximum
    likelihood, ``counts_i ~ Poisson(exposure_i x mean of the rate over ring i)``;
    the ring mean is a Gauss-Legendre average in ``u``, so the result is a bin
-   average like the raw rate. Every degree from 1 to ``degree`` is fitted and the
-   one of lowest BIC, ``(degree + 1) ln N_j - 2 ln L``, is kept, so a sparse bin
-   gets a stiff shape and a rich one a flexible shape. A weak Gaussian prior
-   (precision :data:`RIDGE`) on the non-constant coefficients keeps degenerate
-   fits finite. A sparse energy bin (exposed, ``N_j < min_counts``) borrows the
-   shape of the nearest populated bin below it in energy, or above it if there
-   is none below.
+   average like the raw rate. The counts and exposure fitted for bin ``j`` are
+   summed over the energy window ``|k - j| <= h`` of exposed bins with the
+   smallest ``h`` whose counts reach ``shape_counts`` (all exposed bins if none
+   does): a rich bin has its own shape, a sparse one the shape of its
+   neighbours. Every degree from 1 to ``degree`` is fitted and the one of lowest
+   BIC, ``(degree + 1) ln N - 2 ln L`` with ``N`` the window's counts, is kept.
+   A weak Gaussian prior (precision :data:`RIDGE`) on the non-constant
+   coefficients keeps degenerate fits finite.
 2. **Normalisation.** With the shape scaled to a solid-angle mean of 1, the rate
-   is ``a_j x shape``. In a populated bin ``a_j = N_j / sum_i exposure_ij shape_ij``,
-   so ``sum_i exposure_ij rate_ij = N_j`` exactly (up to rounding). A sparse bin
-   gets ``a_j``
+   is ``a_j x shape``. An energy bin is *populated* when ``N_j >= min_counts``;
+   there ``a_j = N_j / sum_i exposure_ij shape_ij``, so ``sum_i exposure_ij
+   rate_ij = N_j`` exactly (up to rounding). A sparse bin gets ``a_j``
 
    - *above the last populated bin*: from a power law ``A (E / E_p)**-index``,
      averaged over each bin in energy, fitted by Poisson likelihood to the last
@@ -36,14 +36,16 @@ exposed offset bins:
    (none, from :func:`bkgxr.build_cube`) are ignored. A slice without a populated
    bin is returned unsmoothed (``counts / exposure``).
 
-``rate_err`` propagates the statistical errors to first order: in a populated
-bin from the fit's covariance (normalisation and shape); in a sparse bin the
-borrowed shape's error plus that of its normalisation (power-law covariance,
-the neighbours' ``1 / N``, or its own ``1 / N``), neglecting their correlation.
+``rate_err`` propagates the statistical errors to first order, neglecting
+correlations: the relative variance is that of the shape (from the fit's
+covariance, with the normalisation projected out) plus that of ``a_j``: ``1 /
+N_j`` where it keeps its counts, the power law's covariance in the tail, the
+neighbours' ``1 / N`` between populated bins.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
 
     Array = npt.NDArray[np.float64]
 
-#: Precision of the prior on the non-constant coefficients of the ``fit`` shape.
+#: Precision of the Gaussian prior on the non-constant coefficients of the radial shape.
 RIDGE = 0.01
 _NODES = 8  # Gauss-Legendre nodes per bin, in u (offset) and ln E (energy)
 _MAX_ITER, _TOL, _MAX_STEP = 100, 1e-10, 5.0
@@ -73,6 +75,7 @@ def smooth_rate(
     energy_edges: npt.ArrayLike,
     degree: int = 3,
     min_counts: float = 50.0,
+    shape_counts: float = 500.0,
     n_tail: int = 4,
 ) -> tuple[Array, Array]:
     """Return a smoothed background rate that keeps each energy bin's total counts.
@@ -92,7 +95,9 @@ def smooth_rate(
     degree : int
         Highest degree of the log-polynomial radial shape, >= 1.
     min_counts : float
-        Counts from which an energy bin has its own shape, >= 1.
+        Counts from which an energy bin keeps its own normalisation, >= 1.
+    shape_counts : float
+        Counts the energy window fitted for a bin's radial shape must hold, > 0.
     n_tail : int
         Populated bins, counted from the highest, that fix the power law of the
         sparse bins above them, >= 2.
@@ -121,10 +126,11 @@ def smooth_rate(
     >>> float(rate[0].sum())
     850.0
     """
-    if int(degree) != degree or degree < 1 or not min_counts >= 1 or int(n_tail) != n_tail or n_tail < 2:
+    if (int(degree) != degree or degree < 1 or not min_counts >= 1 or not shape_counts > 0
+            or int(n_tail) != n_tail or n_tail < 2):
         raise ValueError(
-            f"need an integer degree >= 1, min_counts >= 1 and an integer n_tail >= 2; "
-            f"got degree={degree}, min_counts={min_counts}, n_tail={n_tail}"
+            f"need an integer degree >= 1, min_counts >= 1, shape_counts > 0 and an integer n_tail >= 2; "
+            f"got degree={degree}, min_counts={min_counts}, shape_counts={shape_counts}, n_tail={n_tail}"
         )
     offset = to_edges(offset_edges, "offset")
     energy = to_edges(energy_edges, "energy")
@@ -142,17 +148,44 @@ def smooth_rate(
     n = np.where(e > 0, n.reshape(-1, n_e, n_o), 0.0)  # counts without exposure are ignored
     total = n.sum(axis=-1)
     populated = (total >= min_counts) & (total > 0)
-    avg, var_total, var_shape = _select_degree(n[populated], e[populated], offset, int(degree))
+    exposed = e.sum(axis=-1) > 0
+    pools = np.stack([_pools(total[k], exposed[k], shape_counts) for k in range(n.shape[0])])  # (L, E, E)
+    fitted = pools.any(axis=-1) & populated.any(axis=-1, keepdims=True)
+    pooled_n = np.einsum("kje,keo->kjo", pools, n)[fitted]
+    pooled_e = np.einsum("kje,keo->kjo", pools, e)[fitted]
+    avg, var_shape = _select_degree(pooled_n, pooled_e, offset, int(degree))
     omega = ring_solid_angle_sr(offset)
-    omega = omega / omega.sum()
-    shapes = np.full(n.shape, np.nan)
-    shapes[populated] = avg / (avg @ omega)[:, None]
-    var_t, var_s = np.zeros(n.shape), np.zeros(n.shape)
-    var_t[populated], var_s[populated] = var_total, var_shape
+    shapes, var_s = np.zeros(n.shape), np.zeros(n.shape)
+    shapes[fitted] = avg / (avg @ (omega / omega.sum()))[:, None]
+    var_s[fitted] = var_shape
     rate, rate_err = np.zeros(n.shape), np.zeros(n.shape)
     for k in range(n.shape[0]):
-        rate[k], rate_err[k] = _normalise(n[k], e[k], shapes[k], var_t[k], var_s[k], populated[k], energy, int(n_tail))
+        rate[k], rate_err[k] = _normalise(n[k], e[k], shapes[k], var_s[k], populated[k], energy, int(n_tail))
     return rate.reshape(shape), rate_err.reshape(shape)
+
+
+def _pools(total: Array, exposed: npt.NDArray[np.bool_], shape_counts: float) -> npt.NDArray[np.bool_]:
+    """Return the energy window pooled for the shape of each exposed bin (rule 1): (n_energy, n_energy)."""
+    n_e = total.size
+    j = np.arange(n_e)
+    pools = np.zeros((n_e, n_e), dtype=bool)
+    if not np.any(total[exposed] > 0):
+        return pools
+    for centre in np.flatnonzero(exposed):
+        for half in range(n_e):
+            window = exposed & (np.abs(j - centre) <= half)
+            if total[window].sum() >= shape_counts:
+                break
+        pools[centre] = window
+    return pools
+
+
+#: Keyword options of :func:`smooth_rate` and :func:`smooth_cube`, with their defaults.
+OPTIONS: dict[str, Any] = {
+    name: p.default
+    for name, p in inspect.signature(smooth_rate).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
+}
 
 
 def _safe_div(num: Array, den: Array) -> Array:
@@ -190,19 +223,19 @@ def _newton(theta: Array, evaluate: Callable[[Array], tuple[Array, Array, Array]
     return theta, np.asarray(np.linalg.inv(info), dtype=np.float64)
 
 
-def _select_degree(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, Array, Array]:
+def _select_degree(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, Array]:
     """Fit degrees 1..``degree`` per row and keep, per row, the one of lowest BIC, ``(d + 1) ln N - 2 ln L``."""
     fits = [_fit_shapes(n, e, offset, d) for d in range(1, degree + 1)]
     log_n = np.log(np.maximum(n.sum(axis=-1), 1.0))
-    bic = np.stack([(d + 1) * log_n - 2.0 * fit[3] for d, fit in enumerate(fits, start=1)])
+    bic = np.stack([(d + 1) * log_n - 2.0 * fit[2] for d, fit in enumerate(fits, start=1)])
     best = np.argmin(bic, axis=0)
     rows = np.arange(n.shape[0])
-    avg, var_total, var_shape = (np.stack([fit[k] for fit in fits])[best, rows] for k in range(3))
-    return avg, var_total, var_shape
+    avg, var_shape = (np.stack([fit[k] for fit in fits])[best, rows] for k in range(2))
+    return avg, var_shape
 
 
-def _fit_shapes(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, Array, Array, Array]:
-    """Fit ``exp(polynomial(u))`` per row; return ring means (F, O), total and shape-only var of their log, ln L (F,)."""
+def _fit_shapes(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, Array, Array]:
+    """Fit ``exp(polynomial(u))`` per row; return ring means (F, O), variance of log(shape) (F, O) and ln L (F,)."""
     t = 1.0 - np.cos(np.radians(offset))
     u = t / t[-1]
     nodes, weights = np.polynomial.legendre.leggauss(_NODES)
@@ -235,13 +268,12 @@ def _fit_shapes(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, 
     beta[:, 0] = np.log(n.sum(axis=-1) / e.sum(axis=-1))
     beta, cov = _newton(beta, evaluate)
     avg, h = ring_means(beta)
-    var_total = np.einsum("fop,fpq,foq->fo", h, cov, h)
     omega = ring_solid_angle_sr(offset)
     mean_h = np.einsum("o,fo,fop->fp", omega, avg, h) / (avg @ omega)[:, None]
     g = h - mean_h[:, None, :]  # d log(shape normalised to unit mean) / d beta
     mu = e * avg
     log_like = np.sum(np.where(n > 0, n * np.log(np.where(mu > 0, mu, 1.0)), 0.0) - mu, axis=-1)
-    return avg, var_total, np.einsum("fop,fpq,foq->fo", g, cov, g), log_like
+    return avg, np.einsum("fop,fpq,foq->fo", g, cov, g), log_like
 
 
 def _bin_average_power(lo: Array, hi: Array, pivot: float) -> tuple[Array, Array]:
@@ -292,7 +324,7 @@ def _power_law(counts: Array, weight: Array, log_e: Array, v: Array, slope0: flo
 
 
 def _normalise(
-    n: Array, e: Array, shapes: Array, var_total: Array, var_shape: Array, populated: npt.NDArray[np.bool_],
+    n: Array, e: Array, shapes: Array, var_shape: Array, populated: npt.NDArray[np.bool_],
     energy: Array, n_tail: int,
 ) -> tuple[Array, Array]:
     """Apply steps 1-3 of the module rule to one slice (n_energy, n_offset)."""
@@ -302,9 +334,7 @@ def _normalise(
     n_e = n.shape[0]
     j = np.arange(n_e)
     below = np.searchsorted(pop, j, side="right") - 1  # position in pop of the nearest populated bin <= j
-    donor = pop[np.maximum(below, 0)]
-    shape, var_s = shapes[donor], var_shape[donor]
-    weight = (e * shape).sum(axis=-1)  # W_j: expected counts per unit mean rate
+    weight = (e * shapes).sum(axis=-1)  # W_j: expected counts per unit mean rate
     total = n.sum(axis=-1)
     log_a, var_a = np.full(n_e, -np.inf), np.zeros(n_e)
     own = weight > 0
@@ -326,18 +356,19 @@ def _normalise(
         nodes, v = _bin_average_power(energy[tail], energy[tail + 1], float(np.exp(log_e[pop[-1]])))
         fitted, var_fit = _power_law(total[tail], weight[tail], nodes, v, slope)
         log_a[up], var_a[up] = fitted[ref.size:], var_fit[ref.size:]
-    rate = np.where(e > 0, np.exp(log_a)[:, None] * shape, 0.0)
-    rel_var = np.where(populated[:, None], var_total, var_s + var_a[:, None])
+    rate = np.where(e > 0, np.exp(log_a)[:, None] * shapes, 0.0)
+    rel_var = var_shape + var_a[:, None]
     return rate, rate * np.sqrt(np.maximum(rel_var, 0.0))
 
 
-def describe(*, degree: int = 3, min_counts: float = 50.0, n_tail: int = 4) -> str:
-    """Return the one-line description of a smoothing that :func:`smooth_cube` stores in the cube's attributes."""
+def describe(**options: Any) -> str:
+    """Return the one-line description of a smoothing (options of :func:`smooth_rate`) that :func:`smooth_cube` stores."""
+    o = {**OPTIONS, **options}
     return (
-        f"bkgxr.smooth: per energy bin a Poisson fit of a log-polynomial in offset^2 (degree <= {degree} by BIC), "
-        f"scaled to the bin's counts (kept) where it has >= {min_counts:g}; sparser bins borrow the nearest "
-        f"populated bin's shape, and above the last populated bin a power law fitted to the last {n_tail} "
-        "populated bins and the sparse ones gives the normalisation"
+        f"bkgxr.smooth: radial shape per energy bin a Poisson fit of a log-polynomial in offset^2 "
+        f"(degree <= {o['degree']} by BIC) to an energy window of >= {o['shape_counts']:g} counts; scaled to the "
+        f"bin's counts (kept) where it has >= {o['min_counts']:g}, else interpolated in log E, or above the last "
+        f"such bin a power law fitted to the last {o['n_tail']} of them and the sparse ones"
     )
 
 
@@ -350,7 +381,7 @@ def smooth_cube(cube: xr.Dataset, **options: Any) -> xr.Dataset:
         Cube of :func:`bkgxr.build_cube` (computed here if lazy) with ``counts``,
         ``exposure`` and the ``energy``/``offset`` edge coordinates.
     **options
-        Keyword options of :func:`smooth_rate`: ``degree``, ``min_counts``, ``n_tail``.
+        Keyword options of :func:`smooth_rate` (:data:`OPTIONS`).
 
     Returns
     -------
@@ -370,7 +401,7 @@ def smooth_cube(cube: xr.Dataset, **options: Any) -> xr.Dataset:
     --------
     smooth_rate
     """
-    known = {"degree", "min_counts", "n_tail"}
+    known = set(OPTIONS)
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"unknown smoothing option(s) {unknown}; expected some of {sorted(known)}")

@@ -123,8 +123,10 @@ def smooth_rate(
     >>> exposure = np.ones((3, 3))
     >>> rate, err = smooth_rate(counts, exposure, offset_edges=[0, 1, 2, 3],
     ...                         energy_edges=[1, 2, 4, 8], min_counts=50)
-    >>> float(rate[0].sum())
+    >>> round(float((rate[0] * exposure[0]).sum()), 9)  # counts kept
     850.0
+    >>> bool(np.all(rate[2] > 0))  # the sparse bin's zero is no hole
+    True
     """
     if (int(degree) != degree or degree < 1 or not min_counts >= 1 or not shape_counts > 0
             or int(n_tail) != n_tail or n_tail < 2):

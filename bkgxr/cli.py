@@ -29,16 +29,9 @@ def _edges_arg(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
-def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "build",
-        help="build per-zenith BKG_2D models from the off runs of a GADF data store",
-        description="Histogram the selected runs in zenith x energy x offset, divide by "
-        "exposure and write per-zenith BKG_2D models with HDU/OBS index tables that "
-        "gammapy's DataStore.from_file loads.",
-    )
+def _add_cube_options(p: argparse.ArgumentParser) -> None:
+    """Options that say which runs go into the cube and how it is binned (build, validate)."""
     p.add_argument("data_dir", type=Path, help="folder with hdu-index.fits[.gz] and obs-index.fits[.gz]")
-    p.add_argument("--out", type=Path, required=True, help="output FITS file")
     p.add_argument(
         "--query",
         help="pandas query on the obs index (default: 'TARGET_NAME == \"Off data\"' when "
@@ -47,13 +40,6 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--energy-edges", type=_edges_arg, help="TeV, comma-separated (default: 19 log bins 0.1-100)")
     p.add_argument("--offset-edges", type=_edges_arg, help="deg (default: 9 bins 0-3, even in offset^2)")
     p.add_argument("--zenith-edges", type=_edges_arg, help="deg (default: 0,20,40,90)")
-    p.add_argument(
-        "--outside",
-        choices=("nearest", "none"),
-        default="nearest",
-        help="observations outside every zenith band: nearest band's model (default) or none",
-    )
-    p.add_argument("--date", help="DATE keyword of the output (default: today, UTC)")
     p.add_argument(
         "--safe-energy",
         action="store_true",
@@ -64,8 +50,61 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="leave out runs that cannot be read, list them in the summary and the output's RUNS table",
     )
+
+
+#: Zenith recipes, as :data:`bkgxr.zenith.ZENITH_MODELS` (kept here so ``--help`` imports nothing heavy; a test checks they agree).
+ZENITH_MODELS = ("bands", "interpolate", "kernel")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options of the zenith recipe (build, validate); defaults are bkgxr.zenith's."""
+    p.add_argument(
+        "--zenith-model",
+        choices=ZENITH_MODELS,
+        help="bkg of each observation: its zenith band's model (bands: the tutorial), bands interpolated "
+        "in cos(zenith), or a kernel over runs in cos(zenith) and time (default: kernel, which validates best)",
+    )
+    p.add_argument("--kernel-sigma", type=float, help="kernel width in cos(zenith) (default: 0.03)")
+    p.add_argument("--time-sigma", type=float, help="kernel width in time, years; 0 for none (default: 1)")
+
+
+def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build BKG_2D models from the off runs of a GADF data store",
+        description="Histogram the selected runs in zenith x energy x offset, divide by "
+        "exposure and write BKG_2D models with HDU/OBS index tables that "
+        "gammapy's DataStore.from_file loads.",
+    )
+    _add_cube_options(p)
+    p.add_argument("--out", type=Path, required=True, help="output FITS file")
+    _add_model_options(p)
+    p.add_argument(
+        "--outside",
+        choices=("nearest", "none"),
+        default="nearest",
+        help="bands: observations outside every zenith band get the nearest band's model (default) or none",
+    )
+    p.add_argument("--date", help="DATE keyword of the output (default: today, UTC)")
     _add_cluster_options(p)
     p.set_defaults(func=_build)
+
+
+def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="leave-one-run-out validation of a zenith recipe on the off runs",
+        description="Predict each selected run from a model built without it and compare: obs/pred of "
+        "the total counts above the run's safe energy threshold within --radius, and the shape "
+        "(Poisson deviance per energy x offset bin after matching totals).",
+    )
+    _add_cube_options(p)
+    _add_model_options(p)
+    p.add_argument("--radius", type=float, default=2.0, help="compare offsets up to this radius, deg (default: 2)")
+    p.add_argument("--out", type=Path, help="write the per-run table as CSV (summary in # lines)")
+    p.add_argument("--compare", action="store_true", help="also print the summary of every recipe")
+    _add_cluster_options(p)
+    p.set_defaults(func=_validate)
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
@@ -106,8 +145,9 @@ def _select(data_dir: Path, query: str | None, *, skip_bad: bool) -> tuple[Store
     return store, store.select(query, skip_bad=skip_bad), query
 
 
-def _build(args: argparse.Namespace) -> int:
-    from . import Binning, build_cube, write_models
+def _cube(args: argparse.Namespace) -> tuple[Store, xr.Dataset, str | None]:
+    """Select the runs and compute their cube, as the cube options say."""
+    from . import Binning, build_cube
     from .cluster import compute, connect
 
     store, runs, query = _select(args.data_dir, args.query, skip_bad=args.skip_bad)
@@ -115,8 +155,56 @@ def _build(args: argparse.Namespace) -> int:
     with connect(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet):
         cube = build_cube(runs, binning=binning, skip_bad=args.skip_bad, safe_energy=args.safe_energy)
         cube = compute(cube, progress=not args.quiet)
-    out = write_models(cube, args.out, store=store, outside=args.outside, date=args.date)  # type: ignore[arg-type]
+    return store, cube, query
+
+
+def _recipe(args: argparse.Namespace) -> dict[str, object]:
+    """Return the zenith recipe of the options, with bkgxr.zenith's defaults for those not given."""
+    from .zenith import DEFAULT_ZENITH_MODEL, KERNEL_SIGMA, KERNEL_TIME_SIGMA
+
+    time_sigma = KERNEL_TIME_SIGMA if args.time_sigma is None else args.time_sigma
+    return {
+        "model": args.zenith_model or DEFAULT_ZENITH_MODEL,
+        "sigma": KERNEL_SIGMA if args.kernel_sigma is None else args.kernel_sigma,
+        "time_sigma": time_sigma or None,
+    }
+
+
+def _describe(recipe: dict[str, object]) -> str:
+    text = f"zenith model: {recipe['model']}"
+    if recipe["model"] == "kernel":
+        text += f" (kernel sigma {recipe['sigma']} in cos z, time sigma {recipe['time_sigma'] or 'none'} yr)"
+    return text
+
+
+def _build(args: argparse.Namespace) -> int:
+    from . import write_models
+
+    store, cube, query = _cube(args)
+    recipe = _recipe(args)
+    model = recipe.pop("model")
+    out = write_models(cube, args.out, store=store, zenith_model=model, outside=args.outside, date=args.date, **recipe)  # type: ignore[arg-type]
     print(summary(cube, query=query, out=out))
+    print(_describe({"model": model, **recipe}))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .validate import validate
+
+    _, cube, query = _cube(args)
+    recipe = _recipe(args)
+    result = validate(cube, radius=args.radius, **recipe)  # type: ignore[arg-type]
+    print(summary(cube, query=query))
+    print(_describe(recipe))
+    print(result.runs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(result)
+    if args.compare:
+        for model in ZENITH_MODELS:
+            if model != recipe["model"]:
+                print(validate(cube, radius=args.radius, **{**recipe, "model": model}))  # type: ignore[arg-type]
+    if args.out is not None:
+        print(f"written: {result.write(args.out)}")
     return 0
 
 
@@ -232,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
+    _add_validate(sub)
     _add_plot(sub)
     _add_simulate(sub)
     _add_demo(sub)

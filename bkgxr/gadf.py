@@ -26,7 +26,15 @@ from .axes import Binning, band_labels
 from .cube import assemble_cube, band_index, binning_of
 from .exceptions import StoreError
 from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
-from .zenith import KERNEL_SIGMA, Outside, ZenithModel, assign_bands, predict_rates
+from .zenith import (
+    DEFAULT_ZENITH_MODEL,
+    KERNEL_SIGMA,
+    KERNEL_TIME_SIGMA,
+    Outside,
+    ZenithModel,
+    assign_bands,
+    predict_rates,
+)
 
 if TYPE_CHECKING:
     import astropy.units as u
@@ -168,9 +176,9 @@ def write_models(
     path: str | Path,
     *,
     store: Store,
-    zenith_model: ZenithModel = "bands",
+    zenith_model: ZenithModel = DEFAULT_ZENITH_MODEL,  # type: ignore[assignment]
     sigma: float = KERNEL_SIGMA,
-    time_sigma: float | None = None,
+    time_sigma: float | None = KERNEL_TIME_SIGMA,
     outside: Outside = "nearest",
     date: str | None = None,
     overwrite: bool = True,
@@ -188,12 +196,14 @@ def write_models(
         cube) get a bkg row.
     zenith_model : {"bands", "interpolate", "kernel"}
         ``bands``: each observation gets the model of its zenith band (the
-        tutorial's recipe). Otherwise each observation gets its own BKG_2D,
+        tutorial's recipe). Otherwise (default: ``kernel``, which validates
+        best on H.E.S.S. DR1) each observation gets its own BKG_2D,
         ``BKG_OBS_<OBS_ID>``, evaluated at its zenith (and time) by
         :func:`bkgxr.zenith.predict_rates`. The band models are written in
         every case.
     sigma, time_sigma : float
-        Kernel widths in cos(zenith) and years (``kernel`` only).
+        Kernel widths in cos(zenith) and years (``kernel`` only; time_sigma
+        None for no time kernel).
     outside : {"nearest", "none"}
         ``bands`` only: observations whose zenith lies outside every band get
         the nearest band's model, or no model (with a warning).
@@ -219,6 +229,9 @@ def write_models(
     if np.any(band < 0):
         lost = obs.loc[band < 0, "OBS_ID"].astype(int).tolist()
         warnings.warn(f"{len(lost)} observation(s) outside every zenith band or unreadable get no bkg model: {lost}", stacklevel=2)
+    zero = [labels[i] for i in np.flatnonzero(cube["counts"].sum(("energy", "offset")).values == 0)]
+    if zero:  # also with skip_bad, where build_cube cannot tell which bands stay empty
+        warnings.warn(f"zenith band(s) {zero} deg hold no event (no run, or none in the binned range): written as zeros", stacklevel=2)
     if zenith_model == "bands":
         if np.any(cube["n_runs"].values[band[band >= 0]] == 0):
             warnings.warn("observations are assigned a zenith band without runs: their model is 0", stacklevel=2)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .cube import binning_of, exposure_s_mev_sr
-from .zenith import KERNEL_SIGMA, ZenithModel, predict_rates
+from .zenith import DEFAULT_ZENITH_MODEL, KERNEL_SIGMA, KERNEL_TIME_SIGMA, ZenithModel, predict_rates
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -107,9 +107,9 @@ def compare(
 def validate(
     cube: xr.Dataset,
     *,
-    model: ZenithModel = "kernel",
+    model: ZenithModel = DEFAULT_ZENITH_MODEL,  # type: ignore[assignment]
     sigma: float = KERNEL_SIGMA,
-    time_sigma: float | None = None,
+    time_sigma: float | None = KERNEL_TIME_SIGMA,
     radius: float = DEFAULT_RADIUS,
     default_threshold: float = DEFAULT_THRESHOLD,
 ) -> Validation:

@@ -25,7 +25,8 @@ def test_build_with_custom_edges_and_query(hess_dir, tmp_path, capsys):
     )
     assert code == 0
     with fits.open(out) as hdul:
-        assert [h.name for h in hdul[4:]] == ["BKG_ZEN_0_30", "BKG_ZEN_30_60"]
+        assert [h.name for h in hdul[4:6]] == ["BKG_ZEN_0_30", "BKG_ZEN_30_60"]
+        assert len(hdul) == 6 + 105  # and one kernel model per observation
         assert hdul[4].data["BKG"][0].shape == (2, 2)
         np.testing.assert_allclose(hdul[4].data["ENERG_LO"][0], [0.5, 1])
 
@@ -37,3 +38,31 @@ def test_errors_print_one_line_and_exit_non_zero(hess_dir, tmp_path, capsys):
     assert main(["build", str(hess_dir), "--out", str(tmp_path / "x.fits"), "--query", "TARGET_NAME == 'none'", "--quiet"]) == 1
     assert "no run" in capsys.readouterr().err
     assert not (tmp_path / "x.fits").exists()
+
+
+def test_cli_recipes_are_the_zenith_models():
+    from bkgxr import cli, zenith
+
+    assert cli.ZENITH_MODELS == zenith.ZENITH_MODELS
+
+
+def test_build_states_the_zenith_model_in_summary_and_header(hess_dir, tmp_path, capsys):
+    out = tmp_path / "bkg.fits"
+    assert main(["build", str(hess_dir), "--out", str(out), "--quiet", "--time-sigma", "0.5"]) == 0
+    assert "zenith model: kernel (kernel sigma 0.03 in cos z, time sigma 0.5 yr)" in capsys.readouterr().out
+    header = fits.getheader(out, 0)
+    assert header["ZENMODEL"] == "kernel" and header["KTSIGMA"] == 0.5
+    index = fits.getdata(out, "HDU_INDEX")
+    assert set(index["HDU_NAME"][index["HDU_TYPE"] == "bkg"]) == {f"BKG_OBS_{i}" for i in fits.getdata(out, "OBS_INDEX")["OBS_ID"]}
+
+
+def test_validate_prints_runs_and_summaries_and_writes_csv(hess_dir, tmp_path, capsys):
+    import pandas as pd
+
+    out = tmp_path / "v.csv"
+    assert main(["validate", str(hess_dir), "--quiet", "--compare", "--zenith-model", "bands", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "bands: 45 runs, obs/pred mean 0.988 std 0.320" in text
+    assert "kernel: 45 runs, obs/pred mean 0.989 std 0.162" in text and "interpolate: 45 runs" in text
+    table = pd.read_csv(out, comment="#")
+    assert len(table) == 45 and abs(table["RATIO"].std() - 0.320) < 0.001

@@ -11,7 +11,7 @@ from bkgxr.zenith import assign_bands
 @pytest.fixture(scope="module")
 def written(hess_store, hess_cube, tmp_path_factory):
     path = tmp_path_factory.mktemp("out") / "nested" / "bkg.fits"
-    return bkgxr.write_models(hess_cube, path, store=hess_store, date="2026-01-01")
+    return bkgxr.write_models(hess_cube, path, store=hess_store, zenith_model="bands", date="2026-01-01")
 
 
 def test_gammapy_loads_every_observation_with_its_band_model(written, hess_store, hess_cube):
@@ -41,20 +41,20 @@ def test_obs_index_states_the_assignment(written):
 
 
 def test_writing_twice_gives_identical_bytes(written, hess_store, hess_cube, tmp_path):
-    again = bkgxr.write_models(hess_cube, tmp_path / "nested" / "bkg.fits", store=hess_store, date="2026-01-01")
+    again = bkgxr.write_models(hess_cube, tmp_path / "nested" / "bkg.fits", store=hess_store, zenith_model="bands", date="2026-01-01")
     assert again.read_bytes() == written.read_bytes()
 
 
 def test_rebuilding_gives_identical_file(hess_store, hess_runs, written, tmp_path):
     cube = bkgxr.build_cube(hess_runs).compute()
-    again = bkgxr.write_models(cube, tmp_path / "nested" / "bkg.fits", store=hess_store, date="2026-01-01")
+    again = bkgxr.write_models(cube, tmp_path / "nested" / "bkg.fits", store=hess_store, zenith_model="bands", date="2026-01-01")
     assert again.read_bytes() == written.read_bytes()
 
 
 def test_outside_none_gives_no_model_with_a_warning(hess_store, hess_runs, tmp_path):
     with pytest.warns(UserWarning, match="outside every zenith band"):
         cube = bkgxr.build_cube(hess_runs, binning=bkgxr.Binning(zenith=[0, 40])).compute()
-        path = bkgxr.write_models(cube, tmp_path / "bkg.fits", store=hess_store, outside="none")
+        path = bkgxr.write_models(cube, tmp_path / "bkg.fits", store=hess_store, zenith_model="bands", outside="none")
     store = DataStore.from_file(path)
     high = hess_store.obs_table["OBS_ID"][hess_store.obs_table["ZEN_PNT"] >= 40]
     assert len(high) > 0
@@ -97,3 +97,19 @@ def test_no_overwrite(tmp_path):
     path.write_bytes(b"old")
     with pytest.raises(FileExistsError):
         write_atomic(fits.HDUList([fits.PrimaryHDU()]), path, overwrite=False)
+
+
+def test_kernel_models_give_every_observation_its_own_bkg(hess_store, hess_cube, tmp_path):
+    from bkgxr.zenith import predict_rates
+
+    path = bkgxr.write_models(hess_cube, tmp_path / "kernel.fits", store=hess_store, date="2026-01-01")
+    assert fits.getheader(path, 0)["ZENMODEL"] == "kernel" and fits.getheader(path, 0)["KTSIGMA"] == 1.0
+    store = DataStore.from_file(path)
+    obs = hess_store.select()
+    expected, n_eff = predict_rates(hess_cube, obs["ZEN_PNT"], time=obs["TSTART"], time_sigma=1.0)
+    for i, observation in enumerate(store.get_observations(obs["OBS_ID"].tolist()[::7])):
+        k = i * 7
+        np.testing.assert_allclose(observation.bkg.data, expected[k], rtol=1e-12, atol=0)
+        header = fits.getheader(path, f"BKG_OBS_{observation.obs_id}")
+        assert header["N_EFF"] == pytest.approx(n_eff[k], rel=1e-5)
+    assert len(store.hdu_table[store.hdu_table["HDU_TYPE"] == "bkg"]) == 105

@@ -48,8 +48,9 @@ def test_time_kernel_weights_runs_by_time_and_needs_times(hess_cube):
     w = np.exp(-0.5 * ((np.cos(np.radians(zen)) - np.cos(np.radians(25.0))) / 0.03) ** 2 - 0.5 * ((t - t[0]) / year) ** 2)
     rate, _ = predict_rates(hess_cube, [25.0], time=[t[0]], time_sigma=1.0)
     np.testing.assert_allclose(rate[0], np.tensordot(w, counts, 1) / np.tensordot(w, exposure, 1), rtol=1e-10)
-    with pytest.raises(ValueError, match="TSTART"):
-        predict_rates(hess_cube, [25.0], time_sigma=1.0)
+    with pytest.warns(UserWarning, match="TSTART"):
+        no_time, _ = predict_rates(hess_cube, [25.0], time_sigma=1.0)
+    np.testing.assert_array_equal(no_time, predict_rates(hess_cube, [25.0])[0])
 
 
 def test_far_targets_still_get_the_nearest_runs(hess_cube):

@@ -232,9 +232,6 @@ def write_models(
     zero = [labels[i] for i in np.flatnonzero(cube["counts"].sum(("energy", "offset")).values == 0)]
     if zero:  # also with skip_bad, where build_cube cannot tell which bands stay empty
         warnings.warn(f"zenith band(s) {zero} deg hold no event (no run, or none in the binned range): written as zeros", stacklevel=2)
-    zero = [labels[i] for i in np.flatnonzero(cube["counts"].sum(("energy", "offset")).values == 0)]
-    if zero:  # also with skip_bad, where build_cube cannot tell which bands stay empty
-        warnings.warn(f"zenith band(s) {zero} deg hold no event (no run, or none in the binned range): written as zeros", stacklevel=2)
     if zenith_model == "bands":
         if np.any(cube["n_runs"].values[band[band >= 0]] == 0):
             warnings.warn("observations are assigned a zenith band without runs: their model is 0", stacklevel=2)

@@ -66,6 +66,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--kernel-sigma", type=float, help="kernel width in cos(zenith) (default: 0.03)")
     p.add_argument("--time-sigma", type=float, help="kernel width in time, years; 0 for none (default: 1)")
+    p.add_argument(
+        "--smooth",
+        action=argparse.BooleanOptionalAction,
+        help="smooth sparse bins keeping each energy bin's counts (bkgxr.smooth; default: on with the kernel "
+        "model, off with bands and interpolate, so that bands is exactly the tutorial recipe)",
+    )
 
 
 def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -102,7 +108,11 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_model_options(p)
     p.add_argument("--radius", type=float, default=2.0, help="compare offsets up to this radius, deg (default: 2)")
     p.add_argument("--out", type=Path, help="write the per-run table as CSV (summary in # lines)")
-    p.add_argument("--compare", action="store_true", help="also print the summary of every recipe")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also print the summary of every recipe, smoothed or not, and of the store's own bkg models if it has them",
+    )
     _add_cluster_options(p)
     p.set_defaults(func=_validate)
 
@@ -163,10 +173,13 @@ def _recipe(args: argparse.Namespace) -> dict[str, object]:
     from .zenith import DEFAULT_ZENITH_MODEL, KERNEL_SIGMA, KERNEL_TIME_SIGMA
 
     time_sigma = KERNEL_TIME_SIGMA if args.time_sigma is None else args.time_sigma
+    model = args.zenith_model or DEFAULT_ZENITH_MODEL
+    smooth = model == "kernel" if args.smooth is None else args.smooth
     return {
-        "model": args.zenith_model or DEFAULT_ZENITH_MODEL,
+        "model": model,
         "sigma": KERNEL_SIGMA if args.kernel_sigma is None else args.kernel_sigma,
         "time_sigma": time_sigma or None,
+        "smooth": {} if smooth else None,
     }
 
 
@@ -174,7 +187,7 @@ def _describe(recipe: dict[str, object]) -> str:
     text = f"zenith model: {recipe['model']}"
     if recipe["model"] == "kernel":
         text += f" (kernel sigma {recipe['sigma']} in cos z, time sigma {recipe['time_sigma'] or 'none'} yr)"
-    return text
+    return text + (", smoothed" if recipe["smooth"] is not None else ", not smoothed")
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -192,7 +205,7 @@ def _build(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from .validate import validate
 
-    _, cube, query = _cube(args)
+    store, cube, query = _cube(args)
     recipe = _recipe(args)
     result = validate(cube, radius=args.radius, **recipe)  # type: ignore[arg-type]
     print(summary(cube, query=query))
@@ -201,8 +214,13 @@ def _validate(args: argparse.Namespace) -> int:
     print(result)
     if args.compare:
         for model in ZENITH_MODELS:
-            if model != recipe["model"]:
-                print(validate(cube, radius=args.radius, **{**recipe, "model": model}))  # type: ignore[arg-type]
+            for smooth in (None, {}):
+                if (model, smooth) != (recipe["model"], recipe["smooth"]):
+                    print(validate(cube, radius=args.radius, **{**recipe, "model": model, "smooth": smooth}))  # type: ignore[arg-type]
+        if "bkg" in {str(t).strip().lower() for t in store.hdu_table["HDU_TYPE"]}:
+            from .published import validate_published
+
+            print(validate_published(store, cube, radius=args.radius))
     if args.out is not None:
         print(f"written: {result.write(args.out)}")
     return 0

@@ -16,7 +16,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
@@ -25,6 +25,7 @@ from astropy.table import Table
 from .axes import Binning, band_labels
 from .cube import assemble_cube, band_index, binning_of
 from .exceptions import StoreError
+from .smooth import OPTIONS, smooth_cube
 from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
 from .zenith import (
     DEFAULT_ZENITH_MODEL,
@@ -37,12 +38,22 @@ from .zenith import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import astropy.units as u
     import pandas as pd
     import numpy.typing as npt
     import xarray as xr
 
     from .store import Store
+
+#: Primary-header keywords of the smoothing options: keyword -> (option of smooth_rate, comment).
+SMOOTH_KEYWORDS = {
+    "SMDEGREE": ("degree", "smoothing: max degree of the radial shape"),
+    "SMMINCNT": ("min_counts", "smoothing: counts of a populated energy bin"),
+    "SMSHPCNT": ("shape_counts", "smoothing: counts of a shape-fit window"),
+    "SMNTAIL": ("n_tail", "smoothing: populated bins fixing the tail"),
+}
 
 #: Keywords every GADF HDU written here carries (copied per HDU, never shared).
 DEFAULT_HEADER = {"HDUCLASS": "GADF", "HDUDOC": "https://github.com/open-gamma-ray-astro/gamma-astro-data-formats", "HDUVERS": "0.2"}
@@ -179,6 +190,7 @@ def write_models(
     zenith_model: ZenithModel = DEFAULT_ZENITH_MODEL,  # type: ignore[assignment]
     sigma: float = KERNEL_SIGMA,
     time_sigma: float | None = KERNEL_TIME_SIGMA,
+    smooth: Mapping[str, Any] | None = None,
     outside: Outside = "nearest",
     date: str | None = None,
     overwrite: bool = True,
@@ -204,6 +216,10 @@ def write_models(
     sigma, time_sigma : float
         Kernel widths in cos(zenith) and years (``kernel`` only; time_sigma
         None for no time kernel).
+    smooth : mapping, optional
+        Smooth every model with these options of
+        :func:`bkgxr.smooth.smooth_rate` (``{}`` for its defaults); None for
+        the raw counts / exposure. Stated in the header (SMOOTH, SM*).
     outside : {"nearest", "none"}
         ``bands`` only: observations whose zenith lies outside every band get
         the nearest band's model, or no model (with a warning).
@@ -220,6 +236,8 @@ def write_models(
     """
     cube = cube.compute()
     path = Path(path)
+    smoothing = None if smooth is None else {**OPTIONS, **smooth}
+    models = cube if smoothing is None else smooth_cube(cube, **smoothing)
     binning = binning_of(cube)
     labels = band_labels(binning.zenith)
     names = [bkg_hdu_name(lo, hi) for lo, hi in zip(binning.zenith[:-1], binning.zenith[1:], strict=True)]
@@ -238,7 +256,7 @@ def write_models(
         hdu_names = [names[b] if b >= 0 else "" for b in band]
         extra = []
     else:
-        hdu_names, extra = _observation_hdus(cube, obs, band >= 0, zenith_model, sigma, time_sigma)
+        hdu_names, extra = _observation_hdus(cube, obs, band >= 0, zenith_model, sigma, time_sigma, smoothing)
 
     primary = fits.PrimaryHDU()
     primary.header["CREATOR"] = "bkgxr"
@@ -252,6 +270,10 @@ def write_models(
     primary.header["NRUNS"] = (int(cube["run_used"].sum()), "off runs the models were built from")
     primary.header["NSKIPPED"] = (int((~cube["run_used"]).sum()), "runs left out: see RUNS.ERROR")
     primary.header["SAFEENER"] = (bool(cube.attrs.get("safe_energy", 0)), "runs used only in their safe energy bins")
+    primary.header["SMOOTH"] = (smoothing is not None, "models smoothed by bkgxr.smooth (SM* options)")
+    for key, (name, comment) in SMOOTH_KEYWORDS.items():
+        if smoothing is not None:
+            primary.header[key] = (smoothing[name], comment)
 
     obs_table = store.obs_table.copy(copy_data=True)
     obs_table.meta.update({"EXTNAME": "OBS_INDEX", "BKGZRULE": outside, "ZENMODEL": zenith_model})
@@ -269,7 +291,7 @@ def write_models(
     ]
     hdus[1].name, hdus[2].name, hdus[3].name = "HDU_INDEX", "OBS_INDEX", "RUNS"
     for i, name in enumerate(names):
-        band_cube = cube.isel(zenith=i)
+        band_cube = models.isel(zenith=i)
         hdus.append(
             create_bkg_2d_hdu(
                 band_cube["rate"].transpose("energy", "offset").values,
@@ -295,13 +317,20 @@ def _observation_hdus(
     zenith_model: ZenithModel,
     sigma: float,
     time_sigma: float | None,
+    smooth: Mapping[str, Any] | None,
 ) -> tuple[list[str], list[fits.BinTableHDU]]:
     """Return each observation's HDU name ('' for none) and one BKG_2D HDU per modelled observation."""
     binning = binning_of(cube)
     index = np.flatnonzero(modelled)
     time = obs["TSTART"].to_numpy(np.float64)[index] if "TSTART" in obs else None
     rate, n_eff = predict_rates(
-        cube, obs["ZEN_PNT"].to_numpy(np.float64)[index], model=zenith_model, sigma=sigma, time=time, time_sigma=time_sigma
+        cube,
+        obs["ZEN_PNT"].to_numpy(np.float64)[index],
+        model=zenith_model,
+        sigma=sigma,
+        time=time,
+        time_sigma=time_sigma,
+        smooth=smooth,
     )
     names = [""] * len(obs)
     hdus = []
@@ -400,6 +429,11 @@ def load_models(path: str | Path) -> xr.Dataset:
             zen = np.array([[float(h.header["ZEN_LO"]), float(h.header["ZEN_HI"])] for h in hdus])
             runs = Table.read(hdul["RUNS"])
             safe_energy = bool(hdul[0].header.get("SAFEENER", False))
+            smoothing = (
+                {name: hdul[0].header[key] for key, (name, _) in SMOOTH_KEYWORDS.items()}
+                if hdul[0].header.get("SMOOTH", False)
+                else None
+            )
             run_counts = np.asarray(runs["COUNTS"], dtype=np.int64).transpose(0, 2, 1)
             run_safe, run_error = np.asarray(runs["SAFE"], dtype=bool), np.asarray(runs["ERROR"], dtype=object)
         except (KeyError, ValueError, IndexError) as err:
@@ -437,6 +471,8 @@ def load_models(path: str | Path) -> xr.Dataset:
             "safe_energy": int(safe_energy),
         },
     )
+    if smoothing is not None:
+        cube = smooth_cube(cube, **smoothing)
     if not np.allclose(cube["rate"].values, stored, rtol=1e-12, atol=0):
         raise StoreError("the stored BKG differs from the runs' counts / exposure: the file was changed after writing", path=path)
     return cube

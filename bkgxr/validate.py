@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,8 @@ from .cube import binning_of, exposure_s_mev_sr
 from .zenith import DEFAULT_ZENITH_MODEL, KERNEL_SIGMA, KERNEL_TIME_SIGMA, ZenithModel, predict_rates
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy.typing as npt
     import xarray as xr
 
@@ -112,6 +114,7 @@ def validate(
     time_sigma: float | None = KERNEL_TIME_SIGMA,
     radius: float = DEFAULT_RADIUS,
     default_threshold: float = DEFAULT_THRESHOLD,
+    smooth: Mapping[str, Any] | None = None,
 ) -> Validation:
     """Leave-one-run-out validation of a zenith recipe on the runs of ``cube``.
 
@@ -129,6 +132,9 @@ def validate(
         Compare offsets up to this radius, deg (whole offset bins only).
     default_threshold : float
         Energy threshold (TeV) of runs without SAFE_ENERGY_LO.
+    smooth : mapping, optional
+        Smoothing options (:func:`bkgxr.smooth.smooth_rate`) applied to each
+        held-out run's model; None for none.
 
     Returns
     -------
@@ -144,6 +150,7 @@ def validate(
         time=cube["run_tstart"].values[held],
         time_sigma=time_sigma,
         leave_out=held,
+        smooth=smooth,
     )
     unit = exposure_s_mev_sr(np.ones(1), binning)[0]
     threshold = np.nan_to_num(cube["run_threshold"].values[held], nan=default_threshold)
@@ -159,7 +166,8 @@ def validate(
              predicted[mask].sum(), *compare(observed[mask], predicted[mask]), float(n_eff[k]))
         )
     table = pd.DataFrame(rows, columns=COLUMNS)
-    return Validation(table, summarize(table, model=model, radius=radius, default_threshold=default_threshold))
+    name = model if smooth is None else f"{model}+smooth"
+    return Validation(table, summarize(table, model=name, radius=radius, default_threshold=default_threshold))
 
 
 def summarize(table: pd.DataFrame, *, model: str, radius: float, default_threshold: float) -> dict[str, float | int | str]:

@@ -23,13 +23,16 @@ Three recipes, each a pure function of the cube's per-run counts and exposures:
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .cube import band_index, binning_of, exposure_s_mev_sr
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from .axes import Binning
     import numpy.typing as npt
     import xarray as xr
 
@@ -63,6 +66,21 @@ def _ratio(counts: npt.NDArray[np.float64], exposure: npt.NDArray[np.float64]) -
     out = np.zeros_like(counts, dtype=np.float64)
     np.divide(counts, exposure, out=out, where=exposure > 0)
     return out
+
+
+def _rate(
+    counts: npt.NDArray[np.float64],
+    exposure: npt.NDArray[np.float64],
+    binning: Binning,
+    smooth: Mapping[str, Any] | None,
+) -> npt.NDArray[np.float64]:
+    """Return counts / exposure, or its smoothed version (:func:`bkgxr.smooth.smooth_rate`)."""
+    if smooth is None:
+        return _ratio(counts, exposure)
+    from .smooth import smooth_rate
+
+    rate, _ = smooth_rate(counts, exposure, offset_edges=binning.offset, energy_edges=binning.energy, **smooth)
+    return np.asarray(rate, dtype=np.float64)
 
 
 def kernel_weights(
@@ -118,6 +136,7 @@ def predict_rates(
     time: npt.ArrayLike | None = None,
     time_sigma: float | None = None,
     leave_out: npt.ArrayLike | None = None,
+    smooth: Mapping[str, Any] | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Return the background rate at each target zenith.
 
@@ -138,6 +157,10 @@ def predict_rates(
         Without TSTART of every run and target it is dropped, with a warning.
     leave_out : array-like of int, optional
         Index along ``obs_id`` of a run to leave out per target, -1 for none.
+    smooth : mapping, optional
+        Options of :func:`bkgxr.smooth.smooth_rate`: each model (each band
+        before ``interpolate``) is smoothed from its (weighted) counts and
+        exposure. None for the raw ratio.
 
     Returns
     -------
@@ -163,12 +186,14 @@ def predict_rates(
     drop = np.full(zenith.size, -1) if leave_out is None else np.asarray(leave_out, dtype=np.int64)
     keep = np.ones((zenith.size, n_runs))
     keep[np.flatnonzero(drop >= 0), drop[drop >= 0]] = 0.0
+    binning = binning_of(cube)
     if model == "interpolate":
-        return _interpolate(cube, zenith, counts, exposure, keep)
+        return _interpolate(cube, zenith, counts, exposure, keep, lambda c, x: _rate(c, x, binning, smooth))
     times = None if time is None else np.atleast_1d(np.asarray(time, dtype=np.float64))
     weights = _weights(cube, zenith, model, sigma, times, time_sigma) * keep
+    shape = (zenith.size, *counts.shape[1:])
     flat = (counts.reshape(n_runs, -1), exposure.reshape(n_runs, -1))
-    rate = _ratio(weights @ flat[0], weights @ flat[1]).reshape(zenith.size, *counts.shape[1:])
+    rate = _rate((weights @ flat[0]).reshape(shape), (weights @ flat[1]).reshape(shape), binning, smooth)
     n_eff = _ratio(weights.sum(axis=1) ** 2, (weights**2).sum(axis=1))
     return rate, n_eff
 
@@ -179,8 +204,9 @@ def _interpolate(
     counts: npt.NDArray[np.float64],
     exposure: npt.NDArray[np.float64],
     keep: npt.NDArray[np.float64],
+    rate_of: Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]], npt.NDArray[np.float64]],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Band rates (without the left-out run) interpolated in cos(zenith).
+    """Band rates (``rate_of(counts, exposure)``, without the left-out run) interpolated in cos(zenith).
 
     Quadratic (Lagrange) through the three band centroids nearest the target,
     linear with two bands, constant with one; clamped to the outermost
@@ -195,7 +221,7 @@ def _interpolate(
     for t in range(zenith.size):
         w = member * keep[t][None, :]  # (band, run)
         filled = w.sum(axis=1) > 0
-        band_rate = _ratio(np.tensordot(w, counts, 1), np.tensordot(w, exposure, 1))[filled]
+        band_rate = rate_of(np.tensordot(w, counts, 1)[filled], np.tensordot(w, exposure, 1)[filled])
         centre = _ratio((w * live * cos_run).sum(axis=1), (w * live).sum(axis=1))[filled]
         x = np.clip(np.cos(np.radians(zenith[t])), centre.min(), centre.max())
         nodes = np.argsort(np.abs(centre - x), kind="stable")[: min(3, centre.size)]

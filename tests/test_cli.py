@@ -6,7 +6,7 @@ from bkgxr.cli import main
 
 def test_build_writes_models_and_prints_the_summary(hess_dir, hess_cube, tmp_path, capsys):
     out = tmp_path / "bkg.fits"
-    assert main(["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01"]) == 0
+    assert main(["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01", "--zenith-model", "bands"]) == 0
     text = capsys.readouterr().out
     assert 'TARGET_NAME == "Off data"' in text
     for label, runs, events in zip(["0-20", "20-40", "40-90"], [11, 25, 9], hess_cube["counts"].sum(("energy", "offset")).values):
@@ -51,7 +51,7 @@ def test_build_states_the_zenith_model_in_summary_and_header(hess_dir, tmp_path,
     assert main(["build", str(hess_dir), "--out", str(out), "--quiet", "--time-sigma", "0.5"]) == 0
     assert "zenith model: kernel (kernel sigma 0.03 in cos z, time sigma 0.5 yr)" in capsys.readouterr().out
     header = fits.getheader(out, 0)
-    assert header["ZENMODEL"] == "kernel" and header["KTSIGMA"] == 0.5
+    assert header["ZENMODEL"] == "kernel" and header["KTSIGMA"] == 0.5 and header["SMOOTH"]
     index = fits.getdata(out, "HDU_INDEX")
     assert set(index["HDU_NAME"][index["HDU_TYPE"] == "bkg"]) == {f"BKG_OBS_{i}" for i in fits.getdata(out, "OBS_INDEX")["OBS_ID"]}
 

@@ -113,3 +113,20 @@ def test_kernel_models_give_every_observation_its_own_bkg(hess_store, hess_cube,
         header = fits.getheader(path, f"BKG_OBS_{observation.obs_id}")
         assert header["N_EFF"] == pytest.approx(n_eff[k], rel=1e-5)
     assert len(store.hdu_table[store.hdu_table["HDU_TYPE"] == "bkg"]) == 105
+
+
+def test_smoothed_models_are_stated_and_read_back(hess_store, hess_cube, tmp_path):
+    from bkgxr.gadf import load_models
+    from bkgxr.smooth import smooth_cube
+
+    path = bkgxr.write_models(
+        hess_cube, tmp_path / "s.fits", store=hess_store, zenith_model="bands", smooth={"min_counts": 80}, date="2026-01-01"
+    )
+    header = fits.getheader(path, 0)
+    assert header["SMOOTH"] and header["SMMINCNT"] == 80 and header["SMDEGREE"] == 3
+    expected = smooth_cube(hess_cube, min_counts=80)["rate"]
+    np.testing.assert_array_equal(fits.getdata(path, "BKG_ZEN_0_20")["BKG"][0].T, expected.isel(zenith=0).values)
+    loaded = load_models(path)
+    np.testing.assert_allclose(loaded["rate"].values, expected.values, rtol=1e-12)
+    assert not np.array_equal(expected.values, hess_cube["rate"].values)
+    np.testing.assert_array_equal(loaded["counts"].values, hess_cube["counts"].values)

@@ -48,16 +48,19 @@ def test_kernel_beats_bands_on_simulated_runs(sim_store):
 HESS = {
     "bands": {"mean": 0.988, "std": 0.320, "deviance_ndf": 1.223},
     "kernel": {"mean": 0.989, "std": 0.162, "deviance_ndf": 1.121},
+    "kernel+smooth": {"mean": 0.984, "std": 0.161, "deviance_ndf": 1.075},
 }
 
 
 def test_hess_off_runs_default_recipe_beats_the_tutorial(hess_cube, tmp_path):
     bands = validate(hess_cube, model="bands")
     kernel = validate(hess_cube, model="kernel", time_sigma=1.0)
-    for result, pinned in ((bands, HESS["bands"]), (kernel, HESS["kernel"])):
+    default = validate(hess_cube, smooth={})  # the CLI's default recipe
+    for result, pinned in ((bands, HESS["bands"]), (kernel, HESS["kernel"]), (default, HESS["kernel+smooth"])):
         for key, value in pinned.items():
             assert result.summary[key] == pytest.approx(value, abs=0.002), (result.summary["model"], key)
     assert kernel.summary["std"] < 0.6 * bands.summary["std"]
+    assert default.summary["deviance_ndf"] < kernel.summary["deviance_ndf"] < bands.summary["deviance_ndf"]
     assert len(kernel.runs) == 45 and kernel.runs["N_EFF"].min() > 1
     path = kernel.write(tmp_path / "validation.csv")
     table = pd.read_csv(path, comment="#")

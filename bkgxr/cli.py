@@ -315,18 +315,23 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from .cube import build_cube
-    from .gadf import write_models
+    from .gadf import load_models, write_models
     from .plot import plot_overview
     from .simulate import simulate_store
     from .store import OFF_QUERY, open_store
+    from .zenith import DEFAULT_ZENITH_MODEL, KERNEL_SIGMA, KERNEL_TIME_SIGMA
 
     sim = simulate_store(args.out / "store", n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed, overwrite=True)
     store = open_store(sim.path)
     cube = build_cube(store.select(OFF_QUERY)).compute()
-    models = write_models(cube, args.out / "bkg_models.fits", store=store)
-    fig = plot_overview(cube)
+    recipe = {"model": DEFAULT_ZENITH_MODEL, "sigma": KERNEL_SIGMA, "time_sigma": KERNEL_TIME_SIGMA, "smooth": {}}
+    models = write_models(
+        cube, args.out / "bkg_models.fits", store=store, zenith_model=DEFAULT_ZENITH_MODEL, time_sigma=KERNEL_TIME_SIGMA, smooth={}
+    )
+    fig = plot_overview(load_models(models))  # the band models as written
     fig.savefig(args.out / "overview.png", dpi=100)
     print(summary(cube, query=OFF_QUERY))
+    print(_describe(recipe))
     print(f"store:    {sim.path}\nmodels:   {models.resolve()}\noverview: {(args.out / 'overview.png').resolve()}")
     return 0
 

@@ -264,8 +264,8 @@ def test_demo_writes_models_gammapy_loads_and_a_png(tmp_path, capsys):
     store = bkgxr.open_store(out / "store")
     cube = bkgxr.build_cube(store.select(bkgxr.OFF_QUERY)).compute()
     data_store = DataStore.from_file(out / "bkg_models.fits")
-    # the demo writes the default recipe: each observation's kernel model at its zenith and time
-    expected, _ = predict_rates(cube, cube["run_zenith"].values, time=cube["run_tstart"].values, time_sigma=1.0)
+    # the demo writes the default recipe: each observation's smoothed kernel model at its zenith and time
+    expected, _ = predict_rates(cube, cube["run_zenith"].values, time=cube["run_tstart"].values, time_sigma=1.0, smooth={})
     for obs_id, rate in zip(cube["obs_id"].values, expected, strict=True):
         bkg = data_store.obs(int(obs_id), required_irf=["bkg"]).bkg
         np.testing.assert_allclose(bkg.quantity.to_value("MeV-1 s-1 sr-1"), rate, rtol=1e-10)

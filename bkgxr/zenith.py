@@ -58,7 +58,7 @@ def run_exposures(cube: xr.Dataset) -> npt.NDArray[np.float64]:
     """
     binning = binning_of(cube)
     unit = exposure_s_mev_sr(np.ones(1), binning)[0]  # dE x dOmega, (energy, offset)
-    livetime = cube["run_livetime"].values * cube["run_used"].values
+    livetime = np.where(cube["run_used"].values, cube["run_livetime"].values, 0.0)  # a bad run's is NaN
     return livetime[:, None, None] * cube["run_safe"].values[:, :, None] * unit[None]
 
 

@@ -42,9 +42,9 @@ from astropy.io import fits
 
 from .cube import binning_of
 from .exceptions import InvalidRunError
-from .store import _locations
+from .store import hdu_locations
 from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, parse_unit, scale_to
-from .validate import COLUMNS, DEFAULT_RADIUS, DEFAULT_THRESHOLD, Validation, compare, summarize
+from .validate import DEFAULT_RADIUS, DEFAULT_THRESHOLD, Validation, compare_runs
 
 if TYPE_CHECKING:
     import astropy.units as u
@@ -296,7 +296,7 @@ def bkg_locations(store: Store, obs_ids: npt.ArrayLike) -> pd.DataFrame:
         If the store's hdu-index has no bkg row for a run.
     """
     wanted = pd.DataFrame({"OBS_ID": np.asarray(obs_ids, dtype=np.int64)})
-    rows = _locations(store, "bkg")
+    rows = hdu_locations(store, "bkg")
     found = wanted.merge(rows.astype({"OBS_ID": np.int64}), on="OBS_ID", how="left")
     missing = found["BKG_PATH"].isna().to_numpy()
     if missing.any():
@@ -385,20 +385,8 @@ def validate_published(
     --------
     bkgxr.validate.validate : the same comparison for bkgxr's own recipes.
     """
-    binning = binning_of(cube)
     held = np.flatnonzero(cube["run_used"].values)
     predicted = predicted_counts(store, cube.isel(obs_id=held), oversample=oversample)
-    threshold = np.nan_to_num(cube["run_threshold"].values[held], nan=default_threshold)
-    # the masks of bkgxr.validate.validate
-    in_energy = binning.energy[None, :-1] >= threshold[:, None] * (1 - 1e-6)
-    in_radius = binning.offset[1:] <= radius + 1e-9
-    rows = []
-    for k, i in enumerate(held):
-        mask = in_energy[k][:, None] & in_radius[None, :]
-        observed = cube["run_counts"].values[i].astype(np.float64)
-        rows.append(
-            (int(cube["obs_id"].values[i]), float(cube["run_zenith"].values[i]), observed[mask].sum(),
-             predicted[k][mask].sum(), *compare(observed[mask], predicted[k][mask]), np.nan)
-        )
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    return Validation(table, summarize(table, model=MODEL_NAME, radius=radius, default_threshold=default_threshold))
+    return compare_runs(
+        cube, held, predicted, np.full(held.size, np.nan), model=MODEL_NAME, radius=radius, default_threshold=default_threshold
+    )

@@ -184,7 +184,7 @@ def open_store(path: str | Path) -> Store:
     return Store(root=root, hdu_table=hdu_table, obs_table=obs_table)
 
 
-def _locations(store: Store, hdu_type: str) -> pd.DataFrame:
+def hdu_locations(store: Store, hdu_type: str) -> pd.DataFrame:
     """Return OBS_ID, path and HDU name of every ``hdu_type`` row of the HDU index."""
     hdus = _decode(store.hdu_table)
     rows = hdus[hdus["HDU_TYPE"].str.lower() == hdu_type]
@@ -209,7 +209,7 @@ def _complete(store: Store, frame: pd.DataFrame, *, skip_bad: bool) -> pd.DataFr
     with ``skip_bad``; otherwise the first bad run raises).
     """
     for hdu_type in ("events", "gti"):
-        frame = frame.merge(_locations(store, hdu_type), on="OBS_ID", how="left")
+        frame = frame.merge(hdu_locations(store, hdu_type), on="OBS_ID", how="left")
     values, errors = [], []
     for _, row in frame.iterrows():
         try:

@@ -153,21 +153,51 @@ def validate(
         smooth=smooth,
     )
     unit = exposure_s_mev_sr(np.ones(1), binning)[0]
+    predicted = rate * cube["run_livetime"].values[held][:, None, None] * unit[None]
+    name = model if smooth is None else f"{model}+smooth"
+    return compare_runs(cube, held, predicted, n_eff, model=name, radius=radius, default_threshold=default_threshold)
+
+
+def compare_runs(
+    cube: xr.Dataset,
+    held: npt.NDArray[np.int64],
+    predicted: npt.NDArray[np.float64],
+    n_eff: npt.NDArray[np.float64],
+    *,
+    model: str,
+    radius: float,
+    default_threshold: float,
+) -> Validation:
+    """Compare the runs ``held`` (indices along ``obs_id``) with their predicted counts.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Computed cube with per-run counts.
+    held : numpy.ndarray
+        Runs compared. Shape: (n_held,).
+    predicted : numpy.ndarray
+        Predicted counts per bin. Shape: (n_held, n_energy, n_offset).
+    n_eff : numpy.ndarray
+        Effective number of runs behind each prediction (NaN if not defined).
+    model, radius, default_threshold
+        Name of the recipe, offset radius (deg) and threshold of runs without
+        SAFE_ENERGY_LO (TeV), as in :func:`validate`.
+    """
+    binning = binning_of(cube)
     threshold = np.nan_to_num(cube["run_threshold"].values[held], nan=default_threshold)
     in_energy = binning.energy[None, :-1] >= threshold[:, None] * (1 - 1e-6)
     in_radius = binning.offset[1:] <= radius + 1e-9
     rows = []
     for k, i in enumerate(held):
         mask = in_energy[k][:, None] & in_radius[None, :]
-        predicted = rate[k] * cube["run_livetime"].values[i] * unit
         observed = cube["run_counts"].values[i].astype(np.float64)
         rows.append(
             (int(cube["obs_id"].values[i]), float(cube["run_zenith"].values[i]), observed[mask].sum(),
-             predicted[mask].sum(), *compare(observed[mask], predicted[mask]), float(n_eff[k]))
+             predicted[k][mask].sum(), *compare(observed[mask], predicted[k][mask]), float(n_eff[k]))
         )
     table = pd.DataFrame(rows, columns=COLUMNS)
-    name = model if smooth is None else f"{model}+smooth"
-    return Validation(table, summarize(table, model=name, radius=radius, default_threshold=default_threshold))
+    return Validation(table, summarize(table, model=model, radius=radius, default_threshold=default_threshold))
 
 
 def summarize(table: pd.DataFrame, *, model: str, radius: float, default_threshold: float) -> dict[str, float | int | str]:

@@ -41,6 +41,8 @@ def _read_with_astropy(
         for name in also:
             hdul[name]  # raises KeyError when missing
         table = hdul[hdu]
+        if not isinstance(table, (fits.BinTableHDU, fits.TableHDU)):
+            raise ValueError(f"the {hdu} HDU is not a table but {type(table).__name__}")
         names = {n.upper(): n for n in table.columns.names}
         columns = {n: np.asarray(table.data[names[n]], dtype=np.float64) for n in EVENT_COLUMNS if n in names}
         units = {n: str(table.columns[names[n]].unit or "") for n in columns}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Row, Table
 
 from .axes import Binning, band_labels
 from .cube import assemble_cube, band_index, binning_of
@@ -123,6 +123,12 @@ def _relative_dir(target: Path, start: Path) -> str:
         return target.as_posix()
 
 
+def _cell(row: Row, name: str) -> str:
+    """Return a text cell of an index row, '' where the column is missing or the cell masked."""
+    value = row[name] if name in row.colnames else ""
+    return "" if value is np.ma.masked else str(value).strip()
+
+
 def hdu_index_table(
     store: Store, out: Path, obs_ids: npt.ArrayLike, hdu_names: list[str]
 ) -> Table:
@@ -145,8 +151,8 @@ def hdu_index_table(
             continue
         file_dir = _relative_dir(store.file_path(row).parent, out_dir)
         rows.append(
-            (int(row["OBS_ID"]), hdu_type, str(row["HDU_CLASS"]).strip(), file_dir,
-             Path(str(row["FILE_NAME"]).strip()).name, str(row["HDU_NAME"]).strip())
+            (int(row["OBS_ID"]), hdu_type, _cell(row, "HDU_CLASS") or hdu_type, file_dir,
+             Path(str(row["FILE_NAME"]).strip()).name, _cell(row, "HDU_NAME") or hdu_type.upper())
         )
     for obs_id, name in zip(np.asarray(obs_ids).tolist(), hdu_names, strict=True):
         if name:

@@ -19,12 +19,17 @@ from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .axes import DIMS, Binning
-    from .cube import build_cube
-    from .events import open_events
-    from .exceptions import BkgxrError, EmptySelectionError, InvalidRunError, StoreError
-    from .gadf import write_models
-    from .store import OFF_QUERY, Store, open_store
+    from .axes import DIMS as DIMS, Binning as Binning
+    from .cube import build_cube as build_cube
+    from .events import open_events as open_events
+    from .exceptions import (
+        BkgxrError as BkgxrError,
+        EmptySelectionError as EmptySelectionError,
+        InvalidRunError as InvalidRunError,
+        StoreError as StoreError,
+    )
+    from .gadf import write_models as write_models
+    from .store import OFF_QUERY as OFF_QUERY, Store as Store, open_store as open_store
 
 __version__ = _version("bkgxr")
 

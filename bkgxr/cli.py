@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (BkgxrError, FileExistsError) as err:
+    except (BkgxrError, OSError) as err:  # OSError: the output cannot be written
         print(f"bkgxr: error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:  # bad option values reaching the API

@@ -202,6 +202,10 @@ def _gzipped_text(root: Path) -> None:
     run_file(root).write_bytes(gzip.compress(("OBS_ID,ENERGY,RA,DEC\n" + "2,1.0,83.6,22.0\n" * 400).encode()))
 
 
+def _events_as_image(hdul: fits.HDUList) -> None:
+    hdul["EVENTS"] = fits.ImageHDU(np.zeros((3, 3), dtype=np.float32), name="EVENTS")
+
+
 def _keyword_gone(name: str) -> Callable[[Path], None]:
     def mutate(root: Path) -> None:
         edit_index(root, "obs", drop_obs_columns(name))
@@ -259,6 +263,8 @@ BAD_CASES: dict[str, Bad] = {
     # HDUs and columns
     "no_events_hdu": Bad(lambda r: edit_run(r, remove_hdu("EVENTS")), InvalidRunError, "compute", r"no EVENTS HDU"),
     "no_gti_hdu": Bad(lambda r: edit_run(r, remove_hdu("GTI")), InvalidRunError, "compute", r"no GTI HDU"),
+    "events_hdu_is_an_image": Bad(lambda r: edit_run(r, _events_as_image), InvalidRunError, "compute",
+                                  r"cannot read the file: the EVENTS HDU is not a table but ImageHDU"),
     **{
         f"no_{name.lower()}_column": Bad(
             lambda r, name=name: edit_events(r, lambda t: t.remove_column(name)), InvalidRunError, "compute",
@@ -441,6 +447,20 @@ def test_cli_prints_one_line_exits_1_and_leaves_the_output_alone(name, corpus, t
     assert sorted(p.name for p in tmp_path.iterdir()) == (["bkg.fits"] if existing else [])
     if existing:
         assert out.read_bytes() == before
+
+
+def test_cli_output_that_cannot_be_written_is_one_line_not_a_traceback(base, tmp_path, capsys):
+    folder = tmp_path / "bkg.fits"
+    (folder / "inside").mkdir(parents=True)
+    code, stdout, stderr = cli(capsys, base.path, folder)
+    assert code == 1 and stdout == ""
+    assert stderr == f"bkgxr: error: {folder} is a folder; give the name of the output file\n"
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    code, _, stderr = cli(capsys, base.path, blocked / "bkg.fits")
+    assert code == 1 and stderr.startswith("bkgxr: error: ") and str(blocked) in stderr and stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "bkg.fits"]
+    assert [p.name for p in folder.iterdir()] == ["inside"] and blocked.read_text() == "not a folder"
 
 
 # --------------------------------------------------------------------------- broken, skipped
@@ -664,6 +684,9 @@ WORKS: dict[str, Works] = {
     "file_dir_masked": Works(_file_dir_masked),
     "file_dir_outside_the_index_folder": Works(_file_dir_outside),
     "file_dir_absolute": Works(_file_dir_absolute),
+    "hdu_index_without_hdu_class_and_name": Works(
+        lambda r: edit_index(r, "hdu", lambda t: t[["OBS_ID", "HDU_TYPE", "FILE_DIR", "FILE_NAME"]])
+    ),
     "obs_index_without_target_name": Works(lambda r: edit_index(r, "obs", drop_obs_columns("TARGET_NAME")), target_name=False),
     "extra_event_columns": Works(_extra_event_columns),
     "energy_in_gev": Works(_energy_in_gev),

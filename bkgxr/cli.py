@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import pandas as pd
     import xarray as xr
@@ -183,7 +183,7 @@ def _recipe(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _describe(recipe: dict[str, object]) -> str:
+def _describe(recipe: Mapping[str, object]) -> str:
     text = f"zenith model: {recipe['model']}"
     if recipe["model"] == "kernel":
         text += f" (kernel sigma {recipe['sigma']} in cos z, time sigma {recipe['time_sigma'] or 'none'} yr)"
@@ -213,6 +213,7 @@ def _validate(args: argparse.Namespace) -> int:
     print(result.runs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(result)
     if args.compare:
+        smooth: dict[str, object] | None
         for model in ZENITH_MODELS:
             for smooth in (None, {}):
                 if (model, smooth) != (recipe["model"], recipe["smooth"]):
@@ -324,7 +325,7 @@ def _demo(args: argparse.Namespace) -> int:
     sim = simulate_store(args.out / "store", n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed, overwrite=True)
     store = open_store(sim.path)
     cube = build_cube(store.select(OFF_QUERY)).compute()
-    recipe = {"model": DEFAULT_ZENITH_MODEL, "sigma": KERNEL_SIGMA, "time_sigma": KERNEL_TIME_SIGMA, "smooth": {}}
+    recipe: dict[str, object] = {"model": DEFAULT_ZENITH_MODEL, "sigma": KERNEL_SIGMA, "time_sigma": KERNEL_TIME_SIGMA, "smooth": {}}
     models = write_models(
         cube, args.out / "bkg_models.fits", store=store, zenith_model=DEFAULT_ZENITH_MODEL, time_sigma=KERNEL_TIME_SIGMA, smooth={}
     )

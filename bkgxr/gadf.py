@@ -69,7 +69,7 @@ def create_bkg_2d_hdu(
     offset_edges: npt.ArrayLike,
     *,
     extname: str,
-    meta: dict[str, object] | None = None,
+    meta: Mapping[str, object] | None = None,
 ) -> fits.BinTableHDU:
     """Create a GADF ``BKG_2D`` HDU.
 
@@ -197,7 +197,7 @@ def write_models(
     path: str | Path,
     *,
     store: Store,
-    zenith_model: ZenithModel = DEFAULT_ZENITH_MODEL,  # type: ignore[assignment]
+    zenith_model: ZenithModel = DEFAULT_ZENITH_MODEL,
     sigma: float = KERNEL_SIGMA,
     time_sigma: float | None = KERNEL_TIME_SIGMA,
     smooth: Mapping[str, Any] | None = None,
@@ -264,7 +264,7 @@ def write_models(
         if np.any(cube["n_runs"].values[band[band >= 0]] == 0):
             warnings.warn("observations are assigned a zenith band without runs: their model is 0", stacklevel=2)
         hdu_names = [names[b] if b >= 0 else "" for b in band]
-        extra = []
+        extra: list[fits.BinTableHDU] = []
     else:
         hdu_names, extra = _observation_hdus(cube, obs, band >= 0, zenith_model, sigma, time_sigma, smoothing)
 

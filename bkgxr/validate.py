@@ -109,7 +109,7 @@ def compare(
 def validate(
     cube: xr.Dataset,
     *,
-    model: ZenithModel = DEFAULT_ZENITH_MODEL,  # type: ignore[assignment]
+    model: ZenithModel = DEFAULT_ZENITH_MODEL,
     sigma: float = KERNEL_SIGMA,
     time_sigma: float | None = KERNEL_TIME_SIGMA,
     radius: float = DEFAULT_RADIUS,

@@ -45,7 +45,7 @@ KERNEL_SIGMA = 0.03
 #: Default width of the kernel in time, years (None: no time kernel).
 KERNEL_TIME_SIGMA = 1.0
 #: Recipe used when none is given: the one that validates best on H.E.S.S. DR1.
-DEFAULT_ZENITH_MODEL = "kernel"
+DEFAULT_ZENITH_MODEL: ZenithModel = "kernel"
 #: Julian year in s, the unit of ``time_sigma``.
 SECONDS_PER_YEAR = 365.25 * 86400.0
 

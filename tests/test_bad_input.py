@@ -843,7 +843,7 @@ def _expected(stored, e_unit, a_unit, obs_livetime, header_livetime) -> tuple[np
     return counts, float(livetime)
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     events=_events,
     tform=st.sampled_from(["E", "D"]),

@@ -7,7 +7,7 @@ flags. Edges are float64 in the canonical units of :mod:`bkgxr.units`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import astropy.units as u
 import boost_histogram as bh
@@ -111,9 +111,11 @@ class Binning:
     (2, 19, 9)
     """
 
-    zenith: npt.NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
-    energy: npt.NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
-    offset: npt.NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    # __post_init__ turns None (the defaults) or any array-like into edges: the
+    # constructor takes more than the field type, which dataclasses cannot declare.
+    zenith: npt.NDArray[np.float64] = field(default=None)  # type: ignore[arg-type]
+    energy: npt.NDArray[np.float64] = field(default=None)  # type: ignore[arg-type]
+    offset: npt.NDArray[np.float64] = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         for dim in DIMS:
@@ -133,7 +135,7 @@ class Binning:
         """Return the edges of ``dim``."""
         if dim not in DIMS:
             raise ValueError(f"unknown dimension {dim!r}; expected one of {DIMS}")
-        return getattr(self, dim)  # type: ignore[no-any-return]
+        return cast("npt.NDArray[np.float64]", getattr(self, dim))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -182,6 +184,6 @@ def parse_edges(text: str) -> list[float]:
         raise ValueError(f"edges must be comma-separated numbers, got {text!r}") from err
 
 
-def band_labels(edges: Sequence[float]) -> list[str]:
+def band_labels(edges: Sequence[float] | npt.NDArray[np.float64]) -> list[str]:
     """Return labels like ``"0-20"`` for consecutive pairs of zenith edges."""
     return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from astropy.coordinates import angular_separation
@@ -32,7 +32,7 @@ def offset_deg(
         np.radians(ra_pnt),
         np.radians(dec_pnt),
     )
-    return np.degrees(sep)
+    return cast("npt.NDArray[np.float64]", np.degrees(sep))  # astropy is untyped
 
 
 def ring_solid_angle_sr(offset_edges_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -273,12 +273,13 @@ def run_values(row: pd.Series) -> dict[str, float]:
         values["ZEN_PNT"] = 90.0 - float(row["ALT_PNT"])
     if any(v is None for v in values.values()):
         values = _from_header(obs_id, path, str(row["EVENTS_HDU"]), values)
-    if not (np.isfinite(values["LIVETIME"]) and values["LIVETIME"] > 0):
-        raise InvalidRunError(obs_id, path, f"LIVETIME is {values['LIVETIME']} s; it must be positive")
+    found = cast("dict[str, float]", values)  # _from_header filled every None or raised
+    if not (np.isfinite(found["LIVETIME"]) and found["LIVETIME"] > 0):
+        raise InvalidRunError(obs_id, path, f"LIVETIME is {found['LIVETIME']} s; it must be positive")
     for name in ("RA_PNT", "DEC_PNT", "ZEN_PNT"):
-        if not np.isfinite(values[name]):
+        if not np.isfinite(found[name]):
             raise InvalidRunError(obs_id, path, f"{name} is not finite")
-    return values  # type: ignore[return-value]
+    return found
 
 
 def _from_header(obs_id: int, path: Path, hdu: str, values: dict[str, float | None]) -> dict[str, float | None]:

@@ -23,7 +23,7 @@ Three recipes, each a pure function of the cube's per-run counts and exposures:
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -59,7 +59,8 @@ def run_exposures(cube: xr.Dataset) -> npt.NDArray[np.float64]:
     binning = binning_of(cube)
     unit = exposure_s_mev_sr(np.ones(1), binning)[0]  # dE x dOmega, (energy, offset)
     livetime = np.where(cube["run_used"].values, cube["run_livetime"].values, 0.0)  # a bad run's is NaN
-    return livetime[:, None, None] * cube["run_safe"].values[:, :, None] * unit[None]
+    exposure = livetime[:, None, None] * cube["run_safe"].values[:, :, None] * unit[None]
+    return cast("npt.NDArray[np.float64]", exposure)  # xarray's .values is untyped
 
 
 def _ratio(counts: npt.NDArray[np.float64], exposure: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -104,6 +105,7 @@ def kernel_weights(
             warnings.warn("no TSTART for every run and target: the kernel weighs zenith only", stacklevel=4)
             time_sigma = None
     if time_sigma is not None:
+        time = cast("npt.NDArray[np.float64]", time)  # not None: time_sigma would be None
         log_w = log_w - 0.5 * ((run_time[None, :] - time[:, None]) / (time_sigma * SECONDS_PER_YEAR)) ** 2
     used = cube["run_used"].values
     log_w = np.where(used[None, :], log_w, -np.inf)

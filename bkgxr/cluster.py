@@ -28,7 +28,8 @@ def active_client() -> Client | None:
     from distributed import default_client
 
     try:
-        return default_client()
+        client: Client = default_client()  # type: ignore[no-untyped-call]
+        return client
     except ValueError:
         return None
 
@@ -66,16 +67,17 @@ def connect(
         return
     from distributed import Client, LocalCluster
 
+    # distributed's Client and LocalCluster constructors are unannotated
     with ExitStack() as stack:
         if workers is not None:
             if workers < 1:
                 raise ValueError(f"workers must be >= 1, got {workers}")
             cluster = stack.enter_context(
-                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")  # type: ignore[no-untyped-call]
             )
-            client = stack.enter_context(Client(cluster))
+            client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
         else:
-            client = stack.enter_context(Client(scheduler))
+            client = stack.enter_context(Client(scheduler))  # type: ignore[no-untyped-call]
         if not quiet:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
         yield client
@@ -92,14 +94,14 @@ def compute(obj: T, *, progress: bool = False) -> T:
     if client is None:
         if not progress:
             return obj.compute()  # type: ignore[attr-defined, no-any-return]
-        from dask.diagnostics import ProgressBar
+        from dask.diagnostics.progress import ProgressBar
 
-        with ProgressBar(out=sys.stderr):
+        with ProgressBar(out=sys.stderr):  # type: ignore[no-untyped-call]
             return obj.compute()  # type: ignore[attr-defined, no-any-return]
-    future: Any = client.compute(obj)
+    future: Any = client.compute(obj)  # type: ignore[no-untyped-call]
     if progress:
         from distributed import progress as show_progress
 
-        show_progress(future)
+        show_progress(future)  # type: ignore[no-untyped-call]
         print(file=sys.stderr)
     return future.result()  # type: ignore[no-any-return]

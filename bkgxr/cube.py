@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boost_histogram as bh
 import dask.array as da
@@ -46,6 +46,7 @@ from .units import ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, scale_to
 
 if TYPE_CHECKING:
     import numpy.typing as npt
+    from dask.typing import DaskCollection, Key
 
 #: How a run's zenith picks its band in the cube.
 ZENITH_RULE = "band containing the run's pointing zenith ZEN_PNT: lo <= zenith < hi"
@@ -90,7 +91,7 @@ def rate_from_counts(counts: xr.DataArray, exposure: xr.DataArray) -> tuple[xr.D
     has = exposure > 0
     safe = exposure.where(has, 1.0)
     rate = (counts / safe).where(has, 0.0)
-    err = (np.sqrt(counts) / safe).where(has, 0.0)
+    err = (cast("xr.DataArray", np.sqrt(counts)) / safe).where(has, 0.0)  # numpy's stubs ignore __array_ufunc__
     return rate, err
 
 
@@ -132,7 +133,7 @@ def _energy_limits(safe: npt.NDArray[np.bool_], edges: npt.NDArray[np.float64]) 
     return lo, hi
 
 
-def _run_histogram(hist: bh.Histogram) -> npt.NDArray[np.int64]:
+def _run_histogram(hist: bh.Histogram[bh.storage.Int64]) -> npt.NDArray[np.int64]:
     """Return one run's counts summed over zenith, shape (1, n_energy, n_offset)."""
     return np.asarray(hist.values().sum(axis=0), dtype=np.int64)[None]
 
@@ -143,10 +144,11 @@ def _histograms(events: da.Array, binning: Binning) -> tuple[da.Array, da.Array]
     per_run = dh.partitioned_factory(events, histref=histref)
     counts = per_run.collapse().to_dask_array(flow=False)[0]
     name = "bkgxr-run-counts-" + per_run.name.rsplit("-", 1)[-1]
-    layer = {(name, i, 0, 0): (_run_histogram, (per_run.name, i)) for i in range(per_run.npartitions)}
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[per_run])
+    layer: dict[Key, Any] = {(name, i, 0, 0): (_run_histogram, (per_run.name, i)) for i in range(per_run.npartitions)}
+    # a PartitionedHistogram is a dask collection, though its annotations differ from dask's protocol
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[cast("DaskCollection", per_run)])
     n_e, n_o = binning.shape[1:]
-    run_counts = da.Array(graph, name, chunks=((1,) * per_run.npartitions, (n_e,), (n_o,)), dtype=np.int64)
+    run_counts = da.Array(graph, name, chunks=((1,) * per_run.npartitions, (n_e,), (n_o,)), dtype=np.int64)  # type: ignore[no-untyped-call]
     return counts, run_counts
 
 
@@ -239,13 +241,13 @@ def build_cube(
     position = np.full(n_runs_all, read.size, dtype=np.int64)
     position[read] = np.arange(read.size)
     zero = da.zeros((1, *binning.shape[1:]), dtype=np.int64)
-    run_counts = da.concatenate([read_counts, zero])[position]
+    run_counts = da.concatenate([read_counts, zero])[position]  # type: ignore[no-untyped-call]
     run_error: npt.NDArray[np.object_] | da.Array
     # a run the selection found bad keeps its reason (its zenith is NaN: no band either)
     run_error = np.where(given_error != "", given_error, np.where(band < 0, "outside every zenith band", "")).astype(object)
     if skip_bad:  # which runs count is known only once they are read
         run_error = da.where(
-            position < read.size, da.concatenate([read_errors, da.from_array(run_error[:1], chunks=1)])[position], run_error
+            position < read.size, da.concatenate([read_errors, da.from_array(run_error[:1], chunks=1)])[position], run_error  # type: ignore[no-untyped-call]
         )
     cube = assemble_cube(
         binning,
@@ -309,7 +311,7 @@ def assemble_cube(
     onehot = (band[:, None] == np.arange(n_bands)[None, :]).astype(np.float64)
     run_livetime = np.asarray(run_livetime, dtype=np.float64)
     run_safe = np.asarray(run_safe, dtype=bool)
-    used = run_error == ""
+    used = cast("npt.NDArray[np.bool_] | da.Array", run_error == "")  # elementwise, never a bare bool
     used_livetime = np.where(used, run_livetime, 0.0)  # not 0 * NaN: a run found bad has no livetime
     livetime = used_livetime @ onehot
     exposed = (used_livetime[:, None] * run_safe).T @ onehot  # (energy, zenith)

@@ -197,6 +197,7 @@ def open_events(runs: pd.DataFrame, *, skip_bad: bool = False) -> tuple[da.Array
         status: {(status, i): (operator.getitem, (read, i), 1) for i in range(len(args))},
     }
     graph = HighLevelGraph(layers, {read: set(), name: {read}, status: {read}})
-    events = da.Array(graph, name, chunks=((np.nan,) * len(args), (len(DIMS),)), dtype=np.float64)
-    errors = da.Array(graph, status, chunks=((1,) * len(args),), dtype=object)
+    # dask.array.Array's constructor is unannotated
+    events = da.Array(graph, name, chunks=((np.nan,) * len(args), (len(DIMS),)), dtype=np.float64)  # type: ignore[no-untyped-call]
+    errors = da.Array(graph, status, chunks=((1,) * len(args),), dtype=object)  # type: ignore[no-untyped-call]
     return events, errors

@@ -92,12 +92,15 @@ def compute(obj: T, *, progress: bool = False) -> T:
     """
     client = active_client()
     if client is None:
+        # a callable scheduler: naming one ("threads") makes dask import distributed
+        from dask.threaded import get
+
         if not progress:
-            return obj.compute()  # type: ignore[attr-defined, no-any-return]
+            return obj.compute(scheduler=get)  # type: ignore[attr-defined, no-any-return]
         from dask.diagnostics.progress import ProgressBar
 
         with ProgressBar(out=sys.stderr):  # type: ignore[no-untyped-call]
-            return obj.compute()  # type: ignore[attr-defined, no-any-return]
+            return obj.compute(scheduler=get)  # type: ignore[attr-defined, no-any-return]
     future: Any = client.compute(obj)  # type: ignore[no-untyped-call]
     if progress:
         from distributed import progress as show_progress

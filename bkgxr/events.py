@@ -150,13 +150,11 @@ def read_run(
     return out
 
 
-def _read_or_skip(skip: bool, *args: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.object_]]:
-    """Run :func:`read_run`; with ``skip``, turn an InvalidRunError into no events and its message."""
+def _read_or_skip(*args: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.object_]]:
+    """Run :func:`read_run`, turning an InvalidRunError into no events and its message."""
     try:
         return read_run(*args), np.array([""], dtype=object)
     except InvalidRunError as err:
-        if not skip:
-            raise
         return np.empty((0, len(DIMS))), np.array([err.reason], dtype=object)
 
 
@@ -191,12 +189,17 @@ def open_events(runs: pd.DataFrame, *, skip_bad: bool = False) -> tuple[da.Array
         raise ValueError("open_events needs at least one run")
     token = tokenize(args, skip_bad)
     read, name, status = f"bkgxr-read-run-{token}", f"bkgxr-events-{token}", f"bkgxr-run-error-{token}"
-    layers: dict[str, Any] = {
-        read: {(read, i): (_read_or_skip, skip_bad, *arg) for i, arg in enumerate(args)},
-        name: {(name, i, 0): (operator.getitem, (read, i), 0) for i in range(len(args))},
-        status: {(status, i): (operator.getitem, (read, i), 1) for i in range(len(args))},
-    }
-    graph = HighLevelGraph(layers, {read: set(), name: {read}, status: {read}})
+    if not skip_bad:  # one task per run; errors raise, the status is all ''
+        layer = {(name, i, 0): (read_run, *arg) for i, arg in enumerate(args)}
+        layers: dict[str, Any] = {name: layer, status: {(status, i): (np.array, [""], object) for i in range(len(args))}}
+        graph = HighLevelGraph(layers, {name: set(), status: set()})
+    else:
+        layers = {
+            read: {(read, i): (_read_or_skip, *arg) for i, arg in enumerate(args)},
+            name: {(name, i, 0): (operator.getitem, (read, i), 0) for i in range(len(args))},
+            status: {(status, i): (operator.getitem, (read, i), 1) for i in range(len(args))},
+        }
+        graph = HighLevelGraph(layers, {read: set(), name: {read}, status: {read}})
     # dask.array.Array's constructor is unannotated
     events = da.Array(graph, name, chunks=((np.nan,) * len(args), (len(DIMS),)), dtype=np.float64)  # type: ignore[no-untyped-call]
     errors = da.Array(graph, status, chunks=((1,) * len(args),), dtype=object)  # type: ignore[no-untyped-call]

@@ -38,7 +38,7 @@ def test_a_worker_killed_mid_build_does_not_change_the_result(client, hess_runs)
     future = client.compute(cube)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        done = [k for k, ts in scheduler.tasks.items() if "bkgxr-read-run" in str(k) and ts.state in ("memory", "released", "forgotten")]
+        done = [k for k, ts in scheduler.tasks.items() if "bkgxr-events" in str(k) and ts.state in ("memory", "released", "forgotten")]
         if done:
             break
         time.sleep(0.0005)

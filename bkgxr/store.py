@@ -10,6 +10,8 @@ where the observation index lacks them.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -50,18 +52,23 @@ def _read_table(path: Path, hdu: int | str = 1) -> Table:
 
 
 def _decode(table: Table) -> pd.DataFrame:
-    """Return the scalar columns of ``table`` as a DataFrame with str, not bytes."""
+    """Return the scalar columns of ``table`` as a DataFrame with stripped str, not bytes.
+
+    Masked strings become ''; masked numbers NaN (astropy's ``to_pandas``).
+    """
     names = [n for n in table.colnames if table[n].ndim == 1]
-    frame = table[names].to_pandas()
-    for name in names:
-        if table[name].dtype.kind in "SU":
-            values = frame[name].astype(object)
-            values = values.map(lambda v: v.decode() if isinstance(v, bytes) else v)
-            frame[name] = values.where(values.notna(), "").astype(str).str.strip()
-    return frame
+    text = [n for n in names if table[n].dtype.kind in "SU"]
+    frame = table[[n for n in names if n not in text]].to_pandas()
+    for name in text:
+        column = table[name]
+        values = np.asarray(column.filled("") if hasattr(column, "filled") else column)
+        if values.dtype.kind == "S":
+            values = np.char.decode(values, "ascii", errors="replace")
+        frame[name] = np.char.strip(values).astype(object)
+    return frame[names]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: a store is its index tables as read
 class Store:
     """A GADF DL3 data store: its folder and its two index tables.
 
@@ -82,13 +89,34 @@ class Store:
     @property
     def obs(self) -> pd.DataFrame:
         """The observation index as a DataFrame (scalar columns, strings decoded)."""
-        return _decode(self.obs_table)
+        return self._decoded("obs").copy()
+
+    @property
+    def hdus(self) -> pd.DataFrame:
+        """The HDU index as a DataFrame (scalar columns, strings decoded)."""
+        return self._decoded("hdu").copy()
+
+    @functools.cache  # noqa: B019 - a store is immutable and lives as long as its tables
+    def _decoded(self, which: str) -> pd.DataFrame:
+        return _decode(self.obs_table if which == "obs" else self.hdu_table)
 
     def file_path(self, row: pd.Series) -> Path:
         """Return the path of the file an HDU-index row points to."""
         file_dir = row.get("FILE_DIR", "")
-        file_dir = "" if file_dir is None or pd.isna(file_dir) else str(file_dir).strip()
-        return (self.root / file_dir / str(row["FILE_NAME"]).strip()).resolve()
+        file_dir = "" if file_dir is None or pd.isna(file_dir) else str(file_dir)
+        return Path(self.file_paths([file_dir], [str(row["FILE_NAME"])])[0])
+
+    def file_paths(self, file_dirs: Iterable[str], file_names: Iterable[str]) -> list[str]:
+        """Return the normalised absolute paths of files given by FILE_DIR and FILE_NAME.
+
+        ``..`` is resolved lexically (no file system access), so thousands of
+        rows cost no system calls.
+        """
+        root = str(self.root)
+        return [
+            os.path.normpath(os.path.join(root, str(d).strip(), str(n).strip()))
+            for d, n in zip(file_dirs, file_names, strict=True)
+        ]
 
     def select(
         self,
@@ -186,7 +214,7 @@ def open_store(path: str | Path) -> Store:
 
 def hdu_locations(store: Store, hdu_type: str) -> pd.DataFrame:
     """Return OBS_ID, path and HDU name of every ``hdu_type`` row of the HDU index."""
-    hdus = _decode(store.hdu_table)
+    hdus = store.hdus
     rows = hdus[hdus["HDU_TYPE"].str.lower() == hdu_type]
     if rows["OBS_ID"].duplicated().any():
         dup = rows.loc[rows["OBS_ID"].duplicated(), "OBS_ID"].tolist()
@@ -196,7 +224,9 @@ def hdu_locations(store: Store, hdu_type: str) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "OBS_ID": rows["OBS_ID"].to_numpy(),
-            f"{key}_PATH": [str(store.file_path(row)) for _, row in rows.iterrows()],
+            f"{key}_PATH": store.file_paths(
+                rows["FILE_DIR"] if "FILE_DIR" in rows else [""] * len(rows), rows["FILE_NAME"]
+            ),
             f"{key}_HDU": [n.strip() or key for n in names.astype(str)],
         }
     )

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
         InvalidRunError as InvalidRunError,
         StoreError as StoreError,
     )
-    from .gadf import write_models as write_models
+    from .gadf import load_models as load_models, write_models as write_models
     from .store import OFF_QUERY as OFF_QUERY, Store as Store, open_store as open_store
+    from .validate import validate as validate
 
 __version__ = _version("bkgxr")
 
@@ -44,8 +45,10 @@ _WHERE = {
     "Store": "store",
     "StoreError": "exceptions",
     "build_cube": "cube",
+    "load_models": "gadf",
     "open_events": "events",
     "open_store": "store",
+    "validate": "validate",
     "write_models": "gadf",
 }
 

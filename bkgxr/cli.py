@@ -193,6 +193,9 @@ def _describe(recipe: Mapping[str, object]) -> str:
 def _build(args: argparse.Namespace) -> int:
     from . import write_models
 
+    from .gadf import check_output
+
+    check_output(args.out)  # before the build, not after it
     store, cube, query = _cube(args)
     recipe = _recipe(args)
     model = recipe.pop("model")

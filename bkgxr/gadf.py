@@ -163,6 +163,31 @@ def hdu_index_table(
     return table
 
 
+def check_output(path: str | Path, *, overwrite: bool = True) -> Path:
+    """Check, without writing anything, that ``path`` can become the output file.
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a folder.
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    PermissionError
+        If the nearest existing folder above ``path`` is not a writable folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the name of the output file")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    folder = path.parent.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: {folder} is not a writable folder")
+    return path
+
+
 def write_atomic(hdul: fits.HDUList, path: str | Path, *, overwrite: bool = True) -> Path:
     """Write ``hdul`` to a temporary file beside ``path`` and rename it into place.
 
@@ -175,11 +200,7 @@ def write_atomic(hdul: fits.HDUList, path: str | Path, *, overwrite: bool = True
     IsADirectoryError
         If ``path`` is a folder.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give the name of the output file")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path = check_output(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)

@@ -173,15 +173,16 @@ def measure_mode(data_dir: Path, workers: int, repeats: int, save: Path) -> dict
         worker_pids = [pid for _, pid in sorted(client.run(os.getpid).items())] if client else []
         pids = [os.getpid(), *worker_pids]
         idle = _rss(pids)
-        walls, cpus = [], []
+        walls, cpus, client_cpus = [], [], []
         with RssSampler(pids) as rss:
             for _ in range(repeats):
-                c0, w0 = _cpu_seconds(pids), time.perf_counter()
+                c0, client0, w0 = _cpu_seconds(pids), _cpu_seconds(pids[:1]), time.perf_counter()
                 lazy, cube = build()
                 walls.append(time.perf_counter() - w0)
                 cpus.append(_cpu_seconds(pids) - c0)
+                client_cpus.append(_cpu_seconds(pids[:1]) - client0)
     np.save(save, cube["counts"].values.astype(np.int64))
-    return {"walls": walls, "cpus": cpus, "peak": rss.peak, "idle": idle, "startup": startup, "tasks": len(lazy.__dask_graph__()),
+    return {"walls": walls, "cpus": cpus, "client_cpus": client_cpus, "peak": rss.peak, "idle": idle, "startup": startup, "tasks": len(lazy.__dask_graph__()),
             "cores": workers or dask.system.CPU_COUNT,
             "load": os.getloadavg()[0]}
 
@@ -217,6 +218,7 @@ class Build:
     mode: str
     wall: float
     cpu: float
+    client_cpu: float
     client_peak: int
     worker_peaks: list[int]
     worker_idle: list[int]
@@ -228,6 +230,26 @@ class Build:
     @property
     def ms_per_run(self) -> float:
         return 1e3 * self.wall / self.n_runs
+
+
+def _spin(seconds: float) -> None:
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+
+
+def free_cores(seconds: float = 0.5) -> float:
+    """Cores this script gets now: CPU seconds of one busy process per core over the wall time."""
+    import concurrent.futures
+    import multiprocessing
+
+    n = os.cpu_count() or 1
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(n, mp_context=context) as pool:
+        list(pool.map(_spin, [0.01] * n))  # start-up
+        t0 = time.perf_counter()
+        list(pool.map(_spin, [seconds] * n))
+        return n * seconds / (time.perf_counter() - t0)
 
 
 def mode_name(workers: int) -> str:
@@ -245,15 +267,20 @@ def bkgxr_command() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "bkgxr.cli"]
 
 
+#: The whole-process bkgxr commands, as labelled in the table.
+BKGXR_COMMANDS = ("bkgxr build", "bkgxr build --zenith-model bands", "bkgxr build --zenith-model bands --workers 2")
+
+
 def whole_process(stores: dict[int, tuple[Path, int]], sizes: list[int], repeats: int, tmp: Path) -> dict[str, dict[int, float]]:
     """Median wall seconds of whole processes at the smallest and largest N; counts saved under ``tmp``."""
     times: dict[str, dict[int, float]] = {}
     for n in (sizes[0], sizes[-1]):
         path = stores[n][0]
+        build = [*bkgxr_command(), "build", str(path), "--out", str(tmp / "m.fits"), "--quiet", "--date", SIM_DATE]
         commands = {
-            "bkgxr build": [*bkgxr_command(), "build", str(path), "--out", str(tmp / "m.fits"), "--quiet", "--date", SIM_DATE],
-            "bkgxr build --workers 2": [*bkgxr_command(), "build", str(path), "--out", str(tmp / "m.fits"), "--quiet",
-                                        "--date", SIM_DATE, "--workers", "2"],
+            "bkgxr build": build,
+            "bkgxr build --zenith-model bands": [*build, "--zenith-model", "bands"],
+            "bkgxr build --zenith-model bands --workers 2": [*build, "--zenith-model", "bands", "--workers", "2"],
             "floor (astropy)": [sys.executable, __file__, "--floor-once", str(path), "--reader", "astropy",
                                 "--save", str(tmp / f"floor-{n}.npy")],
             "floor-raw (zlib)": [sys.executable, __file__, "--floor-once", str(path), "--reader", "raw",
@@ -286,7 +313,7 @@ def check_counts(tmp: Path, sizes: list[int], modes: list[str], floors: bool) ->
 
 
 def ratio_line(label: str, value: float, target: str, ok: bool, detail: str = "") -> str:
-    return f"  {label:<52} {value:>6.2f}  (target {target}): {'ok' if ok else 'MISS'}{'  ' + detail if detail else ''}"
+    return f"  {label:<70} {value:>6.2f}  (target {target}): {'ok' if ok else 'MISS'}{'  ' + detail if detail else ''}"
 
 
 def report(builds: list[Build], whole: dict[str, dict[int, float]], sizes: list[int], modes: list[str]) -> list[str]:
@@ -294,7 +321,7 @@ def report(builds: list[Build], whole: dict[str, dict[int, float]], sizes: list[
     by = {(b.mode, b.n_runs): b for b in builds}
     lo, hi = sizes[0], sizes[-1]
     head = (f"{'runs':>6} {'events':>10} {'scheduler':<10} {'wall s':>8} {'ms/run':>7} {'vs N=' + str(lo):>8} "
-            f"{'Mev/s/core':>10} {'cpu s':>7} {'load':>5} {'client MiB':>10}  worker peak MiB (idle)")
+            f"{'Mev/s/core':>10} {'cpu s':>7} {'client':>7} {'load':>5} {'client MiB':>10}  worker peak MiB (idle)")
     lines = [head, "-" * len(head)]
     for mode in modes:
         for n in sizes:
@@ -302,9 +329,9 @@ def report(builds: list[Build], whole: dict[str, dict[int, float]], sizes: list[
             workers = ", ".join(f"{p / 2**20:.0f} ({i / 2**20:.0f})" for p, i in zip(b.worker_peaks, b.worker_idle)) or "-"
             lines.append(
                 f"{n:>6} {b.events:>10} {mode:<10} {b.wall:>8.2f} {b.ms_per_run:>7.2f} {b.ms_per_run / by[mode, lo].ms_per_run:>8.2f} "
-                f"{b.events / b.wall / b.cores / 1e6:>10.2f} {b.cpu:>7.2f} {b.load:>5.1f} {b.client_peak / 2**20:>10.0f}  {workers}"
+                f"{b.events / b.wall / b.cores / 1e6:>10.2f} {b.cpu:>7.2f} {b.client_cpu:>7.2f} {b.load:>5.1f} {b.client_peak / 2**20:>10.0f}  {workers}"
             )
-    lines.append("(wall: median of the builds; cpu s: client + workers; load: 1-min load average after the builds; Mev/s/core: events / wall / cores, cores = "
+    lines.append("(wall: median of the builds; cpu s: client + workers, client: of the client alone (with the scheduler); load: 1-min load average after the builds; Mev/s/core: events / wall / cores, cores = "
                  f"workers, or {by['threads', lo].cores} threads; RSS peaks over the timed builds, idle before them)")
     for mode in modes:
         if mode != "threads":
@@ -316,12 +343,14 @@ def report(builds: list[Build], whole: dict[str, dict[int, float]], sizes: list[
 
     if whole:
         lines += ["", "whole process (imports and writing included), median wall s:",
-                  f"  {'command':<26} {f'N={lo}':>9} {f'N={hi}':>9} {'marginal ms/run':>16}"]
+                  f"  {'command':<46} {f'N={lo}':>9} {f'N={hi}':>9} {'marginal ms/run':>16}"]
         marginal = {}
         for name, t in whole.items():
             marginal[name] = 1e3 * (t[hi] - t[lo]) / (hi - lo)
-            lines.append(f"  {name:<26} {t[lo]:>9.2f} {t[hi]:>9.2f} {marginal[name]:>16.2f}")
-        for name in ("bkgxr build", "bkgxr build --workers 2"):
+            lines.append(f"  {name:<46} {t[lo]:>9.2f} {t[hi]:>9.2f} {marginal[name]:>16.2f}")
+        lines.append("  (bkgxr build defaults to the kernel zenith model: one BKG_2D per run is written; "
+                     "'bands' writes one per zenith band, as the floors compute)")
+        for name in BKGXR_COMMANDS:
             lines.append(f"  {name} / floor (astropy): {marginal[name] / marginal['floor (astropy)']:.2f}, "
                          f"/ floor-raw (zlib): {marginal[name] / marginal['floor-raw (zlib)']:.2f} (marginal cost per run)")
 
@@ -347,10 +376,10 @@ def report(builds: list[Build], whole: dict[str, dict[int, float]], sizes: list[
             lines.append(ratio_line(f"throughput 2 workers / 1 worker, N={n}", speedup, ">= 1.70", speedup >= 1.7))
     if whole:
         floor = marginal["floor (astropy)"]
-        for name in ("bkgxr build", "bkgxr build --workers 2"):
+        for name in BKGXR_COMMANDS:
             label = f"marginal cost per run, {name} / floor"
             if min(marginal[name], floor) <= 0:  # at tiny N, start-up noise exceeds the per-run cost
-                lines.append(f"  {label:<52} {'n/a':>6}  (target <= 0.60): a marginal cost <= 0, N too small or too noisy")
+                lines.append(f"  {label:<70} {'n/a':>6}  (target <= 0.60): a marginal cost <= 0, N too small or too noisy")
             else:
                 lines.append(ratio_line(label, marginal[name] / floor, "<= 0.60", marginal[name] / floor <= 0.6))
     return lines
@@ -391,7 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     print(hess_dr1.machine())
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (above ~0.3, other processes share the cores)")
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; cores free: {free_cores():.2f} of {os.cpu_count()} "
+          "(busy processes' CPU seconds / wall; below the core count, other processes share the cores)")
     stores: dict[int, tuple[Path, int]] = {}
     for n in args.sizes:
         path, events, seconds = ensure_store(args.cache, n, args.events_per_run, args.seed, args.sim_workers)
@@ -415,11 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_child(["--measure", str(stores[n][0]), "--measure-workers", str(workers),
                            "--repeats", str(args.repeats), "--save", str(save), "--runs", args.runs])
                 r = json.loads(save.with_suffix(".json").read_text())
-                builds.append(Build(n, stores[n][1], mode, statistics.median(r["walls"]), statistics.median(r["cpus"]),
+                builds.append(Build(n, stores[n][1], mode, statistics.median(r["walls"]), statistics.median(r["cpus"]), statistics.median(r["client_cpus"]),
                                     r["peak"][0], r["peak"][1:], r["idle"][1:], r["startup"], r["tasks"], r["cores"], r["load"]))
         whole = {} if args.no_whole_process else whole_process(stores, args.sizes, args.repeats, tmp)
         agree, agreement = check_counts(tmp, args.sizes, modes, floors=bool(whole))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}\n")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}; cores free: {free_cores():.2f} of {os.cpu_count()}\n")
     print("\n".join(report(builds, whole, args.sizes, modes)))
     print(agreement)
     return 0 if agree else 1

@@ -48,12 +48,15 @@ def test_scale_prints_table_targets_and_agreement(tmp_path: Path) -> None:
     for mode in ("threads", "1 worker", "2 workers"):
         for n in (4, 8):
             assert re.search(rf"^\s+{n}\s+\d+ {mode}\s+\d+\.\d\d\s+\d+\.\d\d", out, re.M), (mode, n)
-    for name in ("bkgxr build", "bkgxr build --workers 2", "floor (astropy)", "floor-raw (zlib)"):
+    for name in ("bkgxr build", "bkgxr build --zenith-model bands", "bkgxr build --zenith-model bands --workers 2",
+                 "floor (astropy)", "floor-raw (zlib)"):
         assert re.search(rf"^  {re.escape(name)}\s+\d+\.\d\d\s+\d+\.\d\d\s+-?\d+\.\d\d$", out, re.M), name
     verdict = r"(-?\d+\.\d\d|n/a)  \(target [<>]= \d\.\d\d\): (ok|MISS|a marginal)"
     for label in ("peak worker RSS N_max / N_min, 2 workers", "time per run max / min over N, threads",
-                  "throughput 2 workers / 1 worker, N=8", "marginal cost per run, bkgxr build / floor"):
+                  "throughput 2 workers / 1 worker, N=8", "marginal cost per run, bkgxr build / floor",
+                  "marginal cost per run, bkgxr build --zenith-model bands / floor"):
         assert re.search(rf"{re.escape(label)}\s+{verdict}", out), label
+    assert re.search(r"cores free: \d\.\d\d of \d+", out)
     assert "counts agree: threads, 1 worker, 2 workers, floor, floor-raw identical" in out
     assert "counts DIFFER" not in out
 

@@ -22,13 +22,10 @@ if TYPE_CHECKING:
     from .axes import DIMS as DIMS, Binning as Binning
     from .cube import build_cube as build_cube
     from .events import open_events as open_events
-    from .exceptions import (
-        BkgxrError as BkgxrError,
-        EmptySelectionError as EmptySelectionError,
-        InvalidRunError as InvalidRunError,
-        StoreError as StoreError,
-    )
-    from .gadf import load_models as load_models, write_models as write_models
+    from .exceptions import BkgxrError as BkgxrError, EmptySelectionError as EmptySelectionError
+    from .exceptions import InvalidRunError as InvalidRunError, StoreError as StoreError
+    from .gadf import write_models as write_models
+    from .load import load_models as load_models
     from .store import OFF_QUERY as OFF_QUERY, Store as Store, open_store as open_store
     from .validate import validate as validate
 
@@ -45,7 +42,7 @@ _WHERE = {
     "Store": "store",
     "StoreError": "exceptions",
     "build_cube": "cube",
-    "load_models": "gadf",
+    "load_models": "load",
     "open_events": "events",
     "open_store": "store",
     "validate": "validate",

@@ -192,7 +192,6 @@ def _describe(recipe: Mapping[str, object]) -> str:
 
 def _build(args: argparse.Namespace) -> int:
     from . import write_models
-
     from .gadf import check_output
 
     check_output(args.out)  # before the build, not after it
@@ -248,7 +247,7 @@ def _add_plot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .gadf import load_models
+    from .load import load_models
     from .plot import plot_overview
 
     fig = plot_overview(load_models(args.file), offsets=args.offsets, energies=args.energies)
@@ -319,7 +318,8 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from .cube import build_cube
-    from .gadf import load_models, write_models
+    from .gadf import write_models
+    from .load import load_models
     from .plot import plot_overview
     from .simulate import simulate_store
     from .store import OFF_QUERY, open_store

@@ -1,7 +1,7 @@
 """Figures of a background cube: rate maps, spectra, radial profiles, diagnostics.
 
 Every function takes the cube of :func:`bkgxr.build_cube` (computed) or of
-:func:`bkgxr.gadf.load_models`, labels its axes with the units in each
+:func:`bkgxr.load_models`, labels its axes with the units in each
 variable's ``attrs["units"]`` and returns the Axes or Figure it drew on; none
 calls ``plt.show``. The panel functions accept ``axes`` to draw into an
 existing figure; without it they open a new pyplot figure. This is the only
@@ -246,7 +246,7 @@ def plot_overview(
     Parameters
     ----------
     cube : xarray.Dataset
-        Computed cube, from :func:`bkgxr.build_cube` or :func:`bkgxr.gadf.load_models`.
+        Computed cube, from :func:`bkgxr.build_cube` or :func:`bkgxr.load_models`.
     offsets : sequence of float
         Offsets (deg) of the spectra; see :func:`plot_spectra`.
     energies : sequence of float

@@ -43,7 +43,14 @@ from astropy.io import fits
 from .cube import binning_of
 from .exceptions import InvalidRunError
 from .store import hdu_locations
-from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, parse_unit, scale_to
+from .units import (
+    ANGLE_UNIT,
+    ENERGY_UNIT,
+    RATE_ENERGY_UNIT,
+    RATE_UNIT,
+    parse_unit,
+    scale_to,
+)
 from .validate import DEFAULT_RADIUS, DEFAULT_THRESHOLD, Validation, compare_runs
 
 if TYPE_CHECKING:

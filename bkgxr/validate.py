@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 
 from .cube import binning_of, exposure_s_mev_sr
-from .zenith import DEFAULT_ZENITH_MODEL, KERNEL_SIGMA, KERNEL_TIME_SIGMA, ZenithModel, predict_rates
+from .zenith import (
+    DEFAULT_ZENITH_MODEL,
+    KERNEL_SIGMA,
+    KERNEL_TIME_SIGMA,
+    ZenithModel,
+    predict_rates,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

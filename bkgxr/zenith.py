@@ -32,9 +32,10 @@ from .cube import band_index, binning_of, exposure_s_mev_sr
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from .axes import Binning
     import numpy.typing as npt
     import xarray as xr
+
+    from .axes import Binning
 
 ZenithModel = Literal["bands", "interpolate", "kernel"]
 Outside = Literal["nearest", "none"]
@@ -145,7 +146,7 @@ def predict_rates(
     Parameters
     ----------
     cube : xarray.Dataset
-        Computed cube of :func:`bkgxr.build_cube` (or :func:`bkgxr.gadf.load_models`).
+        Computed cube of :func:`bkgxr.build_cube` (or :func:`bkgxr.load_models`).
     zenith : array-like
         Target zenith angles, deg. Shape: (n_targets,).
     model : {"bands", "interpolate", "kernel"}

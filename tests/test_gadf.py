@@ -116,7 +116,7 @@ def test_kernel_models_give_every_observation_its_own_bkg(hess_store, hess_cube,
 
 
 def test_smoothed_models_are_stated_and_read_back(hess_store, hess_cube, tmp_path):
-    from bkgxr.gadf import load_models
+    from bkgxr.load import load_models
     from bkgxr.smooth import smooth_cube
 
     path = bkgxr.write_models(

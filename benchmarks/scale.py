@@ -30,14 +30,15 @@ N where they ran; otherwise the script prints "counts DIFFER" and exits 1.
 The figures are then compared with the targets of issue 5, each printed as
 the measured ratio with "ok" or "MISS".
 
-Defaults (``--runs 100,300,1000 --events-per-run 5000``) take a few minutes
-on a 2-core machine (the first time, plus about a minute to simulate). The
-issue's sizes are one argument away::
+Defaults (``--runs 100,300,1000 --events-per-run 5000``) take about 4
+minutes on a 2-core machine (the first time, plus about a minute to
+simulate). The issue's sizes are one argument away::
 
-    python benchmarks/scale.py --runs 100,1000,3000 --events-per-run 20000 --repeats 1
+    python benchmarks/scale.py --runs 100,1000,3000 --events-per-run 20000
 
-(about 1.6 GB of simulated files in the cache, written once.) Other
-processes sharing the cores slow the wall times: the load average is
+(about 11 minutes, plus about 5 to simulate 1.6 GB of files into the cache
+once.) Other processes sharing the cores slow the wall times: the load
+average and the cores this script gets (probed with busy processes) are
 printed at the start and at the end, and CPU seconds beside the wall times.
 """
 

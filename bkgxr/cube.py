@@ -36,6 +36,7 @@ import dask_histogram as dh
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .axes import DIMS, Binning, band_labels
@@ -138,17 +139,26 @@ def _run_histogram(hist: bh.Histogram[bh.storage.Int64]) -> npt.NDArray[np.int64
     return np.asarray(hist.values().sum(axis=0), dtype=np.int64)[None]
 
 
-def _histograms(events: da.Array, binning: Binning) -> tuple[da.Array, da.Array]:
-    """Fill boost histograms per run; return the tree-reduced cube and the per-run counts."""
+def _histograms(
+    events: da.Array, binning: Binning, position: npt.NDArray[np.int64]
+) -> tuple[da.Array, da.Array]:
+    """Fill boost histograms per run; return the tree-reduced cube and the per-run counts.
+
+    ``position[i]`` is the chunk of ``events`` holding run ``i`` of the run
+    table, -1 for a run not read (its counts are 0): one task per run.
+    """
     histref = bh.Histogram(*binning.boost_axes(), storage=bh.storage.Int64())
     per_run = dh.partitioned_factory(events, histref=histref)
     counts = per_run.collapse().to_dask_array(flow=False)[0]
-    name = "bkgxr-run-counts-" + per_run.name.rsplit("-", 1)[-1]
-    layer: dict[Key, Any] = {(name, i, 0, 0): (_run_histogram, (per_run.name, i)) for i in range(per_run.npartitions)}
+    name = "bkgxr-run-counts-" + tokenize(per_run.name, position)
+    n_e, n_o = binning.shape[1:]
+    layer: dict[Key, Any] = {
+        (name, i, 0, 0): (_run_histogram, (per_run.name, int(k))) if k >= 0 else (np.zeros, (1, n_e, n_o), np.int64)
+        for i, k in enumerate(position)
+    }
     # a PartitionedHistogram is a dask collection, though its annotations differ from dask's protocol
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[cast("DaskCollection", per_run)])
-    n_e, n_o = binning.shape[1:]
-    run_counts = da.Array(graph, name, chunks=((1,) * per_run.npartitions, (n_e,), (n_o,)), dtype=np.int64)  # type: ignore[no-untyped-call]
+    run_counts = da.Array(graph, name, chunks=((1,) * position.size, (n_e,), (n_o,)), dtype=np.int64)  # type: ignore[no-untyped-call]
     return counts, run_counts
 
 
@@ -236,18 +246,16 @@ def build_cube(
     to_read = runs.iloc[read].assign(E_MIN=e_lo[read], E_MAX=e_hi[read])
 
     events, read_errors = open_events(to_read, skip_bad=skip_bad)
-    counts, read_counts = _histograms(events, binning)
-    # Back to one entry per run of the table; runs not read have no events.
-    position = np.full(n_runs_all, read.size, dtype=np.int64)
+    # One entry per run of the table; runs not read have no events.
+    position = np.full(n_runs_all, -1, dtype=np.int64)
     position[read] = np.arange(read.size)
-    zero = da.zeros((1, *binning.shape[1:]), dtype=np.int64)
-    run_counts = da.concatenate([read_counts, zero])[position]  # type: ignore[no-untyped-call]
+    counts, run_counts = _histograms(events, binning, position)
     run_error: npt.NDArray[np.object_] | da.Array
     # a run the selection found bad keeps its reason (its zenith is NaN: no band either)
     run_error = np.where(given_error != "", given_error, np.where(band < 0, "outside every zenith band", "")).astype(object)
     if skip_bad:  # which runs count is known only once they are read
         run_error = da.where(
-            position < read.size, da.concatenate([read_errors, da.from_array(run_error[:1], chunks=1)])[position], run_error  # type: ignore[no-untyped-call]
+            position >= 0, da.concatenate([read_errors, da.from_array(run_error[:1], chunks=1)])[position], run_error  # type: ignore[no-untyped-call]
         )
     cube = assemble_cube(
         binning,

@@ -196,7 +196,9 @@ def write_atomic(hdul: fits.HDUList, path: str | Path, *, overwrite: bool = True
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
-        hdul.writeto(tmp, overwrite=True, checksum=False)
+        # every HDU is built here from valid parts: astropy's verification pass would
+        # cost more than the writing itself for thousands of per-observation models
+        hdul.writeto(tmp, overwrite=True, checksum=False, output_verify="ignore")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -130,3 +130,25 @@ def test_smoothed_models_are_stated_and_read_back(hess_store, hess_cube, tmp_pat
     np.testing.assert_allclose(loaded["rate"].values, expected.values, rtol=1e-12)
     assert not np.array_equal(expected.values, hess_cube["rate"].values)
     np.testing.assert_array_equal(loaded["counts"].values, hess_cube["counts"].values)
+
+
+def test_appended_models_read_back_as_astropy_builds_them(tmp_path):
+    from bkgxr.gadf import bkg_2d_hdus_bytes
+
+    rng = np.random.default_rng(5)
+    energy, offset = np.geomspace(0.1, 100, 20), np.sqrt(np.linspace(0, 9, 10))
+    rates = rng.uniform(0, 1e-3, (4, 19, 9))
+    metas = [{"EXTNAME": (f"BKG_OBS_{i}", "c"), "OBS_ID": (i, "obs"), "N_EFF": (1.5 * i, "n")} for i in range(4)]
+    path = tmp_path / "m.fits"
+    write_atomic(fits.HDUList([fits.PrimaryHDU()]), path, tail=bkg_2d_hdus_bytes(rates, energy, offset, metas))
+    with fits.open(path) as hdul:
+        hdul.verify("exception")
+        assert [h.name for h in hdul[1:]] == [f"BKG_OBS_{i}" for i in range(4)]
+        for i, hdu in enumerate(hdul[1:]):
+            meta = {k: v for k, v in metas[i].items() if k != "EXTNAME"}
+            expected = create_bkg_2d_hdu(rates[i], energy, offset, extname=f"BKG_OBS_{i}", meta=meta)
+            assert list(hdu.header.items()) == list(expected.header.items())  # keywords and values, in order
+            for name in ("ENERG_LO", "THETA_HI", "BKG"):
+                np.testing.assert_array_equal(hdu.data[name], expected.data[name])
+    with pytest.raises(ValueError, match="non-finite"):
+        bkg_2d_hdus_bytes(np.full((1, 19, 9), np.nan), energy, offset, metas[:1])

@@ -323,19 +323,18 @@ def _demo(args: argparse.Namespace) -> int:
     from .plot import plot_overview
     from .simulate import simulate_store
     from .store import OFF_QUERY, open_store
-    from .zenith import DEFAULT_ZENITH_MODEL, KERNEL_SIGMA, KERNEL_TIME_SIGMA
 
     sim = simulate_store(args.out / "store", n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed, overwrite=True)
     store = open_store(sim.path)
     cube = build_cube(store.select(OFF_QUERY)).compute()
-    recipe: dict[str, object] = {"model": DEFAULT_ZENITH_MODEL, "sigma": KERNEL_SIGMA, "time_sigma": KERNEL_TIME_SIGMA, "smooth": {}}
-    models = write_models(
-        cube, args.out / "bkg_models.fits", store=store, zenith_model=DEFAULT_ZENITH_MODEL, time_sigma=KERNEL_TIME_SIGMA, smooth={}
-    )
+    # the recipe 'bkgxr build' uses when no option is given
+    recipe = _recipe(argparse.Namespace(zenith_model=None, kernel_sigma=None, time_sigma=None, smooth=None))
+    model = recipe.pop("model")
+    models = write_models(cube, args.out / "bkg_models.fits", store=store, zenith_model=model, **recipe)  # type: ignore[arg-type]
     fig = plot_overview(load_models(models))  # the band models as written
     fig.savefig(args.out / "overview.png", dpi=100)
     print(summary(cube, query=OFF_QUERY))
-    print(_describe(recipe))
+    print(_describe({"model": model, **recipe}))
     print(f"store:    {sim.path}\nmodels:   {models.resolve()}\noverview: {(args.out / 'overview.png').resolve()}")
     return 0
 

@@ -160,7 +160,7 @@ def measure_mode(data_dir: Path, workers: int, repeats: int, save: Path) -> dict
 
     from bkgxr.cluster import compute, connect
     from bkgxr.cube import build_cube
-    from bkgxr.store import open_store
+    from bkgxr.io.store import open_store
 
     def build(n: int | None = None) -> tuple[Any, Any]:
         runs = open_store(data_dir).select()

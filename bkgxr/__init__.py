@@ -19,15 +19,20 @@ from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .axes import DIMS as DIMS, Binning as Binning
+    from .axes import DIMS as DIMS
+    from .axes import Binning as Binning
     from .cube import build_cube as build_cube
-    from .events import open_events as open_events
-    from .exceptions import BkgxrError as BkgxrError, EmptySelectionError as EmptySelectionError
-    from .exceptions import InvalidRunError as InvalidRunError, StoreError as StoreError
-    from .gadf import write_models as write_models
-    from .load import load_models as load_models
-    from .store import OFF_QUERY as OFF_QUERY, Store as Store, open_store as open_store
-    from .validate import validate as validate
+    from .exceptions import BkgxrError as BkgxrError
+    from .exceptions import EmptySelectionError as EmptySelectionError
+    from .exceptions import InvalidRunError as InvalidRunError
+    from .exceptions import StoreError as StoreError
+    from .io.events import open_events as open_events
+    from .io.gadf import write_models as write_models
+    from .io.load import load_models as load_models
+    from .io.store import OFF_QUERY as OFF_QUERY
+    from .io.store import Store as Store
+    from .io.store import open_store as open_store
+    from .validation import validate as validate
 
 __version__ = _version("bkgxr")
 
@@ -38,15 +43,15 @@ _WHERE = {
     "DIMS": "axes",
     "EmptySelectionError": "exceptions",
     "InvalidRunError": "exceptions",
-    "OFF_QUERY": "store",
-    "Store": "store",
+    "OFF_QUERY": "io.store",
+    "Store": "io.store",
     "StoreError": "exceptions",
     "build_cube": "cube",
-    "load_models": "load",
-    "open_events": "events",
-    "open_store": "store",
-    "validate": "validate",
-    "write_models": "gadf",
+    "load_models": "io.load",
+    "open_events": "io.events",
+    "open_store": "io.store",
+    "validate": "validation",
+    "write_models": "io.gadf",
 }
 
 __all__ = sorted([*_WHERE, "__version__"])

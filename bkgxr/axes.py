@@ -7,18 +7,23 @@ flags. Edges are float64 in the canonical units of :mod:`bkgxr.units`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import astropy.units as u
 import boost_histogram as bh
 import numpy as np
 
-from .units import ANGLE_UNIT, ENERGY_UNIT
+from .geometry import ring_solid_angle_sr
+from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_ENERGY_UNIT, scale_to
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import numpy.typing as npt
+    import xarray as xr
+
+#: Rule for a zenith outside every band: the nearest band's model, or none.
+Outside = Literal["nearest", "none"]
 
 #: Dimensions of the cube, in axis order: boost axes, xarray dims, CLI flags.
 DIMS = ("zenith", "energy", "offset")
@@ -187,3 +192,79 @@ def parse_edges(text: str) -> list[float]:
 def band_labels(edges: Sequence[float] | npt.NDArray[np.float64]) -> list[str]:
     """Return labels like ``"0-20"`` for consecutive pairs of zenith edges."""
     return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def binning_of(cube: xr.Dataset) -> Binning:
+    """Return the :class:`Binning` a cube was built with, from its edge coordinates."""
+    return Binning(
+        **{d: np.append(cube[f"{d}_lo"].values, cube[f"{d}_hi"].values[-1]) for d in DIMS}
+    )
+
+
+def band_index(zenith: npt.ArrayLike, edges: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Return the index of the band ``lo <= zenith < hi`` of each value, -1 if none.
+
+    NaN and values outside ``[edges[0], edges[-1])`` give -1.
+    """
+    zenith = np.asarray(zenith, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    index = np.searchsorted(edges, zenith, side="right") - 1
+    inside = (index >= 0) & (index < edges.size - 1) & np.isfinite(zenith)
+    return np.where(inside, index, -1).astype(np.int64)
+
+
+def assign_bands(
+    zenith: npt.ArrayLike, edges: npt.ArrayLike, *, outside: Outside = "nearest"
+) -> npt.NDArray[np.int64]:
+    """Assign each observation the zenith band of its model.
+
+    The band containing the zenith (``lo <= zenith < hi``) is chosen; a zenith
+    outside every band gets the nearest band (``outside="nearest"``) or none,
+    -1 (``outside="none"``). A NaN zenith always gets -1.
+
+    Returns
+    -------
+    numpy.ndarray
+        Band index per observation. Shape: (n_obs,).
+    """
+    if outside not in ("nearest", "none"):
+        raise ValueError(f"outside must be 'nearest' or 'none', not {outside!r}")
+    zenith = np.asarray(zenith, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    index = band_index(zenith, edges)
+    if outside == "nearest":
+        finite = np.isfinite(zenith)
+        nearest = np.where(zenith < edges[0], 0, edges.size - 2)
+        index = np.where((index < 0) & finite, nearest, index)
+    return index
+
+
+def exposure_s_mev_sr(
+    livetime_s: npt.ArrayLike, binning: Binning
+) -> npt.NDArray[np.float64]:
+    """Return livetime x dE[MeV] x dOmega[sr] per bin.
+
+    Parameters
+    ----------
+    livetime_s : array-like
+        Livetime per zenith band in s. Shape: (n_zenith,).
+    binning : Binning
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape: (n_zenith, n_energy, n_offset).
+    """
+    d_energy = np.diff(binning.energy) * scale_to(ENERGY_UNIT, RATE_ENERGY_UNIT)
+    d_omega = ring_solid_angle_sr(binning.offset)
+    livetime = np.asarray(livetime_s, dtype=np.float64)
+    return livetime[:, None, None] * d_energy[None, :, None] * d_omega[None, None, :]
+
+
+def rate_from_counts(counts: xr.DataArray, exposure: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    """Return rate and Poisson error, 0 where the exposure is 0 (never NaN/inf)."""
+    has = exposure > 0
+    safe = exposure.where(has, 1.0)
+    rate = (counts / safe).where(has, 0.0)
+    err = (cast("xr.DataArray", np.sqrt(counts)) / safe).where(has, 0.0)  # numpy's stubs ignore __array_ufunc__
+    return rate, err

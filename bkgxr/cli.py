@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import xarray as xr
 
-    from .store import Store
+    from .io.store import Store
 
 
 def _edges_arg(text: str) -> list[float]:
@@ -192,7 +192,7 @@ def _describe(recipe: Mapping[str, object]) -> str:
 
 def _build(args: argparse.Namespace) -> int:
     from . import write_models
-    from .gadf import check_output
+    from .io.gadf import check_output
 
     check_output(args.out)  # before the build, not after it
     store, cube, query = _cube(args)
@@ -205,7 +205,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .validate import validate
+    from .validation import validate
 
     store, cube, query = _cube(args)
     recipe = _recipe(args)
@@ -247,7 +247,7 @@ def _add_plot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .load import load_models
+    from .io.load import load_models
     from .plot import plot_overview
 
     fig = plot_overview(load_models(args.file), offsets=args.offsets, energies=args.energies)
@@ -318,11 +318,11 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from .cube import build_cube
-    from .gadf import write_models
-    from .load import load_models
+    from .io.gadf import write_models
+    from .io.load import load_models
+    from .io.store import OFF_QUERY, open_store
     from .plot import plot_overview
     from .simulate import simulate_store
-    from .store import OFF_QUERY, open_store
 
     sim = simulate_store(args.out / "store", n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed, overwrite=True)
     store = open_store(sim.path)

@@ -39,11 +39,17 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .axes import DIMS, Binning, band_labels
-from .events import open_events
+from .axes import (
+    DIMS,
+    Binning,
+    band_index,
+    band_labels,
+    exposure_s_mev_sr,
+    rate_from_counts,
+)
 from .exceptions import EmptySelectionError, InvalidRunError
-from .geometry import ring_solid_angle_sr
-from .units import ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, scale_to
+from .io.events import open_events
+from .units import RATE_UNIT
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -51,49 +57,6 @@ if TYPE_CHECKING:
 
 #: How a run's zenith picks its band in the cube.
 ZENITH_RULE = "band containing the run's pointing zenith ZEN_PNT: lo <= zenith < hi"
-
-
-def band_index(zenith: npt.ArrayLike, edges: npt.ArrayLike) -> npt.NDArray[np.int64]:
-    """Return the index of the band ``lo <= zenith < hi`` of each value, -1 if none.
-
-    NaN and values outside ``[edges[0], edges[-1])`` give -1.
-    """
-    zenith = np.asarray(zenith, dtype=np.float64)
-    edges = np.asarray(edges, dtype=np.float64)
-    index = np.searchsorted(edges, zenith, side="right") - 1
-    inside = (index >= 0) & (index < edges.size - 1) & np.isfinite(zenith)
-    return np.where(inside, index, -1).astype(np.int64)
-
-
-def exposure_s_mev_sr(
-    livetime_s: npt.ArrayLike, binning: Binning
-) -> npt.NDArray[np.float64]:
-    """Return livetime x dE[MeV] x dOmega[sr] per bin.
-
-    Parameters
-    ----------
-    livetime_s : array-like
-        Livetime per zenith band in s. Shape: (n_zenith,).
-    binning : Binning
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape: (n_zenith, n_energy, n_offset).
-    """
-    d_energy = np.diff(binning.energy) * scale_to(ENERGY_UNIT, RATE_ENERGY_UNIT)
-    d_omega = ring_solid_angle_sr(binning.offset)
-    livetime = np.asarray(livetime_s, dtype=np.float64)
-    return livetime[:, None, None] * d_energy[None, :, None] * d_omega[None, None, :]
-
-
-def rate_from_counts(counts: xr.DataArray, exposure: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
-    """Return rate and Poisson error, 0 where the exposure is 0 (never NaN/inf)."""
-    has = exposure > 0
-    safe = exposure.where(has, 1.0)
-    rate = (counts / safe).where(has, 0.0)
-    err = (cast("xr.DataArray", np.sqrt(counts)) / safe).where(has, 0.0)  # numpy's stubs ignore __array_ufunc__
-    return rate, err
 
 
 def safe_bins(
@@ -369,8 +332,3 @@ def _warn_empty(n_runs: npt.ArrayLike, binning: Binning) -> None:
         warnings.warn(f"zenith band(s) {empty} deg have no run: their rate is 0", stacklevel=3)
 
 
-def binning_of(cube: xr.Dataset) -> Binning:
-    """Return the :class:`Binning` a cube was built with, from its edge coordinates."""
-    return Binning(
-        **{d: np.append(cube[f"{d}_lo"].values, cube[f"{d}_hi"].values[-1]) for d in DIMS}
-    )

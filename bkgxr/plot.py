@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
 
-from .cube import binning_of
+from .axes import binning_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

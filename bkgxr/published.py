@@ -13,7 +13,7 @@ model is made: counts over exposure per bin), and ``T`` the run's livetime
 but the H.E.S.S. DR1 models follow livetime: over the 45 off runs, obs/pred
 is uncorrelated with DEADC with livetime (r = -0.03, mean 0.97) and not with
 ontime (r = +0.25, mean 0.90). :func:`validate_published` compares those predictions
-with the observed counts exactly as :func:`bkgxr.validate.validate` does, with
+with the observed counts exactly as :func:`bkgxr.validation.validate` does, with
 model name ``"published"`` and no run left out: the models are fixed.
 
 Geometry: ``DETX``/``DETY`` are the longitude and latitude of a spherical
@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from .cube import binning_of
+from .axes import binning_of
 from .exceptions import InvalidRunError
-from .store import hdu_locations
+from .io.store import hdu_locations
 from .units import (
     ANGLE_UNIT,
     ENERGY_UNIT,
@@ -51,20 +51,20 @@ from .units import (
     parse_unit,
     scale_to,
 )
-from .validate import DEFAULT_RADIUS, DEFAULT_THRESHOLD, Validation, compare_runs
+from .validation import DEFAULT_RADIUS, DEFAULT_THRESHOLD, Validation, compare_runs
 
 if TYPE_CHECKING:
     import astropy.units as u
     import numpy.typing as npt
     import xarray as xr
 
-    from .store import Store
+    from .io.store import Store
 
 #: Sub-rings per model pixel width: the radial step is pixel / DEFAULT_OVERSAMPLE.
 DEFAULT_OVERSAMPLE = 8
 #: Per-run time the model rate is multiplied by (the cube's ``run_livetime``, s).
 TIME_COLUMN = "run_livetime"
-#: Name of the model in :class:`~bkgxr.validate.Validation` summaries.
+#: Name of the model in :class:`~bkgxr.validation.Validation` summaries.
 MODEL_NAME = "published"
 
 
@@ -363,7 +363,7 @@ def validate_published(
 ) -> Validation:
     """Compare each run's observed counts with its own published bkg model.
 
-    The bins and statistics are those of :func:`bkgxr.validate.validate`:
+    The bins and statistics are those of :func:`bkgxr.validation.validate`:
     energy bins whose lower edge is at or above the run's threshold and offset
     bins wholly inside ``radius``; ratio of totals, then shape chi2 and
     deviance with the prediction scaled to the observed total. No run is left
@@ -390,7 +390,7 @@ def validate_published(
 
     See Also
     --------
-    bkgxr.validate.validate : the same comparison for bkgxr's own recipes.
+    bkgxr.validation.validate : the same comparison for bkgxr's own recipes.
     """
     held = np.flatnonzero(cube["run_used"].values)
     predicted = predicted_counts(store, cube.isel(obs_id=held), oversample=oversample)

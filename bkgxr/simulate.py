@@ -31,10 +31,16 @@ from astropy.table import Table
 from astropy.time import Time
 from astropy.utils import iers
 
-from .axes import DIMS, Binning, band_labels
-from .cube import band_index, exposure_s_mev_sr, rate_from_counts
-from .gadf import DEFAULT_HEADER
-from .store import Store
+from .axes import (
+    DIMS,
+    Binning,
+    band_index,
+    band_labels,
+    exposure_s_mev_sr,
+    rate_from_counts,
+)
+from .io.gadf import DEFAULT_HEADER
+from .io.store import Store
 from .units import ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, scale_to
 
 if TYPE_CHECKING:

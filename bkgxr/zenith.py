@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
-from .cube import band_index, binning_of, exposure_s_mev_sr
+from .axes import assign_bands, binning_of, exposure_s_mev_sr
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from .axes import Binning
 
 ZenithModel = Literal["bands", "interpolate", "kernel"]
-Outside = Literal["nearest", "none"]
 #: Recipes :func:`predict_rates` knows, in the order the CLI lists them.
 ZENITH_MODELS: tuple[str, ...] = ("bands", "interpolate", "kernel")
 #: Default width of the kernel in cos(zenith).
@@ -235,27 +234,3 @@ def _interpolate(
     return np.maximum(rates, 0.0), n_eff
 
 
-def assign_bands(
-    zenith: npt.ArrayLike, edges: npt.ArrayLike, *, outside: Outside = "nearest"
-) -> npt.NDArray[np.int64]:
-    """Assign each observation the zenith band of its model.
-
-    The band containing the zenith (``lo <= zenith < hi``) is chosen; a zenith
-    outside every band gets the nearest band (``outside="nearest"``) or none,
-    -1 (``outside="none"``). A NaN zenith always gets -1.
-
-    Returns
-    -------
-    numpy.ndarray
-        Band index per observation. Shape: (n_obs,).
-    """
-    if outside not in ("nearest", "none"):
-        raise ValueError(f"outside must be 'nearest' or 'none', not {outside!r}")
-    zenith = np.asarray(zenith, dtype=np.float64)
-    edges = np.asarray(edges, dtype=np.float64)
-    index = band_index(zenith, edges)
-    if outside == "nearest":
-        finite = np.isfinite(zenith)
-        nearest = np.where(zenith < edges[0], 0, edges.size - 2)
-        index = np.where((index < 0) & finite, nearest, index)
-    return index

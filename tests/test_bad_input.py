@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from bkgxr import Binning, BkgxrError, EmptySelectionError, InvalidRunError, StoreError, build_cube, open_store
 from bkgxr.cli import main
-from bkgxr.gadf import write_models
+from bkgxr.io.gadf import write_models
 from bkgxr.simulate import simulate_store
 
 #: The corpus: 3 runs of ~1,000 expected events at zenith 10-35 deg; run BAD is the one broken.

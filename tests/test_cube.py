@@ -4,7 +4,8 @@ import pytest
 import xarray as xr
 
 import bkgxr
-from bkgxr.cube import band_index, build_cube, exposure_s_mev_sr
+from bkgxr.cube import build_cube
+from bkgxr.axes import band_index, exposure_s_mev_sr
 
 from reference import numpy_counts
 
@@ -47,10 +48,10 @@ def test_every_variable_and_coord_has_units(hess_cube):
 
 def test_building_the_cube_reads_no_event(hess_runs, monkeypatch):
     calls = []
-    import bkgxr.events
+    import bkgxr.io.events
 
-    original = bkgxr.events.read_columns
-    monkeypatch.setattr(bkgxr.events, "read_columns", lambda *a, **k: calls.append(a) or original(*a, **k))
+    original = bkgxr.io.events.read_columns
+    monkeypatch.setattr(bkgxr.io.events, "read_columns", lambda *a, **k: calls.append(a) or original(*a, **k))
     with dask.config.set(scheduler="sync"):
         cube = build_cube(hess_runs.iloc[:3], binning=bkgxr.Binning(zenith=[0, 90]))
         assert calls == []

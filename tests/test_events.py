@@ -4,7 +4,7 @@ import dask
 import numpy as np
 from astropy.io import fits
 
-from bkgxr.events import open_events, read_run
+from bkgxr.io.events import open_events, read_run
 
 
 def _args(run):

@@ -4,8 +4,8 @@ from astropy.io import fits
 from gammapy.data import DataStore
 
 import bkgxr
-from bkgxr.gadf import create_bkg_2d_hdu, write_atomic
-from bkgxr.zenith import assign_bands
+from bkgxr.io.gadf import create_bkg_2d_hdu, write_atomic
+from bkgxr.axes import assign_bands
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_kernel_models_give_every_observation_its_own_bkg(hess_store, hess_cube,
 
 
 def test_smoothed_models_are_stated_and_read_back(hess_store, hess_cube, tmp_path):
-    from bkgxr.load import load_models
+    from bkgxr.io.load import load_models
     from bkgxr.smooth import smooth_cube
 
     path = bkgxr.write_models(
@@ -133,7 +133,7 @@ def test_smoothed_models_are_stated_and_read_back(hess_store, hess_cube, tmp_pat
 
 
 def test_appended_models_read_back_as_astropy_builds_them(tmp_path):
-    from bkgxr.gadf import bkg_2d_hdus_bytes
+    from bkgxr.io.gadf import bkg_2d_hdus_bytes
 
     rng = np.random.default_rng(5)
     energy, offset = np.geomspace(0.1, 100, 20), np.sqrt(np.linspace(0, 9, 10))

@@ -16,7 +16,7 @@ import bkgxr  # noqa: E402
 from bkgxr import plot  # noqa: E402
 from bkgxr.cli import main  # noqa: E402
 from bkgxr.exceptions import StoreError, UnitError  # noqa: E402
-from bkgxr.load import load_models  # noqa: E402
+from bkgxr.io.load import load_models  # noqa: E402
 
 BANDS = ["0-20", "20-40", "40-90"]
 RATE_UNITS = "1 / (MeV s sr)"

@@ -18,7 +18,7 @@ from scipy import integrate
 
 import bkgxr
 from bkgxr.axes import Binning
-from bkgxr.cube import exposure_s_mev_sr
+from bkgxr.axes import exposure_s_mev_sr
 from bkgxr.exceptions import InvalidRunError, UnitError
 from bkgxr.published import (
     Background3D,
@@ -30,7 +30,7 @@ from bkgxr.published import (
     ring_pixel_solid_angle,
     validate_published,
 )
-from bkgxr.validate import validate
+from bkgxr.validation import validate
 
 #: A DR1-like model grid: 0.1 deg pixels over +-2.5 deg, 20 log bins 0.1-100 TeV.
 FOV = np.round(np.linspace(-2.5, 2.5, 51), 10)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import bkgxr
-from bkgxr.cube import binning_of, exposure_s_mev_sr
+from bkgxr.axes import binning_of, exposure_s_mev_sr
 from bkgxr.simulate import bin_integrals, simulate_store
 from bkgxr.zenith import predict_rates, run_exposures
 

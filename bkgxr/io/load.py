@@ -15,11 +15,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .axes import Binning
-from .cube import assemble_cube, band_index
-from .exceptions import StoreError
-from .smooth import smooth_cube
-from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
+from ..axes import Binning, band_index
+from ..cube import assemble_cube
+from ..exceptions import StoreError
+from ..smooth import smooth_cube
+from ..units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
 
 if TYPE_CHECKING:
     import astropy.units as u

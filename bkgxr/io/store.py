@@ -21,8 +21,8 @@ import pandas as pd
 from astropy.io import fits
 from astropy.table import Table
 
-from .exceptions import EmptySelectionError, InvalidRunError, StoreError
-from .pointing import mean_zenith
+from ..exceptions import EmptySelectionError, InvalidRunError, StoreError
+from ..pointing import mean_zenith
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -4,9 +4,9 @@ import pytest
 from scipy import stats
 
 import bkgxr
-from bkgxr.cube import binning_of, exposure_s_mev_sr
+from bkgxr.axes import binning_of, exposure_s_mev_sr
 from bkgxr.simulate import bin_integrals
-from bkgxr.validate import compare, validate
+from bkgxr.validation import compare, validate
 
 
 def test_compare_on_known_numbers():

@@ -22,20 +22,17 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Row, Table
 
-from .axes import band_labels
-from .cube import binning_of
-from .load import SMOOTH_KEYWORDS
-from .smooth import OPTIONS, smooth_cube
-from .units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT
-from .zenith import (
+from ..axes import Outside, assign_bands, band_labels, binning_of
+from ..smooth import OPTIONS, smooth_cube
+from ..units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT
+from ..zenith import (
     DEFAULT_ZENITH_MODEL,
     KERNEL_SIGMA,
     KERNEL_TIME_SIGMA,
-    Outside,
     ZenithModel,
-    assign_bands,
     predict_rates,
 )
+from .load import SMOOTH_KEYWORDS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

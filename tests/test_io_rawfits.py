@@ -6,7 +6,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from bkgxr.rawfits import Unsupported, read_table_columns
+from bkgxr.io._rawfits import Unsupported, read_table_columns
 
 
 def _write(path, columns, **header):

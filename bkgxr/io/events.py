@@ -20,11 +20,11 @@ from astropy.io import fits
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .axes import DIMS
-from .exceptions import InvalidRunError, UnitError
-from .geometry import offset_deg
-from .rawfits import Unsupported, read_table_columns
-from .units import ANGLE_UNIT, ENERGY_UNIT, parse_unit, scale_to
+from ..axes import DIMS
+from ..exceptions import InvalidRunError, UnitError
+from ..geometry import offset_deg
+from ..units import ANGLE_UNIT, ENERGY_UNIT, parse_unit, scale_to
+from ._rawfits import Unsupported, read_table_columns
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -54,7 +54,7 @@ def read_columns(
 ) -> dict[str, npt.NDArray[np.float64]]:
     """Read :data:`EVENT_COLUMNS` of one run in canonical units.
 
-    The fast path (:mod:`bkgxr.rawfits`) decompresses only up to the end of
+    The fast path (:mod:`bkgxr.io._rawfits`) decompresses only up to the end of
     the EVENTS table; tables it does not handle are read with astropy.
 
     Parameters

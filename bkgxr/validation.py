@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .cube import binning_of, exposure_s_mev_sr
+from .axes import binning_of, exposure_s_mev_sr
 from .zenith import (
     DEFAULT_ZENITH_MODEL,
     KERNEL_SIGMA,

@@ -9,7 +9,8 @@ Examples
 >>> store = bkgxr.open_store("hess-dl3-dr1")                 # doctest: +SKIP
 >>> runs = store.select(bkgxr.OFF_QUERY)                      # doctest: +SKIP
 >>> cube = bkgxr.build_cube(runs).compute()                   # doctest: +SKIP
->>> bkgxr.write_models(cube, "bkg.fits", store=store)        # doctest: +SKIP
+>>> models = bkgxr.predict_models(cube, store)                # doctest: +SKIP
+>>> bkgxr.write_models(models, "bkg.fits", store=store)      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ if TYPE_CHECKING:
     from .exceptions import EmptySelectionError as EmptySelectionError
     from .exceptions import InvalidRunError as InvalidRunError
     from .exceptions import StoreError as StoreError
-    from .io.events import open_events as open_events
-    from .io.gadf import write_models as write_models
-    from .io.load import load_models as load_models
+    from .exceptions import UnitError as UnitError
+    from .io.read import read_models as read_models
     from .io.store import OFF_QUERY as OFF_QUERY
     from .io.store import Store as Store
     from .io.store import open_store as open_store
+    from .io.write import write_models as write_models
+    from .models import predict_models as predict_models
+    from .recipe import DEFAULT_RECIPE as DEFAULT_RECIPE
+    from .recipe import Recipe as Recipe
+    from .recipe import Smoothing as Smoothing
     from .validation import validate as validate
 
 __version__ = _version("bkgxr")
@@ -40,18 +45,22 @@ __version__ = _version("bkgxr")
 _WHERE = {
     "Binning": "axes",
     "BkgxrError": "exceptions",
+    "DEFAULT_RECIPE": "recipe",
     "DIMS": "axes",
     "EmptySelectionError": "exceptions",
     "InvalidRunError": "exceptions",
     "OFF_QUERY": "io.store",
+    "Recipe": "recipe",
+    "Smoothing": "recipe",
     "Store": "io.store",
     "StoreError": "exceptions",
+    "UnitError": "exceptions",
     "build_cube": "cube",
-    "load_models": "io.load",
-    "open_events": "io.events",
     "open_store": "io.store",
+    "predict_models": "models",
+    "read_models": "io.read",
     "validate": "validation",
-    "write_models": "io.gadf",
+    "write_models": "io.write",
 }
 
 __all__ = sorted([*_WHERE, "__version__"])

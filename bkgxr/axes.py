@@ -7,7 +7,7 @@ flags. Edges are float64 in the canonical units of :mod:`bkgxr.units`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, cast
 
 import astropy.units as u
 import boost_histogram as bh
@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import xarray as xr
 
-#: Rule for a zenith outside every band: the nearest band's model, or none.
-Outside = Literal["nearest", "none"]
+    from .recipe import Outside
 
 #: Dimensions of the cube, in axis order: boost axes, xarray dims, CLI flags.
 DIMS = ("zenith", "energy", "offset")

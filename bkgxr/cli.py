@@ -11,8 +11,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .recipe import DEADTIMES, DEFAULT_RECIPE, ZENITH_MODELS, Recipe, Smoothing
+
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
     import pandas as pd
     import xarray as xr
@@ -52,25 +54,34 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-#: Zenith recipes, as :data:`bkgxr.zenith.ZENITH_MODELS` (kept here so ``--help`` imports nothing heavy; a test checks they agree).
-ZENITH_MODELS = ("bands", "interpolate", "kernel")
-
-
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """Options of the zenith recipe (build, validate); defaults are bkgxr.zenith's."""
+    """Options of the recipe (build, validate); each one not given keeps bkgxr.DEFAULT_RECIPE's value."""
+    d = DEFAULT_RECIPE
     p.add_argument(
         "--zenith-model",
         choices=ZENITH_MODELS,
         help="bkg of each observation: its zenith band's model (bands: the tutorial), bands interpolated "
-        "in cos(zenith), or a kernel over runs in cos(zenith) and time (default: kernel, which validates best)",
+        f"in cos(zenith), or a kernel over runs in cos(zenith) and time (default: {d.zenith})",
     )
-    p.add_argument("--kernel-sigma", type=float, help="kernel width in cos(zenith) (default: 0.03)")
-    p.add_argument("--time-sigma", type=float, help="kernel width in time, years; 0 for none (default: 1)")
+    p.add_argument("--kernel-sigma", type=float, help=f"kernel width in cos(zenith) (default: {d.kernel_sigma:g})")
+    p.add_argument("--time-sigma", type=float, help=f"kernel width in time, years; 0 for none (default: {d.time_sigma:g})")
     p.add_argument(
         "--smooth",
         action=argparse.BooleanOptionalAction,
-        help="smooth sparse bins keeping each energy bin's counts (bkgxr.smooth; default: on with the kernel "
-        "model, off with bands and interpolate, so that bands is exactly the tutorial recipe)",
+        help="smooth sparse bins keeping each energy bin's counts (bkgxr.smooth; default: on); "
+        "--zenith-model bands --no-smooth is the tutorial's recipe exactly",
+    )
+    p.add_argument(
+        "--deadtime",
+        choices=DEADTIMES,
+        help="ontime: rates per observation time averaged over the runs, as GADF and gammapy define them; "
+        "livetime: rates per live time, each observation's DEADC folded into its own model "
+        f"(default: {d.deadtime})",
+    )
+    p.add_argument(
+        "--outside",
+        choices=("nearest", "none"),
+        help="observations outside every zenith band get the nearest band's model (default) or none",
     )
 
 
@@ -85,12 +96,6 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_cube_options(p)
     p.add_argument("--out", type=Path, required=True, help="output FITS file")
     _add_model_options(p)
-    p.add_argument(
-        "--outside",
-        choices=("nearest", "none"),
-        default="nearest",
-        help="bands: observations outside every zenith band get the nearest band's model (default) or none",
-    )
     p.add_argument("--date", help="DATE keyword of the output (default: today, UTC)")
     _add_cluster_options(p)
     p.set_defaults(func=_build)
@@ -130,14 +135,14 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def summary(cube: xr.Dataset, *, query: str | None, out: Path | None = None) -> str:
-    """Return the build summary: runs, events and livetime per zenith band."""
+    """Return the build summary: runs, events, ONTIME and LIVETIME per zenith band."""
     lines = [f"selection: {query}" if query else "selection: every run (no query)"]
-    lines.append(f"{'zenith band (deg)':>18} {'runs':>6} {'events':>10} {'livetime (h)':>13}")
+    lines.append(f"{'zenith band (deg)':>18} {'runs':>6} {'events':>10} {'ontime (h)':>11} {'livetime (h)':>13}")
     events = cube["counts"].sum(("energy", "offset")).values
-    for label, n, ev, live in zip(
-        cube["zenith_band"].values, cube["n_runs"].values, events, cube["livetime"].values, strict=True
+    for label, n, ev, on, live in zip(
+        cube["zenith_band"].values, cube["n_runs"].values, events, cube["ontime"].values, cube["livetime"].values, strict=True
     ):
-        lines.append(f"{label:>18} {int(n):>6} {int(ev):>10} {live / 3600:>13.2f}")
+        lines.append(f"{label:>18} {int(n):>6} {int(ev):>10} {on / 3600:>11.2f} {live / 3600:>13.2f}")
     error = cube["run_error"].values
     for obs_id, reason in zip(cube["obs_id"].values[error != ""], error[error != ""], strict=True):
         lines.append(f"left out: run {int(obs_id)}: {reason}")
@@ -168,58 +173,61 @@ def _cube(args: argparse.Namespace) -> tuple[Store, xr.Dataset, str | None]:
     return store, cube, query
 
 
-def _recipe(args: argparse.Namespace) -> dict[str, object]:
-    """Return the zenith recipe of the options, with bkgxr.zenith's defaults for those not given."""
-    from .zenith import DEFAULT_ZENITH_MODEL, KERNEL_SIGMA, KERNEL_TIME_SIGMA
-
-    time_sigma = KERNEL_TIME_SIGMA if args.time_sigma is None else args.time_sigma
-    model = args.zenith_model or DEFAULT_ZENITH_MODEL
-    smooth = model == "kernel" if args.smooth is None else args.smooth
-    return {
-        "model": model,
-        "sigma": KERNEL_SIGMA if args.kernel_sigma is None else args.kernel_sigma,
-        "time_sigma": time_sigma or None,
-        "smooth": {} if smooth else None,
-    }
-
-
-def _describe(recipe: Mapping[str, object]) -> str:
-    text = f"zenith model: {recipe['model']}"
-    if recipe["model"] == "kernel":
-        text += f" (kernel sigma {recipe['sigma']} in cos z, time sigma {recipe['time_sigma'] or 'none'} yr)"
-    return text + (", smoothed" if recipe["smooth"] is not None else ", not smoothed")
+def recipe_of(args: argparse.Namespace) -> Recipe:
+    """Return the recipe of the options: :data:`bkgxr.DEFAULT_RECIPE` with the options given."""
+    changes: dict[str, object] = {}
+    if args.zenith_model is not None:
+        changes["zenith"] = args.zenith_model
+    if args.kernel_sigma is not None:
+        changes["kernel_sigma"] = args.kernel_sigma
+    if args.time_sigma is not None:
+        changes["time_sigma"] = args.time_sigma or None
+    if args.smooth is not None:
+        changes["smoothing"] = Smoothing() if args.smooth else None
+    if args.deadtime is not None:
+        changes["deadtime"] = args.deadtime
+    if args.outside is not None:
+        changes["outside"] = args.outside
+    return DEFAULT_RECIPE.replace(**changes)
 
 
 def _build(args: argparse.Namespace) -> int:
-    from . import write_models
-    from .io.gadf import check_output
+    from . import predict_models, write_models
+    from .io.write import check_output
 
+    recipe = recipe_of(args)
     check_output(args.out)  # before the build, not after it
     store, cube, query = _cube(args)
-    recipe = _recipe(args)
-    model = recipe.pop("model")
-    out = write_models(cube, args.out, store=store, zenith_model=model, outside=args.outside, date=args.date, **recipe)  # type: ignore[arg-type]
+    out = write_models(predict_models(cube, store, recipe), args.out, store=store, date=args.date)
     print(summary(cube, query=query, out=out))
-    print(_describe({"model": model, **recipe}))
+    print(recipe.describe())
     return 0
+
+
+def _compared(recipe: Recipe) -> list[Recipe]:
+    """Return the recipes ``validate --compare`` prints beside the chosen one."""
+    variants = [
+        DEFAULT_RECIPE.replace(zenith=zenith, smoothing=smoothing, deadtime=deadtime)
+        for zenith in ZENITH_MODELS
+        for smoothing in (None, Smoothing())
+        for deadtime in DEADTIMES
+    ]
+    return [r for r in variants if r != recipe]
 
 
 def _validate(args: argparse.Namespace) -> int:
     from .validation import validate
 
+    recipe = recipe_of(args)
     store, cube, query = _cube(args)
-    recipe = _recipe(args)
-    result = validate(cube, radius=args.radius, **recipe)  # type: ignore[arg-type]
+    result = validate(cube, recipe=recipe, radius=args.radius)
     print(summary(cube, query=query))
-    print(_describe(recipe))
+    print(recipe.describe())
     print(result.runs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(result)
     if args.compare:
-        smooth: dict[str, object] | None
-        for model in ZENITH_MODELS:
-            for smooth in (None, {}):
-                if (model, smooth) != (recipe["model"], recipe["smooth"]):
-                    print(validate(cube, radius=args.radius, **{**recipe, "model": model, "smooth": smooth}))  # type: ignore[arg-type]
+        for other in _compared(recipe):
+            print(validate(cube, recipe=other, radius=args.radius))
         if "bkg" in {str(t).strip().lower() for t in store.hdu_table["HDU_TYPE"]}:
             from .published import validate_published
 
@@ -317,24 +325,26 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .cube import build_cube
-    from .io.gadf import write_models
-    from .io.load import load_models
-    from .io.store import OFF_QUERY, open_store
+    from . import (
+        DEFAULT_RECIPE,
+        OFF_QUERY,
+        build_cube,
+        open_store,
+        predict_models,
+        read_models,
+        write_models,
+    )
     from .plot import plot_overview
     from .simulate import simulate_store
 
     sim = simulate_store(args.out / "store", n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed, overwrite=True)
     store = open_store(sim.path)
     cube = build_cube(store.select(OFF_QUERY)).compute()
-    # the recipe 'bkgxr build' uses when no option is given
-    recipe = _recipe(argparse.Namespace(zenith_model=None, kernel_sigma=None, time_sigma=None, smooth=None))
-    model = recipe.pop("model")
-    models = write_models(cube, args.out / "bkg_models.fits", store=store, zenith_model=model, **recipe)  # type: ignore[arg-type]
-    fig = plot_overview(load_models(models))  # the band models as written
+    models = write_models(predict_models(cube, store, DEFAULT_RECIPE), args.out / "bkg_models.fits", store=store)
+    fig = plot_overview(read_models(models))  # the band models as written
     fig.savefig(args.out / "overview.png", dpi=100)
     print(summary(cube, query=OFF_QUERY))
-    print(_describe({"model": model, **recipe}))
+    print(DEFAULT_RECIPE.describe())
     print(f"store:    {sim.path}\nmodels:   {models.resolve()}\noverview: {(args.out / 'overview.png').resolve()}")
     return 0
 

@@ -4,20 +4,23 @@ The cube is an :class:`xarray.Dataset` with dims :data:`bkgxr.axes.DIMS`:
 
 ``counts`` (int64)
     Events per bin: per-run boost histograms (dask-histogram), tree-reduced.
-``livetime`` (zenith; s)
-    Summed LIVETIME of the runs used in each band.
-``exposed_livetime`` (zenith, energy; s)
-    Livetime of the runs whose safe energy range holds the bin (equal to
-    ``livetime`` unless ``safe_energy=True``).
+``ontime``, ``livetime`` (zenith; s)
+    Summed ONTIME (observation time, the GTI sum) and LIVETIME of the runs
+    used in each band.
+``exposed_ontime`` (zenith, energy; s)
+    ONTIME of the runs whose safe energy range holds the bin (equal to
+    ``ontime`` unless ``safe_energy=True``).
 ``exposure`` (s MeV sr)
-    ``exposed_livetime * dE[MeV] * dOmega[sr]``, ``dOmega = 2 pi (cos r1 - cos r2)``.
+    ``exposed_ontime * dE[MeV] * dOmega[sr]``, ``dOmega = 2 pi (cos r1 - cos r2)``.
 ``rate``, ``rate_err`` (MeV-1 s-1 sr-1)
-    ``counts / exposure`` and its Poisson error ``sqrt(counts) / exposure``.
+    ``counts / exposure`` and its Poisson error ``sqrt(counts) / exposure``:
+    a rate per observation time, as GADF files hold and gammapy uses (it
+    predicts ``rate x ONTIME``).
     Bins of zero counts have rate 0; bins of zero exposure (a band without
     runs) have rate 0 and error 0, and ``has_exposure`` is False there.
 
 plus one entry per run of the run table along ``obs_id``: ``run_counts``
-(energy x offset), ``run_safe``, ``run_zenith``, ``run_livetime``, ``run_threshold``, ``run_tstart``,
+(energy x offset), ``run_safe``, ``run_zenith``, ``run_ontime``, ``run_livetime``, ``run_threshold``, ``run_tstart``,
 ``run_band`` (-1 outside every band), ``run_used`` and ``run_error`` (why a
 run was left out, '' if used). Bin edges are ``*_lo``/``*_hi`` coordinates.
 :func:`build_cube` returns it lazily: coordinates and metadata are known at
@@ -55,6 +58,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from dask.typing import DaskCollection, Key
 
+#: The time a rate is per, as GADF defines it and gammapy uses.
+RATE_TIME = "ONTIME: observation time (GTI sum), no dead-time correction"
 #: How a run's zenith picks its band in the cube.
 ZENITH_RULE = "band containing the run's pointing zenith ZEN_PNT: lo <= zenith < hi"
 
@@ -228,6 +233,7 @@ def build_cube(
         run_safe=safe,
         obs_id=runs["OBS_ID"].to_numpy(np.int64),
         run_zenith=runs["ZEN_PNT"].to_numpy(np.float64),
+        run_ontime=runs["ONTIME"].to_numpy(np.float64),
         run_livetime=runs["LIVETIME"].to_numpy(np.float64),
         run_threshold=threshold,
         run_tstart=runs.get("TSTART", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
@@ -247,6 +253,7 @@ def assemble_cube(
     run_safe: npt.ArrayLike,
     obs_id: npt.ArrayLike,
     run_zenith: npt.ArrayLike,
+    run_ontime: npt.ArrayLike,
     run_livetime: npt.ArrayLike,
     run_threshold: npt.ArrayLike,
     run_tstart: npt.ArrayLike,
@@ -268,8 +275,8 @@ def assemble_cube(
         '' for a run used in the model. Shape: (n_runs,).
     run_safe : array-like of bool
         Energy bins where each run counts. Shape: (n_runs, n_energy).
-    obs_id, run_zenith, run_livetime, run_threshold : array-like
-        Shape: (n_runs,); zenith in deg, livetime in s, safe energy threshold
+    obs_id, run_zenith, run_ontime, run_livetime, run_threshold : array-like
+        Shape: (n_runs,); zenith in deg, ONTIME and LIVETIME in s, safe energy threshold
         (SAFE_ENERGY_LO) in TeV, NaN where unknown.
     run_tstart : array-like
         Start time (TSTART, s since the store's MJDREF), NaN where unknown.
@@ -280,21 +287,23 @@ def assemble_cube(
     n_bands = binning.shape[0]
     band = band_index(run_zenith, binning.zenith)
     onehot = (band[:, None] == np.arange(n_bands)[None, :]).astype(np.float64)
+    run_ontime = np.asarray(run_ontime, dtype=np.float64)
     run_livetime = np.asarray(run_livetime, dtype=np.float64)
     run_safe = np.asarray(run_safe, dtype=bool)
     used = cast("npt.NDArray[np.bool_] | da.Array", run_error == "")  # elementwise, never a bare bool
-    used_livetime = np.where(used, run_livetime, 0.0)  # not 0 * NaN: a run found bad has no livetime
-    livetime = used_livetime @ onehot
-    exposed = (used_livetime[:, None] * run_safe).T @ onehot  # (energy, zenith)
+    used_ontime = np.where(used, run_ontime, 0.0)  # not 0 * NaN: a run found bad has no time
+    ontime = used_ontime @ onehot
+    livetime = np.where(used, run_livetime, 0.0) @ onehot
+    exposed = (used_ontime[:, None] * run_safe).T @ onehot  # (energy, zenith)
     n_runs = used.astype(np.int64) @ onehot.astype(np.int64)
     exposure = xr.DataArray(
         exposed.T[:, :, None] * exposure_s_mev_sr(np.ones(n_bands), binning),
         dims=DIMS,
-        attrs={"units": "MeV s sr", "long_name": "exposed livetime x dE x dOmega"},
+        attrs={"units": "MeV s sr", "long_name": "exposed ONTIME x dE x dOmega"},
     )
     counts_da = xr.DataArray(counts, dims=DIMS, attrs={"units": "", "long_name": "event counts"})
     rate, rate_err = rate_from_counts(counts_da, exposure)
-    rate.attrs = {"units": str(RATE_UNIT), "long_name": "background rate dN/(dt dE dOmega)"}
+    rate.attrs = {"units": str(RATE_UNIT), "long_name": "background rate dN/(dt dE dOmega) per observation time"}
     rate_err.attrs = {"units": str(RATE_UNIT), "long_name": "Poisson error of the rate"}
     return xr.Dataset(
         {
@@ -303,13 +312,15 @@ def assemble_cube(
             "rate": rate,
             "rate_err": rate_err,
             "has_exposure": exposure > 0,
+            "ontime": ("zenith", ontime, {"units": "s", "long_name": "summed ONTIME of used runs"}),
             "livetime": ("zenith", livetime, {"units": "s", "long_name": "summed LIVETIME of used runs"}),
-            "exposed_livetime": (("zenith", "energy"), exposed.T, {"units": "s", "long_name": "livetime of runs safe in the bin"}),
+            "exposed_ontime": (("zenith", "energy"), exposed.T, {"units": "s", "long_name": "ONTIME of runs safe in the bin"}),
             "n_runs": ("zenith", n_runs, {"units": "", "long_name": "runs used per band"}),
             "run_counts": (("obs_id", "energy", "offset"), run_counts, {"units": "", "long_name": "counts per run"}),
             "run_safe": (("obs_id", "energy"), run_safe, {"units": "", "long_name": "bin inside the run's safe energy range"}),
             "run_zenith": ("obs_id", np.asarray(run_zenith, dtype=np.float64), {"units": "deg"}),
-            "run_livetime": ("obs_id", run_livetime, {"units": "s"}),
+            "run_ontime": ("obs_id", run_ontime, {"units": "s", "long_name": "ONTIME (GTI sum)"}),
+            "run_livetime": ("obs_id", run_livetime, {"units": "s", "long_name": "LIVETIME"}),
             "run_tstart": ("obs_id", np.asarray(run_tstart, dtype=np.float64), {"units": "s", "long_name": "TSTART (since MJDREF)"}),
             "run_threshold": ("obs_id", np.asarray(run_threshold, dtype=np.float64), {"units": "TeV", "long_name": "safe energy threshold"}),
             "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: none)"}),
@@ -321,7 +332,12 @@ def assemble_cube(
             "zenith_band": ("zenith", band_labels(binning.zenith), {"long_name": "zenith band (deg)"}),
             "obs_id": ("obs_id", np.asarray(obs_id, dtype=np.int64)),
         },
-        attrs={"zenith_assignment": ZENITH_RULE, "rate_without_exposure": "0 (see has_exposure)", **attrs},
+        attrs={
+            "zenith_assignment": ZENITH_RULE,
+            "rate_time": RATE_TIME,
+            "rate_without_exposure": "0 (see has_exposure)",
+            **attrs,
+        },
     )
 
 

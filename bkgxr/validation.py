@@ -2,7 +2,9 @@
 
 For each held-out run, the model of its zenith is built from the other runs
 (:func:`bkgxr.zenith.predict_rates` with ``leave_out``) and turned into
-predicted counts with the run's own livetime. Compared in the bins above the
+predicted counts as gammapy does, ``rate x ONTIME`` of the run (with the
+recipe's ``deadtime="livetime"``, the model holds the run's DEADC, so this is
+``rate_live x LIVETIME``). Compared in the bins above the
 run's safe energy threshold and inside ``radius``:
 
 - normalisation: ``ratio = observed / predicted`` total counts;
@@ -15,25 +17,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .axes import binning_of, exposure_s_mev_sr
-from .zenith import (
-    DEFAULT_ZENITH_MODEL,
-    KERNEL_SIGMA,
-    KERNEL_TIME_SIGMA,
-    ZenithModel,
-    predict_rates,
-)
+from .recipe import DEFAULT_RECIPE
+from .zenith import predict_rates
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     import numpy.typing as npt
     import xarray as xr
+
+    from .recipe import Recipe
 
 #: Energy threshold (TeV) of runs without SAFE_ENERGY_LO.
 DEFAULT_THRESHOLD = 1.0
@@ -115,12 +112,9 @@ def compare(
 def validate(
     cube: xr.Dataset,
     *,
-    model: ZenithModel = DEFAULT_ZENITH_MODEL,
-    sigma: float = KERNEL_SIGMA,
-    time_sigma: float | None = KERNEL_TIME_SIGMA,
+    recipe: Recipe = DEFAULT_RECIPE,
     radius: float = DEFAULT_RADIUS,
     default_threshold: float = DEFAULT_THRESHOLD,
-    smooth: Mapping[str, Any] | None = None,
 ) -> Validation:
     """Leave-one-run-out validation of a zenith recipe on the runs of ``cube``.
 
@@ -128,19 +122,13 @@ def validate(
     ----------
     cube : xarray.Dataset
         Computed cube with per-run counts (:func:`bkgxr.build_cube`).
-    model : {"bands", "interpolate", "kernel"}
-        Zenith recipe (see :mod:`bkgxr.zenith`).
-    sigma : float
-        Kernel width in cos(zenith).
-    time_sigma : float, optional
-        Kernel width in time, years; None for none.
+    recipe : Recipe
+        How each held-out run's model is made (:data:`bkgxr.DEFAULT_RECIPE`
+        if omitted).
     radius : float
         Compare offsets up to this radius, deg (whole offset bins only).
     default_threshold : float
         Energy threshold (TeV) of runs without SAFE_ENERGY_LO.
-    smooth : mapping, optional
-        Smoothing options (:func:`bkgxr.smooth.smooth_rate`) applied to each
-        held-out run's model; None for none.
 
     Returns
     -------
@@ -149,18 +137,13 @@ def validate(
     binning = binning_of(cube)
     held = np.flatnonzero(cube["run_used"].values)
     rate, n_eff = predict_rates(
-        cube,
-        cube["run_zenith"].values[held],
-        model=model,
-        sigma=sigma,
-        time=cube["run_tstart"].values[held],
-        time_sigma=time_sigma,
-        leave_out=held,
-        smooth=smooth,
+        cube, cube["run_zenith"].values[held], recipe=recipe, time=cube["run_tstart"].values[held], leave_out=held
     )
     unit = exposure_s_mev_sr(np.ones(1), binning)[0]
-    predicted = rate * cube["run_livetime"].values[held][:, None, None] * unit[None]
-    name = model if smooth is None else f"{model}+smooth"
+    # gammapy's prediction, rate per ONTIME x ONTIME: the recipe's own time of the run
+    time = cube["run_ontime" if recipe.deadtime == "ontime" else "run_livetime"].values[held]
+    predicted = rate * time[:, None, None] * unit[None]
+    name = recipe.zenith + ("+smooth" if recipe.smoothing is not None else "") + ("+deadc" if recipe.deadtime == "livetime" else "")
     return compare_runs(cube, held, predicted, n_eff, model=name, radius=radius, default_threshold=default_threshold)
 
 

@@ -7,7 +7,7 @@ Three recipes, each a pure function of the cube's per-run counts and exposures:
     band outside them all).
 ``interpolate``
     Band rates interpolated in cos(zenith), quadratically through the three
-    nearest bands, each placed at the livetime-weighted mean cos(zenith) of
+    nearest bands, each placed at the time-weighted mean cos(zenith) of
     its runs; constant beyond the outermost bands.
 ``kernel``
     Every run weighted by a Gaussian in cos(zenith) distance,
@@ -23,43 +23,42 @@ Three recipes, each a pure function of the cube's per-run counts and exposures:
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from .axes import assign_bands, binning_of, exposure_s_mev_sr
+from .recipe import DEFAULT_RECIPE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     import numpy.typing as npt
     import xarray as xr
 
     from .axes import Binning
+    from .recipe import DeadTime, Recipe, Smoothing
 
-ZenithModel = Literal["bands", "interpolate", "kernel"]
-#: Recipes :func:`predict_rates` knows, in the order the CLI lists them.
-ZENITH_MODELS: tuple[str, ...] = ("bands", "interpolate", "kernel")
-#: Default width of the kernel in cos(zenith).
-KERNEL_SIGMA = 0.03
-#: Default width of the kernel in time, years (None: no time kernel).
-KERNEL_TIME_SIGMA = 1.0
-#: Recipe used when none is given: the one that validates best on H.E.S.S. DR1.
-DEFAULT_ZENITH_MODEL: ZenithModel = "kernel"
 #: Julian year in s, the unit of ``time_sigma``.
 SECONDS_PER_YEAR = 365.25 * 86400.0
 
 
-def run_exposures(cube: xr.Dataset) -> npt.NDArray[np.float64]:
+def run_times(cube: xr.Dataset, deadtime: DeadTime = "ontime") -> npt.NDArray[np.float64]:
+    """Return each run's ONTIME (``"ontime"``) or LIVETIME (``"livetime"``) in s, 0 for runs not used."""
+    name = {"ontime": "run_ontime", "livetime": "run_livetime"}[deadtime]
+    return np.where(cube["run_used"].values, cube[name].values, 0.0)  # a bad run's is NaN
+
+
+def run_exposures(cube: xr.Dataset, deadtime: DeadTime = "ontime") -> npt.NDArray[np.float64]:
     """Return each run's exposure (s MeV sr) where it counts in the model, 0 elsewhere.
 
-    Shape: (n_runs, n_energy, n_offset): livetime x safe bins x dE x dOmega,
-    zero for runs not used.
+    Shape: (n_runs, n_energy, n_offset): time x safe bins x dE x dOmega, with
+    the run's ONTIME or LIVETIME (``deadtime``), zero for runs not used.
     """
     binning = binning_of(cube)
     unit = exposure_s_mev_sr(np.ones(1), binning)[0]  # dE x dOmega, (energy, offset)
-    livetime = np.where(cube["run_used"].values, cube["run_livetime"].values, 0.0)  # a bad run's is NaN
-    exposure = livetime[:, None, None] * cube["run_safe"].values[:, :, None] * unit[None]
+    time = run_times(cube, deadtime)
+    exposure = time[:, None, None] * cube["run_safe"].values[:, :, None] * unit[None]
     return cast("npt.NDArray[np.float64]", exposure)  # xarray's .values is untyped
 
 
@@ -73,14 +72,14 @@ def _rate(
     counts: npt.NDArray[np.float64],
     exposure: npt.NDArray[np.float64],
     binning: Binning,
-    smooth: Mapping[str, Any] | None,
+    smoothing: Smoothing | None,
 ) -> npt.NDArray[np.float64]:
     """Return counts / exposure, or its smoothed version (:func:`bkgxr.smooth.smooth_rate`)."""
-    if smooth is None:
+    if smoothing is None:
         return _ratio(counts, exposure)
     from .smooth import smooth_rate
 
-    rate, _ = smooth_rate(counts, exposure, offset_edges=binning.offset, energy_edges=binning.energy, **smooth)
+    rate, _ = smooth_rate(counts, exposure, offset_edges=binning.offset, energy_edges=binning.energy, **smoothing.options())
     return np.asarray(rate, dtype=np.float64)
 
 
@@ -114,17 +113,12 @@ def kernel_weights(
 
 
 def _weights(
-    cube: xr.Dataset,
-    zenith: npt.NDArray[np.float64],
-    model: str,
-    sigma: float,
-    time: npt.NDArray[np.float64] | None,
-    time_sigma: float | None,
+    cube: xr.Dataset, zenith: npt.NDArray[np.float64], recipe: Recipe, time: npt.NDArray[np.float64] | None
 ) -> npt.NDArray[np.float64]:
     """Return run weights per target (n_targets, n_runs) for ``bands`` and ``kernel``."""
     used = cube["run_used"].values
-    if model == "kernel":
-        return kernel_weights(cube, zenith, sigma=sigma, time=time, time_sigma=time_sigma)
+    if recipe.zenith == "kernel":
+        return kernel_weights(cube, zenith, sigma=recipe.kernel_sigma, time=time, time_sigma=recipe.time_sigma)
     band = assign_bands(zenith, binning_of(cube).zenith, outside="nearest")
     return np.asarray((cube["run_band"].values[None, :] == band[:, None]) & used[None, :], dtype=np.float64)
 
@@ -133,14 +127,17 @@ def predict_rates(
     cube: xr.Dataset,
     zenith: npt.ArrayLike,
     *,
-    model: ZenithModel = "kernel",
-    sigma: float = KERNEL_SIGMA,
+    recipe: Recipe = DEFAULT_RECIPE,
     time: npt.ArrayLike | None = None,
-    time_sigma: float | None = None,
     leave_out: npt.ArrayLike | None = None,
-    smooth: Mapping[str, Any] | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Return the background rate at each target zenith.
+    """Return the background rate at each target zenith, per the recipe's run time.
+
+    The rate is ``counts / (time x dE x dOmega)`` summed (weighted) over the
+    runs, with each run's ONTIME (``recipe.deadtime == "ontime"``: the rate
+    per observation time of GADF files) or LIVETIME (``"livetime"``: a rate
+    per live time, which :func:`bkgxr.predict_models` scales by each
+    observation's DEADC).
 
     Parameters
     ----------
@@ -148,21 +145,15 @@ def predict_rates(
         Computed cube of :func:`bkgxr.build_cube` (or :func:`bkgxr.load_models`).
     zenith : array-like
         Target zenith angles, deg. Shape: (n_targets,).
-    model : {"bands", "interpolate", "kernel"}
-        Recipe; see the module docstring.
-    sigma : float
-        Kernel width in cos(zenith) (``kernel`` only).
+    recipe : Recipe
+        Zenith model, kernel widths, smoothing (each model, each band before
+        ``interpolate``, is smoothed from its weighted counts and exposure)
+        and time convention. Without TSTART of every run and target the time
+        kernel is dropped, with a warning.
     time : array-like, optional
         Target times (TSTART, s, same reference as the runs'). Shape: (n_targets,).
-    time_sigma : float, optional
-        Kernel width in time, years (``kernel`` only); None for no time kernel.
-        Without TSTART of every run and target it is dropped, with a warning.
     leave_out : array-like of int, optional
         Index along ``obs_id`` of a run to leave out per target, -1 for none.
-    smooth : mapping, optional
-        Options of :func:`bkgxr.smooth.smooth_rate`: each model (each band
-        before ``interpolate``) is smoothed from its (weighted) counts and
-        exposure. None for the raw ratio.
 
     Returns
     -------
@@ -172,30 +163,23 @@ def predict_rates(
     n_eff : numpy.ndarray
         Effective number of runs behind each target's model. Shape: (n_targets,).
 
-    Raises
-    ------
-    ValueError
-        For an unknown model or a non-positive sigma.
     """
-    if model not in ZENITH_MODELS:
-        raise ValueError(f"unknown zenith model {model!r}; choose from {ZENITH_MODELS}")
-    if not sigma > 0 or (time_sigma is not None and not time_sigma > 0):
-        raise ValueError(f"kernel widths must be positive, got sigma={sigma}, time_sigma={time_sigma}")
     zenith = np.atleast_1d(np.asarray(zenith, dtype=np.float64))
     counts = cube["run_counts"].values.astype(np.float64)
-    exposure = run_exposures(cube)
+    exposure = run_exposures(cube, recipe.deadtime)
     n_runs = counts.shape[0]
     drop = np.full(zenith.size, -1) if leave_out is None else np.asarray(leave_out, dtype=np.int64)
     keep = np.ones((zenith.size, n_runs))
     keep[np.flatnonzero(drop >= 0), drop[drop >= 0]] = 0.0
     binning = binning_of(cube)
-    if model == "interpolate":
-        return _interpolate(cube, zenith, counts, exposure, keep, lambda c, x: _rate(c, x, binning, smooth))
+    if recipe.zenith == "interpolate":
+        times_run = run_times(cube, recipe.deadtime)
+        return _interpolate(cube, zenith, counts, exposure, times_run, keep, lambda c, x: _rate(c, x, binning, recipe.smoothing))
     times = None if time is None else np.atleast_1d(np.asarray(time, dtype=np.float64))
-    weights = _weights(cube, zenith, model, sigma, times, time_sigma) * keep
+    weights = _weights(cube, zenith, recipe, times) * keep
     shape = (zenith.size, *counts.shape[1:])
     flat = (counts.reshape(n_runs, -1), exposure.reshape(n_runs, -1))
-    rate = _rate((weights @ flat[0]).reshape(shape), (weights @ flat[1]).reshape(shape), binning, smooth)
+    rate = _rate((weights @ flat[0]).reshape(shape), (weights @ flat[1]).reshape(shape), binning, recipe.smoothing)
     n_eff = _ratio(weights.sum(axis=1) ** 2, (weights**2).sum(axis=1))
     return rate, n_eff
 
@@ -205,6 +189,7 @@ def _interpolate(
     zenith: npt.NDArray[np.float64],
     counts: npt.NDArray[np.float64],
     exposure: npt.NDArray[np.float64],
+    run_time: npt.NDArray[np.float64],
     keep: npt.NDArray[np.float64],
     rate_of: Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]], npt.NDArray[np.float64]],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -212,19 +197,19 @@ def _interpolate(
 
     Quadratic (Lagrange) through the three band centroids nearest the target,
     linear with two bands, constant with one; clamped to the outermost
-    centroids and to non-negative rates.
+    centroids and to non-negative rates. Band centroids are weighted by the
+    runs' times ``run_time``.
     """
     n_bands = cube.sizes["zenith"]
     member = (cube["run_band"].values[None, :] == np.arange(n_bands)[:, None]) & cube["run_used"].values[None, :]
     cos_run = np.cos(np.radians(cube["run_zenith"].values))
-    live = cube["run_livetime"].values
     rates = np.zeros((zenith.size, *counts.shape[1:]))
     n_eff = np.zeros(zenith.size)
     for t in range(zenith.size):
         w = member * keep[t][None, :]  # (band, run)
         filled = w.sum(axis=1) > 0
         band_rate = rate_of(np.tensordot(w, counts, 1)[filled], np.tensordot(w, exposure, 1)[filled])
-        centre = _ratio((w * live * cos_run).sum(axis=1), (w * live).sum(axis=1))[filled]
+        centre = _ratio((w * run_time * cos_run).sum(axis=1), (w * run_time).sum(axis=1))[filled]
         x = np.clip(np.cos(np.radians(zenith[t])), centre.min(), centre.max())
         nodes = np.argsort(np.abs(centre - x), kind="stable")[: min(3, centre.size)]
         for i in nodes:

@@ -5,7 +5,8 @@ A store is the folder of ``hdu-index.fits[.gz]`` and ``obs-index.fits[.gz]``.
 observation table into a *run table*: one row per selected run with the
 columns the engine needs (``OBS_ID``, ``RA_PNT``, ``DEC_PNT``, ``ZEN_PNT``,
 ``LIVETIME``, ``EVENTS_PATH``, ``EVENTS_HDU``), filled from the EVENTS header
-where the observation index lacks them.
+where the observation index lacks them, and ``PNT_SOURCE``, where the read
+task takes the pointing from (:mod:`bkgxr.io.events`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from astropy.table import Table
 
 from ..exceptions import EmptySelectionError, InvalidRunError, StoreError
 from ..pointing import mean_zenith
+from .events import PNT_HEADER, PNT_HEADER_ELSE_INDEX
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 #: Columns of a run table that the engine reads; all other obs-index columns are kept too.
-RUN_COLUMNS = ("OBS_ID", "RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME", "EVENTS_PATH", "EVENTS_HDU", "GTI_HDU")
+RUN_COLUMNS = (
+    "OBS_ID", "RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME", "EVENTS_PATH", "EVENTS_HDU", "GTI_HDU", "PNT_SOURCE"
+)
 
 #: Query the tutorial uses to select off runs, applied when the column exists.
 OFF_QUERY = 'TARGET_NAME == "Off data"'
@@ -147,6 +151,12 @@ class Store:
         pandas.DataFrame
             One row per run, sorted by ``OBS_ID``, with every obs-index column
             plus :data:`RUN_COLUMNS` and ``ERROR`` ('' for a usable run).
+            ``RA_PNT``/``DEC_PNT`` are the obs-index's where it has them; the
+            events are binned around the EVENTS header's pointing when it has
+            one, and ``PNT_SOURCE`` says so: ``"EVENTS header"`` where the
+            obs-index lacks the pointing (it was read from the header here),
+            ``"EVENTS header, else obs-index"`` where the header is read only
+            by the read task, '' for an unusable run.
 
         Raises
         ------
@@ -236,10 +246,11 @@ def _complete(store: Store, frame: pd.DataFrame, *, skip_bad: bool) -> pd.DataFr
     """Add file locations, fill needed values from EVENTS headers and check them.
 
     Adds ``ERROR``: '' for a usable run, else why it cannot be used (only
-    with ``skip_bad``; otherwise the first bad run raises).
+    with ``skip_bad``; otherwise the first bad run raises); and ``PNT_SOURCE``.
     """
     for hdu_type in ("events", "gti"):
         frame = frame.merge(hdu_locations(store, hdu_type), on="OBS_ID", how="left")
+    indexed = frame.reindex(columns=["RA_PNT", "DEC_PNT"]).apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
     values, errors = [], []
     for _, row in frame.iterrows():
         try:
@@ -257,11 +268,13 @@ def _complete(store: Store, frame: pd.DataFrame, *, skip_bad: bool) -> pd.DataFr
     same = frame["GTI_PATH"] == frame["EVENTS_PATH"]
     frame["GTI_HDU"] = frame["GTI_HDU"].where(same, "")
     frame["ERROR"] = errors
+    source = np.where(indexed.to_numpy(), PNT_HEADER_ELSE_INDEX, PNT_HEADER)
+    frame["PNT_SOURCE"] = np.where(np.asarray(errors) == "", source, "").astype(object)
     return frame
 
 
 #: Per-run values the engine needs, from the obs-index or else the EVENTS header.
-NEEDED = ("RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME")
+NEEDED = ("RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME", "ONTIME")
 
 
 def _given(row: pd.Series, name: str) -> float | None:
@@ -274,17 +287,17 @@ def _given(row: pd.Series, name: str) -> float | None:
 
 
 def run_values(row: pd.Series) -> dict[str, float]:
-    """Return and check pointing, zenith and livetime of one run-table row.
+    """Return and check pointing, zenith, livetime and observation time of one run-table row.
 
     Values missing from the obs-index are read from the EVENTS header: RA_PNT,
-    DEC_PNT, LIVETIME, and ZEN_PNT (else 90 - ALT_PNT, else computed from the
+    DEC_PNT, LIVETIME, ONTIME, and ZEN_PNT (else 90 - ALT_PNT, else computed from the
     pointing, the run times and the observatory location).
 
     Raises
     ------
     InvalidRunError
-        If a file is missing, a value cannot be found, or LIVETIME is not
-        positive and finite.
+        If a file is missing, a value cannot be found, LIVETIME or ONTIME is
+        not positive and finite, or LIVETIME exceeds ONTIME.
     """
     obs_id = int(row["OBS_ID"])
     path = row.get("EVENTS_PATH")
@@ -304,8 +317,11 @@ def run_values(row: pd.Series) -> dict[str, float]:
     if any(v is None for v in values.values()):
         values = _from_header(obs_id, path, str(row["EVENTS_HDU"]), values)
     found = cast("dict[str, float]", values)  # _from_header filled every None or raised
-    if not (np.isfinite(found["LIVETIME"]) and found["LIVETIME"] > 0):
-        raise InvalidRunError(obs_id, path, f"LIVETIME is {found['LIVETIME']} s; it must be positive")
+    for name in ("LIVETIME", "ONTIME"):
+        if not (np.isfinite(found[name]) and found[name] > 0):
+            raise InvalidRunError(obs_id, path, f"{name} is {found[name]} s; it must be positive")
+    if found["LIVETIME"] > found["ONTIME"] * (1 + 1e-6):
+        raise InvalidRunError(obs_id, path, f"LIVETIME {found['LIVETIME']} s exceeds ONTIME {found['ONTIME']} s")
     for name in ("RA_PNT", "DEC_PNT", "ZEN_PNT"):
         if not np.isfinite(found[name]):
             raise InvalidRunError(obs_id, path, f"{name} is not finite")
@@ -318,7 +334,7 @@ def _from_header(obs_id: int, path: Path, hdu: str, values: dict[str, float | No
     except (OSError, KeyError, IndexError, EOFError, ValueError) as err:
         raise InvalidRunError(obs_id, path, f"cannot read the {hdu} header: {err}") from err
     values = dict(values)
-    for name in ("RA_PNT", "DEC_PNT", "LIVETIME"):
+    for name in ("RA_PNT", "DEC_PNT", "LIVETIME", "ONTIME"):
         if values[name] is None:
             if name not in header:
                 raise InvalidRunError(obs_id, path, f"neither the obs-index nor the {hdu} header gives {name}")

@@ -1,0 +1,225 @@
+"""Read a model file written by :func:`bkgxr.write_models` back into its Dataset.
+
+:func:`read_models` returns what was written, in the layout of
+:func:`bkgxr.predict_models`: the band models, every observation's model, the
+runs behind them and the recipe. Integrity is checked with the FITS
+CHECKSUM/DATASUM keywords of every HDU, not by recomputing the models, so a
+file stays readable whatever later versions of the modelling code do. Files of
+bkgxr 0.1 (no checksums; rates per LIVETIME) are read with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+from astropy.table import Table
+
+from ..axes import Binning, band_index, band_labels
+from ..cube import RATE_TIME, assemble_cube
+from ..exceptions import StoreError
+from ..models import BAND_VARIABLES, RUN_VARIABLES
+from ..recipe import Recipe
+from ..units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
+
+if TYPE_CHECKING:
+    import astropy.units as u
+    import numpy.typing as npt
+
+#: What a file without the BKGTIME keyword (bkgxr 0.1) holds.
+LEGACY_RATE_TIME = "LIVETIME (file of bkgxr 0.1: gammapy over-predicts it by 1/DEADC)"
+
+
+def _column(hdu: fits.BinTableHDU, name: str, unit: u.UnitBase, path: Path) -> npt.NDArray[np.float64]:
+    """Return the one-row array column ``name`` of ``hdu`` converted to ``unit``."""
+    if name not in hdu.columns.names:
+        raise StoreError(f"{hdu.name} lacks column {name}", path=path)
+    given = parse_unit(hdu.columns[name].unit, default=unit, what=f"{path.name} {hdu.name} {name}")
+    return np.asarray(hdu.data[name][0], dtype=np.float64) * scale_to(given, unit)
+
+
+def _edges(lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64], what: str, path: Path) -> npt.NDArray[np.float64]:
+    """Return the edges of contiguous bins ``[lo, hi)``."""
+    if not np.array_equal(lo[1:], hi[:-1]):
+        raise StoreError(f"{what} bins are not contiguous: {lo} / {hi}", path=path)
+    return np.append(lo, hi[-1])
+
+
+def _grid(hdu: fits.BinTableHDU, path: Path) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    energy = _edges(_column(hdu, "ENERG_LO", ENERGY_UNIT, path), _column(hdu, "ENERG_HI", ENERGY_UNIT, path), "ENERG", path)
+    offset = _edges(_column(hdu, "THETA_LO", ANGLE_UNIT, path), _column(hdu, "THETA_HI", ANGLE_UNIT, path), "THETA", path)
+    return energy, offset
+
+
+def _rate(hdu: fits.BinTableHDU, path: Path, column: str = "BKG") -> npt.NDArray[np.float64]:
+    # TDIM (n_energy, n_offset) reads back as numpy (n_offset, n_energy): transpose to (energy, offset).
+    return _column(hdu, column, RATE_UNIT, path).T
+
+
+def _open_verified(path: Path) -> tuple[fits.HDUList, bool]:
+    """Open ``path``, checking every HDU's checksum; return the HDUs and whether they had checksums."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hdul = fits.open(path, memmap=False, checksum=True)
+            for hdu in hdul:
+                hdu.data  # noqa: B018 - loading the data verifies DATASUM
+    except (OSError, ValueError) as err:
+        raise StoreError(f"cannot read the file: {err}", path=path) from err
+    failed = [str(w.message).strip() for w in caught if "verification failed" in str(w.message)]
+    if failed:
+        hdul.close()
+        raise StoreError(f"the file was changed after writing: {failed[0]}", path=path)
+    return hdul, all("CHECKSUM" in hdu.header for hdu in hdul)
+
+
+def read_models(path: str | Path) -> xr.Dataset:
+    """Read a file written by :func:`bkgxr.write_models` into the Dataset it was written from.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        FITS file with one ``BKG_2D`` HDU per zenith band (``ZEN_LO``,
+        ``ZEN_HI``), the ``RUNS`` and ``OBS_INDEX`` tables and the
+        per-observation models.
+
+    Returns
+    -------
+    xarray.Dataset
+        Eager, in the layout of :func:`bkgxr.predict_models` (band models,
+        ``obs_*`` per observation, ``run_*`` per run); attributes hold the
+        recipe, ``rate_time`` and ``checksum`` ('verified' or 'absent').
+
+    Raises
+    ------
+    StoreError
+        If the file is unreadable, a checksum fails, it lacks an HDU, keyword
+        or column, or its bands or bins do not line up.
+    UnitError
+        If a column has a unit that is unknown or of the wrong kind.
+
+    Warns
+    -----
+    UserWarning
+        For a file of bkgxr 0.1, whose rates are per LIVETIME.
+
+    See Also
+    --------
+    write_models, predict_models, bkgxr.plot.plot_overview
+    """
+    path = Path(path)
+    hdul, verified = _open_verified(path)
+    with hdul:
+        primary = hdul[0].header
+        bands = sorted((h for h in hdul[1:] if h.header.get("HDUCLAS4") == "BKG_2D" and "ZEN_LO" in h.header),
+                       key=lambda h: float(h.header["ZEN_LO"]))
+        if not bands:
+            raise StoreError("no BKG_2D HDU with ZEN_LO/ZEN_HI: not written by bkgxr.write_models", path=path)
+        try:
+            recipe = Recipe.from_header(primary)
+            zen = np.array([[float(h.header["ZEN_LO"]), float(h.header["ZEN_HI"])] for h in bands])
+            runs = Table.read(hdul["RUNS"])
+            obs = Table.read(hdul["OBS_INDEX"])
+            own = {int(h.header["OBS_ID"]): h for h in hdul[1:] if str(h.name).startswith("BKG_OBS_")}
+        except (KeyError, ValueError, IndexError) as err:
+            raise StoreError(f"missing keyword, HDU or column: {err}", path=path) from err
+        grids = [_grid(h, path) for h in bands]
+        if any(not (np.array_equal(e, grids[0][0]) and np.array_equal(o, grids[0][1])) for e, o in grids):
+            raise StoreError("the BKG_2D HDUs have different energy or offset bins", path=path)
+        band_rate = np.stack([_rate(h, path) for h in bands])
+        band_err = np.stack([_rate(h, path, "BKG_ERR") if "BKG_ERR" in h.columns.names else np.zeros(band_rate.shape[1:]) for h in bands])
+        binning = Binning(zenith=_edges(zen[:, 0], zen[:, 1], "zenith band", path), energy=grids[0][0], offset=grids[0][1])
+        obs_models = _observations(obs, own, band_rate, binning, path)
+    cube = _cube(runs, binning, bool(primary.get("SAFEENER", False)))
+    n_runs = cube["n_runs"].values
+    obs_band, obs_own = obs_models["obs_band"][1], obs_models["obs_own"][1]
+    obs_models["obs_n_eff"][1][~obs_own & (obs_band >= 0)] = n_runs[obs_band[~obs_own & (obs_band >= 0)]]
+    if "BKGTIME" not in primary:
+        warnings.warn(f"{path.name}: written by bkgxr 0.1: its rates are per LIVETIME; gammapy predicts rate x ONTIME "
+                      "and so over-predicts by 1/DEADC: rebuild it", stacklevel=2)
+    models = cube[list(BAND_VARIABLES)].assign(rate=(cube["rate"].dims, band_rate), rate_err=(cube["rate"].dims, band_err))
+    for name in ("rate", "rate_err"):
+        models[name].attrs = {**cube[name].attrs, "recipe": recipe.describe()}
+    run_vars = cube[list(RUN_VARIABLES)].rename({"obs_id": "run"})
+    return xr.Dataset(
+        {**models.data_vars, **run_vars.data_vars, **obs_models},
+        coords={**models.coords, "run": run_vars["run"].values, "obs_id": np.asarray(obs["OBS_ID"], dtype=np.int64)},
+        attrs={
+            **{key: value for key, (value, _) in recipe.to_header().items()},
+            "recipe": recipe.describe(),
+            "rate_time": RATE_TIME if "BKGTIME" in primary else LEGACY_RATE_TIME,
+            "safe_energy": int(bool(primary.get("SAFEENER", False))),
+            "source": str(path),
+            "checksum": "verified" if verified else "absent",
+        },
+    )
+
+
+def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
+    """Return the cube of the RUNS table (counts, exposure, per-run values)."""
+    run_zenith = np.asarray(runs["ZEN_PNT"].quantity.to_value(ANGLE_UNIT), np.float64)
+    run_counts = np.asarray(runs["COUNTS"], dtype=np.int64).transpose(0, 2, 1)
+    run_error = np.asarray(runs["ERROR"], dtype=object)
+    band = band_index(run_zenith, binning.zenith)
+    used = (run_error == "") & (band >= 0)
+    counts = np.stack([(run_counts * (used & (band == i))[:, None, None]).sum(axis=0) for i in range(binning.shape[0])])
+    livetime = np.asarray(runs["LIVETIME"].quantity.to_value(TIME_UNIT), np.float64)
+    # files of bkgxr 0.1 have no ONTIME: their rates were per LIVETIME, which then stands in
+    ontime = np.asarray(runs["ONTIME"].quantity.to_value(TIME_UNIT), np.float64) if "ONTIME" in runs.colnames else livetime
+    return assemble_cube(
+        binning,
+        counts=counts,
+        run_counts=run_counts,
+        run_error=run_error,
+        run_safe=np.asarray(runs["SAFE"], dtype=bool),
+        obs_id=np.asarray(runs["OBS_ID"], dtype=np.int64),
+        run_zenith=run_zenith,
+        run_ontime=ontime,
+        run_livetime=livetime,
+        run_threshold=np.asarray(runs["SAFE_ENERGY_LO"].quantity.to_value(ENERGY_UNIT), np.float64),
+        run_tstart=np.asarray(runs["TSTART"].quantity.to_value(TIME_UNIT), np.float64),
+        attrs={"safe_energy": int(safe_energy)},
+    )
+
+
+def _observations(
+    obs: Table, own: dict[int, fits.BinTableHDU], band_rate: npt.NDArray[np.float64], binning: Binning, path: Path
+) -> dict[str, tuple[str | tuple[str, ...], npt.NDArray[Any], dict[str, str]]]:
+    """Return the ``obs_*`` variables of the OBS_INDEX and the per-observation HDUs."""
+    labels = band_labels(binning.zenith)
+    ids = np.asarray(obs["OBS_ID"], dtype=np.int64)
+    hdu = np.char.strip(np.asarray(obs["BKG_HDU"].filled("") if hasattr(obs["BKG_HDU"], "filled") else obs["BKG_HDU"], dtype=str))
+    label = np.char.strip(np.asarray(obs["BKG_ZEN_BAND"], dtype=str))
+    band = np.array([labels.index(b) if b in labels else -1 for b in label], dtype=np.int64)
+    rate = np.zeros((ids.size, *band_rate.shape[1:]))
+    deadc, n_eff = np.ones(ids.size), np.zeros(ids.size)
+    is_own = np.array([name.startswith("BKG_OBS_") for name in hdu])
+    for i, obs_id in enumerate(ids):
+        if is_own[i]:
+            if int(obs_id) not in own:
+                raise StoreError(f"OBS_INDEX names {hdu[i]} for observation {obs_id}, which the file lacks", path=path)
+            energy, offset = _grid(own[int(obs_id)], path)
+            if not (np.array_equal(energy, binning.energy) and np.array_equal(offset, binning.offset)):
+                raise StoreError(f"{hdu[i]} has other bins than the band models", path=path)
+            rate[i] = _rate(own[int(obs_id)], path)
+            deadc[i] = float(own[int(obs_id)].header.get("DEADC", 1.0))
+            n_eff[i] = float(own[int(obs_id)].header.get("N_EFF", np.nan))
+        elif band[i] >= 0:
+            rate[i] = band_rate[band[i]]
+    zenith = np.asarray(obs["ZEN_PNT"], dtype=np.float64)
+    tstart, ontime = (np.asarray(obs[c], dtype=np.float64) if c in obs.colnames else np.full(ids.size, np.nan) for c in ("TSTART", "ONTIME"))
+    return {
+        "obs_rate": (("obs_id", "energy", "offset"), rate, {"units": str(RATE_UNIT), "long_name": "model of the observation, per ONTIME"}),
+        "obs_own": ("obs_id", is_own, {"units": "", "long_name": "model of its own (else its band's)"}),
+        "obs_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: no model)"}),
+        "obs_zenith": ("obs_id", zenith, {"units": "deg", "long_name": "ZEN_PNT"}),
+        "obs_tstart": ("obs_id", tstart, {"units": "s", "long_name": "TSTART (since MJDREF)"}),
+        "obs_ontime": ("obs_id", ontime, {"units": "s", "long_name": "ONTIME"}),
+        "obs_deadc": ("obs_id", deadc, {"units": "", "long_name": "dead-time factor folded into the model"}),
+        "obs_n_eff": ("obs_id", n_eff, {"units": "", "long_name": "effective number of runs behind the model"}),
+        "obs_error": ("obs_id", np.where(hdu == "", "no model", "").astype(object), {"units": "", "long_name": "why the observation has no model"}),
+    }

@@ -1,0 +1,254 @@
+"""Write the models of :func:`bkgxr.predict_models` as one GADF file, atomically.
+
+One FITS file holds, in order: a primary HDU stating the recipe, ``HDU_INDEX``,
+``OBS_INDEX``, ``RUNS`` (the runs the models were built from, with their
+counts), one ``BKG_2D`` HDU per zenith band (``BKG_ZEN_<lo>_<hi>``) and, for
+recipes that give each observation its own model, one ``BKG_2D`` per
+observation (``BKG_OBS_<OBS_ID>``). The HDU index keeps every row of the source
+store, with paths re-based to the output file, and points each observation's
+``bkg`` row to its model, so ``gammapy.data.DataStore.from_file(path)`` loads
+it as the observation's bkg. Every rate is per observation time (ONTIME), as
+the GADF spec says and gammapy uses (``BKGTIME = 'ONTIME'`` in each header).
+Every HDU carries FITS CHECKSUM/DATASUM keywords, which :func:`bkgxr.read_models`
+verifies. This module turns a Dataset into bytes and holds no modelling code.
+Spec: https://gamma-astro-data-formats.readthedocs.io/en/latest/irfs/full_enclosure/bkg/
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from ..axes import binning_of
+from ..recipe import Recipe
+from ._checksum import add_checksum_cards, fill_checksums
+from .gadf import bkg_2d_hdus_bytes, bkg_hdu_name, create_bkg_2d_hdu, hdu_index_table
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from .store import Store
+
+#: Keyword and comment stating the time every rate in the file is per.
+BKGTIME_CARD = ("ONTIME", "rate per obs. time (GTI sum), no deadtime corr.")
+
+
+def check_output(path: str | Path, *, overwrite: bool = True) -> Path:
+    """Check, without writing anything, that ``path`` can become the output file.
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a folder.
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    PermissionError
+        If the nearest existing folder above ``path`` is not a writable folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the name of the output file")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    folder = path.parent.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: {folder} is not a writable folder")
+    return path
+
+
+def write_atomic(data: bytes, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+
+    A failure leaves no partial file and any existing ``path`` untouched.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    IsADirectoryError
+        If ``path`` is a folder.
+    """
+    path = check_output(path, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def runs_table(models: xr.Dataset) -> Table:
+    """Return the RUNS table: every run behind the models, its counts, safe bins and fate."""
+    n_e, n_o = models.sizes["energy"], models.sizes["offset"]
+    table = Table(
+        {
+            "OBS_ID": models["run"].values,
+            "ZEN_PNT": models["run_zenith"].values,
+            "ONTIME": models["run_ontime"].values,
+            "LIVETIME": models["run_livetime"].values,
+            "SAFE_ENERGY_LO": models["run_threshold"].values,
+            "TSTART": models["run_tstart"].values,
+            "BAND": models["run_band"].values,
+            "USED": models["run_used"].values,
+            "ERROR": np.asarray(models["run_error"].values, dtype=str),
+            # (energy, offset) per run, written transposed like BKG: TDIM (n_energy, n_offset)
+            "COUNTS": models["run_counts"].transpose("run", "offset", "energy").values,
+            "SAFE": models["run_safe"].values,
+        },
+        units={"ZEN_PNT": "deg", "ONTIME": "s", "LIVETIME": "s", "SAFE_ENERGY_LO": "TeV", "TSTART": "s"},
+    )
+    table.meta.update({"EXTNAME": "RUNS", "COMMENT": f"COUNTS per run: (energy, offset) = ({n_e}, {n_o})"})
+    return table
+
+
+def _hdu_names(models: xr.Dataset) -> tuple[list[str], list[str]]:
+    """Return the EXTNAME of each band model and of each observation's model ('' for none)."""
+    binning = binning_of(models)
+    bands = [bkg_hdu_name(lo, hi) for lo, hi in zip(binning.zenith[:-1], binning.zenith[1:], strict=True)]
+    names = [
+        f"BKG_OBS_{int(obs_id)}" if own else (bands[band] if band >= 0 else "")
+        for obs_id, own, band in zip(models["obs_id"].values, models["obs_own"].values, models["obs_band"].values, strict=True)
+    ]
+    return bands, names
+
+
+def _primary(models: xr.Dataset, recipe: Recipe, date: str | None) -> fits.PrimaryHDU:
+    primary = fits.PrimaryHDU()
+    primary.header["CREATOR"] = "bkgxr"
+    primary.header["DATE"] = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    primary.header["BKGTIME"] = BKGTIME_CARD
+    for key, card in recipe.to_header().items():
+        primary.header[key] = card
+    primary.header["COMMENT"] = "bands: an observation gets the model of the band containing ZEN_PNT (lo <= z < hi)"
+    primary.header["NRUNS"] = (int(models["run_used"].sum()), "runs the models were built from")
+    primary.header["NSKIPPED"] = (int((~models["run_used"]).sum()), "runs left out: see RUNS.ERROR")
+    primary.header["SAFEENER"] = (bool(models.attrs.get("safe_energy", 0)), "runs used only in their safe energy bins")
+    return primary
+
+
+def _band_hdus(models: xr.Dataset, names: list[str]) -> list[fits.BinTableHDU]:
+    binning = binning_of(models)
+    hdus = []
+    for i, name in enumerate(names):
+        band = models.isel(zenith=i)
+        hdus.append(
+            create_bkg_2d_hdu(
+                band["rate"].transpose("energy", "offset").values,
+                binning.energy,
+                binning.offset,
+                extname=name,
+                error=band["rate_err"].transpose("energy", "offset").values,
+                meta={
+                    "BKGTIME": BKGTIME_CARD,
+                    "ZEN_LO": (float(binning.zenith[i]), "[deg] zenith band lower edge"),
+                    "ZEN_HI": (float(binning.zenith[i + 1]), "[deg] zenith band upper edge"),
+                    "ONTIME": (float(band["ontime"]), "[s] summed ONTIME of the runs"),
+                    "LIVETIME": (float(band["livetime"]), "[s] summed LIVETIME of the runs"),
+                    "NRUNS": (int(band["n_runs"]), "runs in this band"),
+                    "NEVENTS": (int(band["counts"].sum()), "events in the binned range"),
+                },
+            )
+        )
+    return hdus
+
+
+def _observation_bytes(models: xr.Dataset, recipe: Recipe, names: list[str]) -> bytes:
+    """Return the BKG_2D HDUs of the observations with a model of their own, as FITS bytes."""
+    own = np.flatnonzero(models["obs_own"].values)
+    metas = [
+        {
+            "EXTNAME": (names[i], "name of this binary table extension"),
+            "BKGTIME": BKGTIME_CARD,
+            "OBS_ID": (int(models["obs_id"].values[i]), "observation this model is for"),
+            "ZEN_PNT": (float(models["obs_zenith"].values[i]), "[deg] zenith the model is evaluated at"),
+            "ZENMODEL": (recipe.zenith, "zenith recipe"),
+            "DEADC": (float(models["obs_deadc"].values[i]), "dead-time factor folded in (1: none)"),
+            "N_EFF": (round(float(models["obs_n_eff"].values[i]), 6), "effective number of runs behind the model"),
+        }
+        for i in own
+    ]
+    binning = binning_of(models)
+    rates = models["obs_rate"].transpose("obs_id", "energy", "offset").values[own]
+    return bkg_2d_hdus_bytes(rates, binning.energy, binning.offset, metas)
+
+
+def write_models(
+    models: xr.Dataset,
+    path: str | Path,
+    *,
+    store: Store,
+    date: str | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write the models of :func:`bkgxr.predict_models` and index tables to one FITS file.
+
+    Parameters
+    ----------
+    models : xarray.Dataset
+        From :func:`bkgxr.predict_models`, its recipe in the attributes.
+    path : str or pathlib.Path
+        Output FITS file; ``gammapy.data.DataStore.from_file(path)`` loads it.
+    store : Store
+        Store the observations belong to: its index rows are copied, with
+        paths re-based to ``path``.
+    date : str, optional
+        Value of the DATE keyword; today's UTC date if omitted. Pass it to
+        make output byte-reproducible.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        If ``models`` is not a Dataset of :func:`bkgxr.predict_models`.
+    """
+    missing = [n for n in ("rate", "obs_rate", "obs_own", "obs_band", "run_counts") if n not in models]
+    if missing:
+        raise ValueError(f"models lack {missing}: pass the Dataset of bkgxr.predict_models (not a cube)")
+    path = check_output(path, overwrite=overwrite)
+    recipe = Recipe.from_header(models.attrs)
+    bands, names = _hdu_names(models)
+    labels = models["zenith_band"].values
+    band = models["obs_band"].values
+    obs_table = store.obs_table.copy(copy_data=True)
+    obs_table.meta["EXTNAME"] = "OBS_INDEX"
+    order = {int(o): i for i, o in enumerate(models["obs_id"].values)}
+    keep = [order[int(o)] for o in obs_table["OBS_ID"]]
+    obs_table["BKG_HDU"] = [names[i] for i in keep]
+    obs_table["BKG_ZEN_BAND"] = [labels[band[i]] if band[i] >= 0 else "" for i in keep]
+    obs_table.meta.update({"BKGZRULE": recipe.outside, "ZENMODEL": recipe.zenith})
+    hdus = [
+        _primary(models, recipe, date),
+        fits.table_to_hdu(hdu_index_table(store, path, models["obs_id"].values, names)),
+        fits.table_to_hdu(obs_table),
+        fits.table_to_hdu(runs_table(models)),
+        *_band_hdus(models, bands),
+    ]
+    hdus[1].name, hdus[2].name, hdus[3].name = "HDU_INDEX", "OBS_INDEX", "RUNS"
+    for hdu in hdus:
+        add_checksum_cards(hdu.header)
+    buffer = io.BytesIO()
+    # every HDU is built here from valid parts: astropy's verification pass would
+    # cost more than the writing itself for thousands of per-observation models
+    fits.HDUList(hdus).writeto(buffer, checksum=False, output_verify="ignore")
+    data = fill_checksums(buffer.getvalue() + _observation_bytes(models, recipe, names))
+    return write_atomic(data, path, overwrite=overwrite)

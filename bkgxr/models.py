@@ -1,0 +1,161 @@
+"""Background models of observations from a cube and a recipe, as one Dataset.
+
+:func:`predict_models` is the modelling step between the cube and the files:
+it returns an :class:`xarray.Dataset` holding
+
+- the **band models** (dims zenith, energy, offset): ``rate``, ``rate_err``
+  (smoothed if the recipe says so), with the cube's ``counts``, ``exposure``,
+  ``ontime``, ``livetime`` and ``n_runs`` behind them;
+- one **model per observation** (dims obs_id, energy, offset): ``obs_rate``,
+  with ``obs_own`` (a model of its own, or its band's), ``obs_band``,
+  ``obs_zenith``, ``obs_tstart``, ``obs_ontime``, ``obs_deadc`` (the dead-time
+  factor folded into it, 1 unless ``deadtime="livetime"``), ``obs_n_eff`` and
+  ``obs_error`` (why an observation has no model, '' if it has one);
+- the **runs** the models were built from (dim ``run``): the cube's
+  ``run_*`` variables;
+
+and the recipe's header keywords as attributes (:meth:`bkgxr.Recipe.from_header`
+reads them back). Every rate is per observation time (ONTIME): gammapy
+predicts an observation's counts as ``obs_rate x ONTIME``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .axes import assign_bands, binning_of
+from .cube import RATE_TIME
+from .io.store import Store
+from .recipe import DEFAULT_RECIPE
+from .units import RATE_UNIT
+from .zenith import predict_rates
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .recipe import Recipe
+
+#: Variables of a cube that describe its runs, carried into the models along dim ``run``.
+RUN_VARIABLES = (
+    "run_counts", "run_safe", "run_zenith", "run_ontime", "run_livetime", "run_tstart",
+    "run_threshold", "run_band", "run_used", "run_error",
+)
+#: Variables of a cube that describe its zenith bands, carried into the models.
+BAND_VARIABLES = ("counts", "exposure", "rate", "rate_err", "has_exposure", "ontime", "livetime", "exposed_ontime", "n_runs")
+
+
+def _observations(targets: Store | pd.DataFrame) -> pd.DataFrame:
+    """Return the observation table of ``targets`` with OBS_ID, ZEN_PNT, ONTIME, LIVETIME, TSTART and ERROR."""
+    obs = targets.select(skip_bad=True) if isinstance(targets, Store) else targets.reset_index(drop=True)
+    missing = [c for c in ("OBS_ID", "ZEN_PNT", "ONTIME", "LIVETIME") if c not in obs]
+    if missing:
+        raise ValueError(f"the observations lack column(s) {missing}: pass a Store or a run table of Store.select")
+    if "ERROR" not in obs:
+        obs = obs.assign(ERROR="")
+    if "TSTART" not in obs:
+        obs = obs.assign(TSTART=np.nan)
+    return obs
+
+
+def band_models(cube: xr.Dataset, recipe: Recipe) -> xr.Dataset:
+    """Return the band variables of a computed cube, smoothed as ``recipe`` says."""
+    if recipe.smoothing is None:
+        return cube[list(BAND_VARIABLES)]
+    from .smooth import smooth_cube
+
+    return smooth_cube(cube[list(BAND_VARIABLES)], **recipe.smoothing.options())
+
+
+def observation_models(
+    cube: xr.Dataset, obs: pd.DataFrame, recipe: Recipe, band_rate: npt.NDArray[np.float64]
+) -> dict[str, tuple[str | tuple[str, ...], npt.NDArray[Any], dict[str, str]]]:
+    """Return the per-observation variables of :func:`predict_models` (dims obs_id, ...)."""
+    binning = binning_of(cube)
+    zenith = obs["ZEN_PNT"].to_numpy(np.float64)
+    band = assign_bands(zenith, binning.zenith, outside=recipe.outside)
+    error = obs["ERROR"].to_numpy(str).astype(object)
+    error = np.where((error == "") & (band < 0), "zenith outside every band", error)
+    band[error != ""] = -1
+    modelled = band >= 0
+    deadc = obs["LIVETIME"].to_numpy(np.float64) / obs["ONTIME"].to_numpy(np.float64)
+    factor = np.where(modelled, deadc if recipe.deadtime == "livetime" else 1.0, 1.0)
+    rate = np.zeros((len(obs), *band_rate.shape[1:]))
+    n_eff = np.zeros(len(obs))
+    if recipe.per_observation:
+        index = np.flatnonzero(modelled)
+        rate[index], n_eff[index] = predict_rates(
+            cube, zenith[index], recipe=recipe, time=obs["TSTART"].to_numpy(np.float64)[index]
+        )
+        rate *= factor[:, None, None]
+    else:
+        rate[modelled] = band_rate[band[modelled]]
+        n_eff[modelled] = cube["n_runs"].values[band[modelled]]
+    return {
+        "obs_rate": (("obs_id", "energy", "offset"), rate, {"units": str(RATE_UNIT), "long_name": "model of the observation, per ONTIME"}),
+        "obs_own": ("obs_id", np.full(len(obs), recipe.per_observation) & modelled, {"units": "", "long_name": "model of its own (else its band's)"}),
+        "obs_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: no model)"}),
+        "obs_zenith": ("obs_id", zenith, {"units": "deg", "long_name": "ZEN_PNT"}),
+        "obs_tstart": ("obs_id", obs["TSTART"].to_numpy(np.float64), {"units": "s", "long_name": "TSTART (since MJDREF)"}),
+        "obs_ontime": ("obs_id", obs["ONTIME"].to_numpy(np.float64), {"units": "s", "long_name": "ONTIME"}),
+        "obs_deadc": ("obs_id", factor, {"units": "", "long_name": "dead-time factor folded into the model"}),
+        "obs_n_eff": ("obs_id", n_eff, {"units": "", "long_name": "effective number of runs behind the model"}),
+        "obs_error": ("obs_id", error, {"units": "", "long_name": "why the observation has no model"}),
+    }
+
+
+def predict_models(
+    cube: xr.Dataset, targets: Store | pd.DataFrame, recipe: Recipe = DEFAULT_RECIPE
+) -> xr.Dataset:
+    """Return the background models of every target observation.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Cube of :func:`bkgxr.build_cube` (computed here if still lazy).
+    targets : Store or pandas.DataFrame
+        Observations to model: all of a store's (unreadable ones get no
+        model), or a run table of :meth:`bkgxr.Store.select`.
+    recipe : Recipe
+        How to model; :data:`bkgxr.DEFAULT_RECIPE` if omitted.
+
+    Returns
+    -------
+    xarray.Dataset
+        See the module docstring; every rate in MeV-1 s-1 sr-1 per ONTIME.
+
+    Warns
+    -----
+    UserWarning
+        For observations that get no model, and for zenith bands without events.
+
+    Examples
+    --------
+    >>> models = predict_models(cube, store)                          # doctest: +SKIP
+    >>> models["obs_rate"].sel(obs_id=23523, offset=0.5, method="nearest")  # doctest: +SKIP
+    """
+    cube = cube.compute()
+    obs = _observations(targets)
+    bands = band_models(cube, recipe)
+    per_obs = observation_models(cube, obs, recipe, bands["rate"].transpose("zenith", "energy", "offset").values)
+    lost = obs.loc[per_obs["obs_band"][1] < 0, "OBS_ID"].astype(int).tolist()
+    if lost:
+        warnings.warn(f"{len(lost)} observation(s) outside every zenith band or unreadable get no bkg model: {lost}", stacklevel=2)
+    empty = cube["zenith_band"].values[cube["counts"].sum(("energy", "offset")).values == 0].tolist()
+    if empty:
+        warnings.warn(f"zenith band(s) {empty} deg hold no event (no run, or none in the binned range): their models are 0", stacklevel=2)
+    runs = cube[list(RUN_VARIABLES)].rename({"obs_id": "run"})
+    return xr.Dataset(
+        {**bands.data_vars, **runs.data_vars, **per_obs},
+        coords={**{k: v for k, v in bands.coords.items()}, "run": runs["run"].values, "obs_id": obs["OBS_ID"].to_numpy(np.int64)},
+        attrs={
+            **{key: value for key, (value, _) in recipe.to_header().items()},
+            "recipe": recipe.describe(),
+            "rate_time": RATE_TIME,
+            "safe_energy": int(cube.attrs.get("safe_energy", 0)),
+        },
+    )

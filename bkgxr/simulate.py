@@ -1,10 +1,26 @@
-"""Simulated GADF DL3 off runs drawn from a known background rate model.
+"""Simulated GADF DL3 off runs drawn from a known background rate model, with simple IRFs.
 
 :class:`RateModel` is the truth: a falling spectrum with a zenith-dependent
-turn-on and normalisation, times a radial acceptance. :func:`simulate_store`
-writes a data store of off runs drawn from it, Poisson-exact and reproducible
-from a seed; :func:`truth_cube` returns the expected, bin-averaged rate in the
-layout of :func:`bkgxr.build_cube`, which the engine must recover on average.
+turn-on and normalisation, times a radial acceptance. It is a rate per
+observation time (ONTIME, the GTI sum: the time GADF background rates are per
+and gammapy multiplies them by), or per LIVETIME with ``truth_time="livetime"``.
+:func:`simulate_store` writes a data store of off runs drawn from it through
+:mod:`bkgxr.io.dl3`, Poisson-exact and reproducible from a seed;
+:func:`truth_cube` returns the expected counts and the bin-averaged rate per
+ONTIME in the layout of :func:`bkgxr.build_cube`, which the engine must
+recover on average.
+
+Every run file also holds the simple response of :class:`IrfModel`, so that a
+gammapy analysis runs on the store (the background events are drawn in
+reconstructed coordinates; the IRFs do not shape them):
+
+- ``AEFF_2D``: ``area / (1 + (E_thr(z) / E)^sharpness) exp(-r^2 / (2 offset_sigma^2))``
+  m2, with the rate model's turn-on ``E_thr(z)`` at the run's zenith, at bin
+  centres (geometric in energy); ``LO_THRES = E_thr(z)``, ``HI_THRES = energy_max``.
+- ``EDISP_2D``: migra = E_reco / E_true is Gaussian, mean 1 (no bias), sigma
+  ``energy_resolution``, at every energy and offset; a bin holds the mean density over it.
+- ``PSF_TABLE``: a Gaussian of sigma ``psf_sigma``, ``exp(-r^2 / (2 s^2)) / (2 pi s^2)``
+  sr-1 (s in rad), at every energy and offset, at bin centres.
 """
 
 from __future__ import annotations
@@ -13,21 +29,17 @@ import concurrent.futures
 import dataclasses
 import datetime as dt
 import functools
-import gzip
-import io
+import math
 import multiprocessing
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import astropy.units as u
 import numpy as np
 import pandas as pd
 import xarray as xr
 from astropy.coordinates import ICRS, AltAz, EarthLocation, SkyCoord
-from astropy.io import fits
-from astropy.table import Table
 from astropy.time import Time
 from astropy.utils import iers
 
@@ -39,7 +51,17 @@ from .axes import (
     exposure_s_mev_sr,
     rate_from_counts,
 )
-from .io.gadf import DEFAULT_HEADER
+from .io.dl3 import (
+    create_aeff_2d_hdu,
+    create_edisp_2d_hdu,
+    create_events_hdu,
+    create_gti_hdu,
+    create_psf_table_hdu,
+    hdu_index,
+    obs_index,
+    write_index_tables,
+    write_run,
+)
 from .io.store import Store
 from .units import ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, scale_to
 
@@ -47,20 +69,25 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     import numpy.typing as npt
+    from astropy.io import fits
 
     #: Sampling grid: nodes, normalised CDF on them, integral of the density.
     Grid = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]
 
+#: The time the known rate is per: observation time (ONTIME) or LIVETIME = ONTIME x DEADC.
+TruthTime = Literal["ontime", "livetime"]
+TRUTH_TIMES: tuple[str, ...] = ("ontime", "livetime")
 #: Observatory written to every header: the H.E.S.S. site (deg, deg, m).
 SITE = {"GEOLON": 16.5002222222222, "GEOLAT": -23.2717777777778, "ALTITUDE": 1835.0}
 #: MJDREFI, MJDREFF of TIME/TSTART/TSTOP, as in the H.E.S.S. release (2001-01-01 UTC, in TT).
 MJDREF = (51910, 0.000742870370370241)
 #: TSTART of run 0 (2004-01-01 18:00 UTC, s since MJDREF); 8 runs a night in 30-min slots.
 FIRST_TSTART, RUNS_PER_NIGHT, SLOT_S = 94_672_800.0, 8, 1800.0
-#: Closed range of a run's ONTIME (integer s) and range of its DEADC = LIVETIME/ONTIME, drawn uniformly.
+#: Closed range of a run's ONTIME (integer s) and default range of its DEADC = LIVETIME/ONTIME, drawn uniformly.
 ONTIME_RANGE_S, DEADC_RANGE = (1500, 1800), (0.88, 0.94)
-#: EVENTS columns written: name, TFORM (as in the H.E.S.S. release), TUNIT.
-EVENT_COLUMNS = (("EVENT_ID", "K", None), ("TIME", "D", "s"), ("RA", "E", "deg"), ("DEC", "E", "deg"), ("ENERGY", "E", "TeV"))
+#: IRF axes: true energy (TeV), offset of AEFF and of EDISP/PSF (deg), migra, PSF radius (deg).
+IRF_ENERGY, IRF_OFFSET, IRF_OFFSET_FLAT = np.geomspace(0.01, 300.0, 46), np.linspace(0.0, 5.0, 21), np.array([0.0, 2.5, 5.0])
+IRF_MIGRA, IRF_RAD = np.linspace(0.2, 2.0, 91), np.linspace(0.0, 0.6, 61)
 
 _GRID, _GL = 8193, 12  # nodes of the sampling grids; Gauss-Legendre nodes per bin and dim in the truth
 _MEV_PER_TEV = scale_to(ENERGY_UNIT, RATE_ENERGY_UNIT)
@@ -69,6 +96,7 @@ _META = {  # RateModel field -> obs-index header keyword
     "sharpness": "SIMSHARP", "norm_sec_power": "SIMNORMP", "offset_sigma": "SIMSIGMA",
     "energy_min": "SIMEMIN", "energy_max": "SIMEMAX", "max_offset": "SIMOFMAX",
 }
+_TIME_COLUMN = {"ontime": "ONTIME", "livetime": "LIVETIME"}
 _KEYWORDS = ("OBS_ID", "TSTART", "TSTOP", "ONTIME", "LIVETIME", "DEADC", "RA_PNT", "DEC_PNT", "ALT_PNT", "AZ_PNT",
              "OBJECT", "RA_OBJ", "DEC_OBJ", "DATE-OBS", "TIME-OBS", "DATE-END", "TIME-END", "N_TELS", "TELLIST")
 _TIME_CARDS = {"MJDREFI": MJDREF[0], "MJDREFF": MJDREF[1], "TIMEUNIT": "s", "TIMESYS": "TT", "TIMEREF": "LOCAL"}
@@ -185,24 +213,28 @@ def destination(
     return np.mod(ra_deg + np.degrees(d_ra), 360.0), np.degrees(np.arcsin(sin_dec))
 
 
-def _draw_run_params(rng: np.random.Generator, cos_range: tuple[float, float]) -> tuple[float, float, int, float]:
+
+
+def _draw_run_params(
+    rng: np.random.Generator, cos_range: tuple[float, float], deadc_range: tuple[float, float] = DEADC_RANGE
+) -> tuple[float, float, int, float]:
     """Draw zenith, azimuth (float32-exact), ONTIME and DEADC: the first draws of a run's generator."""
     zenith = float(np.float32(np.degrees(np.arccos(rng.uniform(*cos_range)))))
     azimuth = float(np.float32(rng.uniform(0.0, 360.0)))
     ontime = int(rng.integers(ONTIME_RANGE_S[0], ONTIME_RANGE_S[1] + 1))
-    return zenith, azimuth, ontime, float(np.float32(rng.uniform(*DEADC_RANGE)))
+    return zenith, azimuth, ontime, float(np.float32(rng.uniform(*deadc_range)))
 
 
 def draw_events(
-    model: RateModel, run: Mapping[str, Any], rng: np.random.Generator
+    model: RateModel, run: Mapping[str, Any], rng: np.random.Generator, *, truth_time: TruthTime = "ontime"
 ) -> tuple[dict[str, npt.NDArray[Any]], float]:
-    """Draw one run's events, N ~ Poisson(LIVETIME x counts_per_second(ZEN_PNT)).
+    """Draw one run's events, N ~ Poisson(T x counts_per_second(ZEN_PNT)), T its ONTIME or LIVETIME.
 
     Energy and offset by inverse CDFs on fine grids, uniform position angle
     and time. Returns the columns EVENT_ID, TIME, RA, DEC, ENERGY and OFFSET
     (deg, not written), shape (n_events,), and the expected count.
     """
-    expected = float(run["LIVETIME"]) * model.counts_per_second(float(run["ZEN_PNT"]))
+    expected = float(run[_TIME_COLUMN[truth_time]]) * model.counts_per_second(float(run["ZEN_PNT"]))
     n = int(rng.poisson(expected))
     log_e, cdf_e, _ = _energy_grid(model, float(run["ZEN_PNT"]))
     x, cdf_x, _ = _offset_grid(model)
@@ -214,55 +246,108 @@ def draw_events(
     return {"EVENT_ID": ids, "TIME": time, "RA": ra, "DEC": dec, "ENERGY": energy, "OFFSET": offset}, expected
 
 
-def _write_gz(hdul: fits.HDUList, path: Path, level: int) -> None:
-    """Write ``hdul`` gzipped (ISA-L if installed; mtime 0, so bytes are reproducible), atomically."""
-    buffer = io.BytesIO()
-    hdul.writeto(buffer, checksum=False)
-    compress: Callable[..., bytes] = gzip.compress  # isal is optional at run time: plain zlib
-    try:
-        from isal.igzip import compress
-    except ImportError:
-        pass
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(compress(buffer.getvalue(), min(level, 3), mtime=0))
-    os.replace(tmp, path)
+
+@dataclass(frozen=True)
+class IrfModel:
+    """Instrument response written with every simulated run (formulas in the module docstring)."""
+
+    area: float = 1.0e5  #: effective area on axis, far above the turn-on (m2)
+    sharpness: float = 4.0  #: steepness of the effective area's turn-on at the rate model's E_thr(zenith)
+    offset_sigma: float = 1.5  #: width of the effective area's Gaussian fall-off with offset (deg)
+    energy_resolution: float = 0.1  #: sigma of migra = E_reco / E_true
+    psf_sigma: float = 0.1  #: sigma of the Gaussian PSF (deg)
+
+    def __post_init__(self) -> None:
+        values = np.array(dataclasses.astuple(self), dtype=np.float64)
+        if not np.all(np.isfinite(values) & (values > 0)):
+            raise ValueError(f"{self}: every parameter must be finite and positive")
+
+    def effective_area(
+        self, energy_tev: npt.ArrayLike, offset_deg: npt.ArrayLike, threshold_tev: float
+    ) -> npt.NDArray[np.float64]:
+        """Return the effective area (m2) at true energy (TeV) and offset (deg); arguments broadcast."""
+        energy, offset = np.asarray(energy_tev, dtype=np.float64), np.asarray(offset_deg, dtype=np.float64)
+        return self.area / (1.0 + (threshold_tev / energy) ** self.sharpness) * np.exp(-0.5 * (offset / self.offset_sigma) ** 2)
+
+    def migra_density(self, migra_edges: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Return the mean of the Gaussian density dP/dmigra over each bin. Shape: (n_edges - 1,)."""
+        edges = np.asarray(migra_edges, dtype=np.float64)
+        cdf = np.array([math.erf((m - 1.0) / (math.sqrt(2.0) * self.energy_resolution)) for m in edges])
+        density: npt.NDArray[np.float64] = 0.5 * np.diff(cdf) / np.diff(edges)
+        return density
+
+    def psf_density(self, rad_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Return the PSF density dP/dOmega (sr-1) at angular distances (deg) from the true direction."""
+        rad = np.asarray(rad_deg, dtype=np.float64)
+        density: npt.NDArray[np.float64] = np.exp(-0.5 * (rad / self.psf_sigma) ** 2) / (2 * np.pi * np.radians(self.psf_sigma) ** 2)
+        return density
 
 
-def _run_hdus(run: Mapping[str, Any], columns: Mapping[str, npt.NDArray[Any]], date: str) -> fits.HDUList:
-    header = fits.Header(
-        {**DEFAULT_HEADER, "HDUCLAS1": "EVENTS", "CREATOR": "bkgxr.simulate", "TELESCOP": "HESS",
-         "INSTRUME": "bkgxr simulation", "OBS_MODE": "POINTING", "RADECSYS": "ICRS", "EQUINOX": 2000.0,
-         **_TIME_CARDS, "TELAPSE": float(run["ONTIME"]), **{k: run[k] for k in _KEYWORDS}, **SITE,
-         "EUNIT": "TeV", "DATE": date}
-    )
-    events = fits.BinTableHDU.from_columns(
-        [fits.Column(name, form, unit=unit, array=columns[name]) for name, form, unit in EVENT_COLUMNS],
-        header=header, name="EVENTS",
-    )
-    gti = fits.BinTableHDU.from_columns(
-        [fits.Column(name, "D", unit="s", array=[run[key]]) for name, key in (("START", "TSTART"), ("STOP", "TSTOP"))],
-        header=fits.Header({**DEFAULT_HEADER, "HDUCLAS1": "GTI", "TSTART": run["TSTART"], "TSTOP": run["TSTOP"], **_TIME_CARDS}),
-        name="GTI",
-    )
-    return fits.HDUList([fits.PrimaryHDU(), events, gti])
+def _centres(edges: npt.NDArray[np.float64], log: bool = False) -> npt.NDArray[np.float64]:
+    return np.sqrt(edges[1:] * edges[:-1]) if log else 0.5 * (edges[1:] + edges[:-1])
 
 
-def _simulate_run(task: tuple[dict[str, Any], RateModel, int, int, Path, str]) -> tuple[int, float, int, int]:
+@functools.lru_cache(maxsize=4)
+def _flat_irfs(irf: IrfModel) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """EDISP matrix (energy, migra, offset) and PSF table (energy, offset, rad): the same for every run."""
+    n_e, n_o = IRF_ENERGY.size - 1, IRF_OFFSET_FLAT.size - 1
+    edisp = np.broadcast_to(irf.migra_density(IRF_MIGRA)[None, :, None], (n_e, IRF_MIGRA.size - 1, n_o))
+    psf = np.broadcast_to(irf.psf_density(_centres(IRF_RAD))[None, None, :], (n_e, n_o, IRF_RAD.size - 1))
+    return edisp, psf
+
+
+def _irf_hdus(irf: IrfModel, model: RateModel, run: Mapping[str, Any]) -> list[fits.BinTableHDU]:
+    """AEFF_2D, EDISP_2D and PSF_TABLE HDUs of one run, with COMMENT cards stating the formulas."""
+    zenith = float(run["ZEN_PNT"])
+    threshold = float(model.energy_threshold(zenith))
+    meta = {"OBS_ID": run["OBS_ID"], "ZENITH": zenith, "CREATOR": "bkgxr.simulate"}
+    area = irf.effective_area(_centres(IRF_ENERGY, log=True)[:, None], _centres(IRF_OFFSET)[None, :], threshold)
+    edisp, psf = _flat_irfs(irf)
+    where = "at every true energy and offset (bkgxr.simulate.IrfModel)"
+    aeff_text = (f"A = {irf.area:g} m2 / (1 + (E_thr / E)^{irf.sharpness:g}) x exp(-r^2 / (2 x ({irf.offset_sigma:g} deg)^2)), "
+                 f"E_thr = {threshold:.6g} TeV, the background model's turn-on at ZENITH; values at bin centres")
+    edisp_text = (f"migra = E_reco / E_true Gaussian, mean 1, sigma {irf.energy_resolution:g}, {where}; "
+                  "a bin holds the mean density over it")
+    psf_text = f"Gaussian PSF, sigma {irf.psf_sigma:g} deg: exp(-r^2 / (2 s^2)) / (2 pi s^2) sr-1, s in rad, {where}"
+    return [
+        create_aeff_2d_hdu(area, IRF_ENERGY, IRF_OFFSET, meta={**meta, "LO_THRES": threshold, "HI_THRES": model.energy_max},
+                           comments=[aeff_text]),
+        create_edisp_2d_hdu(edisp, IRF_ENERGY, IRF_MIGRA, IRF_OFFSET_FLAT, meta=meta, comments=[edisp_text]),
+        create_psf_table_hdu(psf, IRF_ENERGY, IRF_OFFSET_FLAT, IRF_RAD, meta=meta, comments=[psf_text]),
+    ]
+
+
+class _Setup(NamedTuple):
+    """What every run of a store shares."""
+
+    model: RateModel
+    irf: IrfModel
+    seed: int
+    cos_range: tuple[float, float]
+    deadc_range: tuple[float, float]
+    truth_time: TruthTime
+    date: str
+
+
+def _simulate_run(task: tuple[_Setup, int, dict[str, Any], Path]) -> tuple[int, float, list[int]]:
     """Draw and write one run; return its EVENT_COUNT, expected count and HDU sizes (bytes)."""
-    run, model, seed, index, path, date = task
-    rng = np.random.default_rng([seed, index])
-    _draw_run_params(rng, run["_COS_RANGE"])  # the plan drew these from the same generator
-    columns, expected = draw_events(model, run, rng)
-    hdul = _run_hdus(run, columns, date)
-    _write_gz(hdul, path, 1)
-    return columns["ENERGY"].size, expected, hdul[1].filebytes(), hdul[2].filebytes()
+    setup, index, run, path = task
+    rng = np.random.default_rng([setup.seed, index])
+    _draw_run_params(rng, setup.cos_range, setup.deadc_range)  # the plan drew these from the same generator
+    columns, expected = draw_events(setup.model, run, rng, truth_time=setup.truth_time)
+    header = {"CREATOR": "bkgxr.simulate", "TELESCOP": "HESS", "INSTRUME": "bkgxr simulation", "OBS_MODE": "POINTING",
+              "RADECSYS": "ICRS", "EQUINOX": 2000.0, **_TIME_CARDS, "TELAPSE": float(run["ONTIME"]),
+              **{k: run[k] for k in _KEYWORDS}, **SITE, "EUNIT": "TeV", "DATE": setup.date}
+    gti = create_gti_hdu(run["TSTART"], run["TSTOP"], {"TSTART": run["TSTART"], "TSTOP": run["TSTOP"], **_TIME_CARDS})
+    sizes = write_run(path, [create_events_hdu(columns, header), gti, *_irf_hdus(setup.irf, setup.model, run)])
+    return columns["ENERGY"].size, expected, sizes
 
 
-def _plan(n_runs: int, seed: int, cos_range: tuple[float, float], first_obs_id: int) -> pd.DataFrame:
+def _plan(n_runs: int, first_obs_id: int, setup: _Setup) -> pd.DataFrame:
     """Draw every run's parameters and place its pointing on the sky (astropy, no refraction)."""
-    zenith, azimuth, ontime, deadc = map(
-        np.array, zip(*(_draw_run_params(np.random.default_rng([seed, i]), cos_range) for i in range(n_runs)), strict=True)
-    )
+    zenith, azimuth, ontime, deadc = map(np.array, zip(
+        *(_draw_run_params(np.random.default_rng([setup.seed, i]), setup.cos_range, setup.deadc_range) for i in range(n_runs)),
+        strict=True))
     i = np.arange(n_runs)
     tstart = FIRST_TSTART + (i // RUNS_PER_NIGHT) * 86400.0 + (i % RUNS_PER_NIGHT) * SLOT_S
     location = EarthLocation.from_geodetic(SITE["GEOLON"] * u.deg, SITE["GEOLAT"] * u.deg, SITE["ALTITUDE"] * u.m)
@@ -286,13 +371,14 @@ def _plan(n_runs: int, seed: int, cos_range: tuple[float, float], first_obs_id: 
     )
 
 
-def _normalised(model: RateModel, events_per_run: float, cos_range: tuple[float, float]) -> RateModel:
+def _normalised(model: RateModel, events_per_run: float, setup: _Setup) -> RateModel:
     """Rescale ``norm`` so that a run's expected count, averaged over the draws, is ``events_per_run``."""
     nodes, weights = np.polynomial.legendre.leggauss(32)
+    cos_range = setup.cos_range
     cos_z = 0.5 * (cos_range[0] + cos_range[1]) + 0.5 * (cos_range[1] - cos_range[0]) * nodes
     per_s = np.array([model.counts_per_second(float(z)) for z in np.degrees(np.arccos(cos_z))])
-    mean_livetime = 0.5 * sum(ONTIME_RANGE_S) * 0.5 * sum(DEADC_RANGE)
-    return dataclasses.replace(model, norm=float(model.norm * events_per_run / (mean_livetime * 0.5 * np.sum(weights * per_s))))
+    mean_time = 0.5 * sum(ONTIME_RANGE_S) * (0.5 * sum(setup.deadc_range) if setup.truth_time == "livetime" else 1.0)
+    return dataclasses.replace(model, norm=float(model.norm * events_per_run / (mean_time * 0.5 * np.sum(weights * per_s))))
 
 
 @dataclass(frozen=True)
@@ -302,6 +388,8 @@ class Simulation:
     path: Path  #: the store folder, for :func:`bkgxr.open_store`
     model: RateModel  #: the truth, normalised to the requested events per run
     runs: pd.DataFrame  #: the obs index as written, plus EXPECTED_COUNT per run
+    irf: IrfModel = IrfModel()  #: the response written with every run
+    truth_time: TruthTime = "ontime"  #: the time ``model`` is a rate per (see :func:`truth_cube`)
 
 
 def simulate_store(
@@ -312,20 +400,25 @@ def simulate_store(
     seed: int = 0,
     zenith_range: tuple[float, float] = (0.0, 60.0),
     model: RateModel | None = None,
+    irf: IrfModel | None = None,
     max_offset: float | None = None,
+    deadc_range: tuple[float, float] = DEADC_RANGE,
+    truth_time: TruthTime = "ontime",
     first_obs_id: int = 1,
     workers: int = 1,
     date: str | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Simulation:
-    """Write a GADF DL3 store of off runs drawn from a known rate model.
+    """Write a GADF DL3 store of off runs drawn from a known rate model, with IRFs.
 
     Run ``i`` draws from ``numpy.random.default_rng([seed, i])`` its zenith
     (uniform in cos zenith), azimuth, ONTIME and DEADC, then N ~ Poisson(
-    LIVETIME x integral of rate dE dOmega) events. Files: ``data/obs_<OBS_ID>.fits.gz``
-    (EVENTS, GTI), ``hdu-index.fits.gz`` and ``obs-index.fits.gz`` with the
-    H.E.S.S. DR1 columns and the model as ``SIM*`` keywords.
+    T x integral of rate dE dOmega) events, T its ONTIME (``truth_time="ontime"``)
+    or LIVETIME. ONTIME = TSTOP - TSTART = the GTI, exactly. Files:
+    ``data/obs_<OBS_ID>.fits.gz`` (EVENTS, GTI, AEFF, EDISP, PSF; see
+    :mod:`bkgxr.io.dl3`), ``hdu-index.fits.gz`` and ``obs-index.fits.gz`` with the
+    H.E.S.S. DR1 columns, the model as ``SIM*`` keywords and ``SIMTIME = truth_time``.
 
     Parameters
     ----------
@@ -334,14 +427,20 @@ def simulate_store(
     n_runs : int
         Number of runs; OBS_IDs run from ``first_obs_id``.
     events_per_run : float or None
-        Mean expected events per run, averaged over the zenith and livetime
+        Mean expected events per run, averaged over the zenith and time
         draws: the model's ``norm`` is rescaled to it. ``None`` keeps ``norm``.
     seed : int
-        Non-negative seed; the same seed gives the same events.
+        Non-negative seed; the same seed gives the same files.
     zenith_range : (float, float)
         Pointing zenith range in deg, within [0, 90).
     model : RateModel, optional
         Shape of the truth; ``RateModel()`` if omitted. ``max_offset`` (deg) replaces its own.
+    irf : IrfModel, optional
+        Response written with every run; ``IrfModel()`` if omitted.
+    deadc_range : (float, float)
+        Range of the uniform DEADC draw, within (0, 1].
+    truth_time : {"ontime", "livetime"}
+        The time the model is a rate per: ONTIME (as GADF background models) or LIVETIME.
     first_obs_id, workers : int
         OBS_ID of the first run; processes that draw and write runs (1: this process;
         more start by forkserver or spawn, so a script must call from ``if __name__ == "__main__":``).
@@ -355,7 +454,7 @@ def simulate_store(
     Returns
     -------
     Simulation
-        Store folder, true model and obs index.
+        Store folder, true model, IRFs, time convention and obs index.
 
     Raises
     ------
@@ -369,18 +468,24 @@ def simulate_store(
         raise ValueError("n_runs and workers must be >= 1, seed >= 0 and events_per_run > 0")
     if not 0 <= zenith_range[0] <= zenith_range[1] < 90:
         raise ValueError(f"zenith_range must satisfy 0 <= lo <= hi < 90 deg, got {zenith_range}")
+    if not 0 < deadc_range[0] <= deadc_range[1] <= 1:
+        raise ValueError(f"deadc_range must satisfy 0 < lo <= hi <= 1, got {deadc_range}")
+    if truth_time not in TRUTH_TIMES:
+        raise ValueError(f"truth_time must be one of {TRUTH_TIMES}, not {truth_time!r}")
     if (root / "obs-index.fits.gz").exists() and not overwrite:
-        raise FileExistsError(f"{root} already holds a store; pass overwrite=True to replace it")
+        raise FileExistsError(f"{root} already holds a store; pass overwrite=True (CLI: --overwrite) to replace it")
     model = RateModel() if model is None else model
     model = model if max_offset is None else dataclasses.replace(model, max_offset=float(max_offset))
     cos_range = (float(np.cos(np.radians(zenith_range[1]))), float(np.cos(np.radians(zenith_range[0]))))
-    model = model if events_per_run is None else _normalised(model, float(events_per_run), cos_range)
-    date = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    runs = _plan(n_runs, seed, cos_range, first_obs_id)
+    date = date or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    setup = _Setup(model, IrfModel() if irf is None else irf, seed, cos_range,
+                   (float(deadc_range[0]), float(deadc_range[1])), truth_time, date)
+    if events_per_run is not None:
+        setup = setup._replace(model=_normalised(model, float(events_per_run), setup))
+    runs = _plan(n_runs, first_obs_id, setup)
     (root / "data").mkdir(parents=True, exist_ok=True)
     names = [f"obs_{obs_id:06d}.fits.gz" for obs_id in runs["OBS_ID"]]
-    tasks = [({**row, "_COS_RANGE": cos_range}, model, seed, i, root / "data" / name, date)
-             for i, (row, name) in enumerate(zip(runs.to_dict("records"), names, strict=True))]
+    tasks = [(setup, i, row, root / "data" / name) for i, (row, name) in enumerate(zip(runs.to_dict("records"), names, strict=True))]
     # forkserver/spawn, not fork: forking a process that runs threads (dask, a GUI) can deadlock
     context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) if workers > 1 else None
@@ -393,22 +498,18 @@ def simulate_store(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    counts, expected, events_size, gti_size = map(np.array, zip(*results, strict=True))
-    runs["EVENT_COUNT"] = counts.astype(np.int64)
+    counts, expected, sizes = zip(*results, strict=True)
+    model = setup.model
+    runs["EVENT_COUNT"] = np.array(counts, dtype=np.int64)
     runs["SAFE_ENERGY_LO"] = model.energy_threshold(runs["ZEN_PNT"].to_numpy(np.float64)).astype(np.float32)
     runs["SAFE_ENERGY_HI"] = np.float32(model.energy_max)
-    hdu = Table({"OBS_ID": np.repeat(runs["OBS_ID"].to_numpy(np.int64), 2), "HDU_TYPE": ["events", "gti"] * n_runs,
-                 "HDU_CLASS": ["events", "gti"] * n_runs, "FILE_DIR": ["data"] * (2 * n_runs),
-                 "FILE_NAME": np.repeat(names, 2), "HDU_NAME": ["EVENTS", "GTI"] * n_runs,
-                 "SIZE": np.column_stack([events_size, gti_size]).ravel()},
-                meta={**DEFAULT_HEADER, "HDUCLAS1": "INDEX", "HDUCLAS2": "HDU", "EXTNAME": "HDU_INDEX"})
     units = dict.fromkeys(("ONTIME", "LIVETIME", "TSTART", "TSTOP"), "s") | {"SAFE_ENERGY_LO": "TeV", "SAFE_ENERGY_HI": "TeV"}
-    obs = Table.from_pandas(runs, units={n: units.get(n, "deg") for n in runs if n.endswith(("_PNT", "_OBJ")) or n in units})
-    obs.meta.update({**_TIME_CARDS, **DEFAULT_HEADER, "HDUCLAS1": "INDEX", "HDUCLAS2": "OBS", "EXTNAME": "OBS_INDEX",
-                     **SITE, "CREATOR": "bkgxr.simulate", "DATE": date, "SIMSEED": seed, **model.to_meta()})
-    for name, table in (("hdu-index.fits.gz", hdu), ("obs-index.fits.gz", obs)):
-        _write_gz(fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(table)]), root / name, 3)
-    return Simulation(path=root.resolve(), model=model, runs=runs.assign(EXPECTED_COUNT=expected))
+    units |= {name: "deg" for name in runs if name.endswith(("_PNT", "_OBJ"))}
+    meta = {**_TIME_CARDS, **SITE, "CREATOR": "bkgxr.simulate", "DATE": date, "SIMSEED": seed, **model.to_meta(),
+            "SIMTIME": (truth_time, "the SIM* rate is per ontime or livetime")}
+    write_index_tables(root, hdu_index(runs["OBS_ID"], names, sizes), obs_index(runs, meta, units))
+    return Simulation(path=root.resolve(), model=model, runs=runs.assign(EXPECTED_COUNT=np.array(expected)),
+                      irf=setup.irf, truth_time=truth_time)
 
 
 def bin_integrals(model: RateModel, zenith_deg: float, binning: Binning) -> npt.NDArray[np.float64]:
@@ -429,54 +530,83 @@ def bin_integrals(model: RateModel, zenith_deg: float, binning: Binning) -> npt.
 
 
 def truth_cube(
-    runs: pd.DataFrame | Store, model: RateModel | None = None, binning: Binning | None = None
+    runs: pd.DataFrame | Store,
+    model: RateModel | None = None,
+    binning: Binning | None = None,
+    *,
+    truth_time: TruthTime | None = None,
 ) -> xr.Dataset:
-    """Return the expected, bin-averaged truth in the layout of :func:`bkgxr.build_cube`.
+    """Return the expected counts and the bin-averaged rate per ONTIME in the layout of :func:`bkgxr.build_cube`.
 
     Per zenith band (``lo <= ZEN_PNT < hi``), ``counts`` sums over its runs
-    LIVETIME x :func:`bin_integrals`, and ``rate = counts / exposure`` is what
-    ``build_cube`` recovers on average; ``rate_err = sqrt(counts) / exposure``.
+    T x :func:`bin_integrals`, T each run's ONTIME or LIVETIME as ``truth_time``
+    says; ``exposure`` is the summed ONTIME x dE x dOmega, so ``rate = counts /
+    exposure`` is the rate per observation time a model file holds and
+    ``build_cube`` recovers on average (for ``truth_time="livetime"``,
+    ``sum(LIVETIME x rate) / sum(ONTIME)`` over the band's runs);
+    ``rate_err = sqrt(counts) / exposure``.
 
     Parameters
     ----------
     runs : pandas.DataFrame or Store
-        Run table (OBS_ID, ZEN_PNT, LIVETIME) or a simulated store (all its runs).
+        Run table (OBS_ID, ZEN_PNT, ONTIME, LIVETIME) or a simulated store (all its runs).
     model : RateModel, optional
         The truth; read from the store's obs-index header if omitted.
     binning : Binning, optional
         Edges; the tutorial's defaults if omitted.
+    truth_time : {"ontime", "livetime"}, optional
+        The time ``model`` is a rate per. Default: a store's ``SIMTIME`` keyword
+        (``"livetime"`` in stores written before it existed), else ``"ontime"``.
 
     Returns
     -------
     xarray.Dataset
         Dims (zenith, energy, offset) and obs_id, numpy-backed.
+
+    Raises
+    ------
+    ValueError
+        If the model is missing, a column is missing or ``truth_time`` contradicts the store.
     """
     if isinstance(runs, Store):
-        model = RateModel.from_meta(runs.obs_table.meta) if model is None else model
-        runs = runs.select()
+        meta = runs.obs_table.meta
+        model = RateModel.from_meta(meta) if model is None else model
+        stored = str(meta.get("SIMTIME", "livetime")).strip()
+        if truth_time not in (None, stored):
+            raise ValueError(f"{runs.root}: the store's truth is per {stored} (SIMTIME), not {truth_time}")
+        truth_time, runs = cast("TruthTime", stored), runs.select()
+    truth_time = "ontime" if truth_time is None else truth_time
     if model is None:
         raise ValueError("truth_cube needs a model unless given a simulated Store")
+    if truth_time not in TRUTH_TIMES:
+        raise ValueError(f"truth_time must be one of {TRUTH_TIMES}, not {truth_time!r}")
+    missing = [name for name in ("OBS_ID", "ZEN_PNT", "ONTIME", "LIVETIME") if name not in runs]
+    if missing:
+        raise ValueError(f"the run table lacks {', '.join(missing)}")
     binning = Binning() if binning is None else binning
     band = band_index(runs["ZEN_PNT"].to_numpy(np.float64), binning.zenith)
     used, band = runs[band >= 0].reset_index(drop=True), band[band >= 0]
-    livetime_run = used["LIVETIME"].to_numpy(np.float64)
+    run_time = {name: used[column].to_numpy(np.float64) for name, column in _TIME_COLUMN.items()}
     expected = np.zeros(binning.shape)
-    for b, zenith, livetime in zip(band, used["ZEN_PNT"].to_numpy(np.float64), livetime_run, strict=True):
-        expected[b] += livetime * bin_integrals(model, zenith, binning)
-    livetime = np.bincount(band, weights=livetime_run, minlength=binning.shape[0])
+    for b, zenith, time in zip(band, used["ZEN_PNT"].to_numpy(np.float64), run_time[truth_time], strict=True):
+        expected[b] += time * bin_integrals(model, zenith, binning)
+    ontime, livetime = (np.bincount(band, weights=run_time[name], minlength=binning.shape[0]) for name in TRUTH_TIMES)
     counts = xr.DataArray(expected, dims=DIMS, attrs={"units": "", "long_name": "expected event counts"})
-    exposure = xr.DataArray(exposure_s_mev_sr(livetime, binning), dims=DIMS, attrs={"units": "MeV s sr"})
+    exposure = xr.DataArray(exposure_s_mev_sr(ontime, binning), dims=DIMS, attrs={"units": "MeV s sr", "long_name": "ONTIME x dE x dOmega"})
     rate, rate_err = rate_from_counts(counts, exposure)
-    rate.attrs = {"units": str(RATE_UNIT), "long_name": "true bin-averaged rate"}
+    rate.attrs = {"units": str(RATE_UNIT), "long_name": "true bin-averaged rate per observation time"}
     rate_err.attrs = {"units": str(RATE_UNIT), "long_name": "expected Poisson error of the rate"}
     return xr.Dataset(
         {"counts": counts, "exposure": exposure, "rate": rate, "rate_err": rate_err, "has_exposure": exposure > 0,
+         "ontime": ("zenith", ontime, {"units": "s", "long_name": "summed ONTIME"}),
          "livetime": ("zenith", livetime, {"units": "s", "long_name": "summed LIVETIME"}),
          "n_runs": ("zenith", np.bincount(band, minlength=binning.shape[0]), {"units": "", "long_name": "runs per band"}),
          "run_zenith": ("obs_id", used["ZEN_PNT"].to_numpy(np.float64), {"units": "deg"}),
-         "run_livetime": ("obs_id", livetime_run, {"units": "s"}),
+         "run_ontime": ("obs_id", run_time["ontime"], {"units": "s", "long_name": "ONTIME (GTI sum)"}),
+         "run_livetime": ("obs_id", run_time["livetime"], {"units": "s", "long_name": "LIVETIME"}),
          "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index"})},
         coords={**binning.coords(), "obs_id": ("obs_id", used["OBS_ID"].to_numpy(np.int64)),
                 "zenith_band": ("zenith", band_labels(binning.zenith.tolist()), {"long_name": "zenith band (deg)"})},
-        attrs={"truth": repr(model), "excluded_runs": runs["OBS_ID"][~runs["OBS_ID"].isin(used["OBS_ID"])].astype(int).tolist()},
+        attrs={"truth": repr(model), "truth_time": truth_time, "rate_time": "ONTIME",
+               "excluded_runs": runs["OBS_ID"][~runs["OBS_ID"].isin(used["OBS_ID"])].astype(int).tolist()},
     )

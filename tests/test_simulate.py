@@ -7,10 +7,18 @@ from astropy.table import Table
 from scipy import stats
 
 import bkgxr
-from bkgxr.zenith import predict_rates
 from bkgxr.cli import main
 from bkgxr.geometry import offset_deg
-from bkgxr.simulate import RateModel, _draw_run_params, bin_integrals, destination, draw_events, simulate_store, truth_cube
+from bkgxr.simulate import (
+    RateModel,
+    _draw_run_params,
+    bin_integrals,
+    destination,
+    draw_events,
+    simulate_store,
+    truth_cube,
+)
+from bkgxr.zenith import predict_rates
 
 #: Recovery binning: about 1,100 bins of the tiny store expect more than 50 events.
 RECOVERY = bkgxr.Binning(zenith=[0, 30, 45, 60], energy=np.geomspace(0.1, 10, 41), offset=np.linspace(0, 3, 16))
@@ -172,13 +180,15 @@ def test_truth_counts_add_up_to_the_expected_events(simulation, recovered):
 # --- exact bookkeeping -------------------------------------------------------------------------
 
 
-def test_livetime_bands_and_runs_are_recovered_exactly(simulation, recovered):
+def test_times_bands_and_runs_are_recovered_exactly(simulation, recovered):
     cube, truth = recovered
     runs = simulation.runs
     band = np.digitize(runs["ZEN_PNT"].to_numpy(np.float64), RECOVERY.zenith) - 1
-    livetime = [runs["LIVETIME"].to_numpy(np.float64)[band == b].sum() for b in range(3)]
-    np.testing.assert_array_equal(cube["livetime"].values, livetime)
-    np.testing.assert_array_equal(truth["livetime"].values, livetime)
+    for name in ("ontime", "livetime"):
+        summed = [runs[name.upper()].to_numpy(np.float64)[band == b].sum() for b in range(3)]
+        np.testing.assert_array_equal(cube[name].values, summed)
+        np.testing.assert_array_equal(truth[name].values, summed)
+        np.testing.assert_array_equal(truth[f"run_{name}"].values, cube[f"run_{name}"].values)
     np.testing.assert_array_equal(cube["n_runs"].values, np.bincount(band, minlength=3))
     np.testing.assert_array_equal(cube["obs_id"].values, runs["OBS_ID"].to_numpy())
     np.testing.assert_array_equal(cube["run_zenith"].values, runs["ZEN_PNT"].to_numpy(np.float64))
@@ -204,6 +214,89 @@ def test_run_selection_by_query_zenith_and_obs_ids(simulation, sim_store):
     cube = bkgxr.build_cube(selected, binning=bkgxr.Binning(zenith=[0, 90]))
     assert cube["livetime"].sum() == pytest.approx(runs.set_index("OBS_ID").loc[chosen, "LIVETIME"].astype(float).sum(), rel=1e-12)
     assert int(cube["counts"].sum().compute()) <= int(runs.set_index("OBS_ID").loc[chosen, "EVENT_COUNT"].sum())
+
+
+# --- time convention: the truth per ONTIME (or LIVETIME), dead time far from 1 --------------------
+
+#: Stores with dead-time fractions from 0.45 to 0.05 (DEADC 0.55-0.95), one per truth convention.
+DEAD = {"n_runs": 16, "events_per_run": 15_000, "seed": 11, "deadc_range": (0.55, 0.95), "date": "2026-01-01"}
+
+
+@pytest.fixture(scope="module", params=["ontime", "livetime"])
+def dead(request, tmp_path_factory):
+    sim = simulate_store(tmp_path_factory.mktemp(request.param) / "store", truth_time=request.param, **DEAD)
+    store = bkgxr.open_store(sim.path)
+    cube = bkgxr.build_cube(store.select(), binning=RECOVERY).compute()
+    return sim, store, cube
+
+
+def test_ontime_is_tstop_minus_tstart_and_the_gti_sum_exactly(dead):
+    sim, store, _ = dead
+    runs = store.select()
+    np.testing.assert_array_equal(runs["ONTIME"], runs["TSTOP"] - runs["TSTART"])
+    for _, run in runs.iterrows():
+        with fits.open(run["EVENTS_PATH"]) as hdul:
+            gti, header = hdul["GTI"].data, hdul["EVENTS"].header
+            assert np.sum(gti["STOP"] - gti["START"]) == run["ONTIME"] == header["ONTIME"] == header["TSTOP"] - header["TSTART"]
+            assert header["LIVETIME"] == pytest.approx(header["ONTIME"] * header["DEADC"], rel=1e-6)
+    deadc = sim.runs["DEADC"].to_numpy(np.float64)
+    assert 0.55 <= deadc.min() < 0.65 and 0.85 < deadc.max() <= 0.95
+
+
+def test_expected_counts_follow_the_truth_time(dead):
+    sim, store, _ = dead
+    runs, model = sim.runs, sim.model
+    time = runs["ONTIME" if sim.truth_time == "ontime" else "LIVETIME"].to_numpy(np.float64)
+    per_s = np.array([model.counts_per_second(z) for z in runs["ZEN_PNT"].to_numpy(np.float64)])
+    np.testing.assert_allclose(runs["EXPECTED_COUNT"], time * per_s, rtol=1e-12)
+    assert store.obs_table.meta["SIMTIME"] == sim.truth_time
+    # the drawn counts follow their expectation, which differs between conventions by DEADC (0.55-0.95)
+    pulls = (runs["EVENT_COUNT"] - runs["EXPECTED_COUNT"]) / np.sqrt(runs["EXPECTED_COUNT"])
+    assert np.all(np.abs(pulls) < 5) and np.sum(pulls**2) < stats.chi2.ppf(0.9999, pulls.size)
+    other = runs["ONTIME" if sim.truth_time == "livetime" else "LIVETIME"].to_numpy(np.float64) * per_s
+    assert stats.chi2.sf(np.sum((runs["EVENT_COUNT"] - other) ** 2 / other), other.size) < 1e-10
+
+
+def test_truth_cube_counts_are_truth_time_and_its_rate_is_per_ontime(dead):
+    sim, store, cube = dead
+    truth = truth_cube(store, binning=RECOVERY)
+    assert truth.attrs["truth_time"] == sim.truth_time
+    runs = sim.runs
+    time = runs["ONTIME" if sim.truth_time == "ontime" else "LIVETIME"].to_numpy(np.float64)
+    band = np.digitize(runs["ZEN_PNT"].to_numpy(np.float64), RECOVERY.zenith) - 1
+    volume = np.diff(RECOVERY.energy)[:, None] * 1e6 * 2 * np.pi * -np.diff(np.cos(np.radians(RECOVERY.offset)))[None, :]
+    for b in range(3):
+        inside = band == b
+        counts = sum(t * bin_integrals(sim.model, z, RECOVERY) for t, z in zip(time[inside], runs["ZEN_PNT"][inside], strict=True))
+        np.testing.assert_allclose(truth["counts"].values[b], counts, rtol=1e-12)
+        rate = counts / (runs["ONTIME"].to_numpy(np.float64)[inside].sum() * volume)
+        np.testing.assert_allclose(truth["rate"].values[b], rate, rtol=1e-12)
+    np.testing.assert_allclose(truth["exposure"].values, cube["exposure"].values, rtol=1e-12)
+    with pytest.raises(ValueError, match="SIMTIME"):
+        truth_cube(store, binning=RECOVERY, truth_time="livetime" if sim.truth_time == "ontime" else "ontime")
+
+
+def test_build_recovers_the_truth_per_ontime_whatever_the_dead_time(dead):
+    """Pulls of unit width with DEADC 0.55-0.95; the truth read with the other convention is rejected."""
+    sim, store, cube = dead
+    pulls, p_value = _pulls(cube, truth_cube(store, binning=RECOVERY))
+    assert pulls.size > 500 and abs(pulls.mean()) < 0.1 and 0.9 < pulls.std() < 1.1 and p_value > 0.001
+    other = "livetime" if sim.truth_time == "ontime" else "ontime"
+    pulls, p_value = _pulls(cube, truth_cube(sim.runs, sim.model, RECOVERY, truth_time=other))
+    assert p_value < 1e-6 and abs(pulls.mean()) > 1
+
+
+def test_truth_arguments_are_checked(tmp_path, simulation):
+    with pytest.raises(ValueError, match="deadc_range"):
+        _tiny(tmp_path / "a", deadc_range=(0.0, 0.9))
+    with pytest.raises(ValueError, match="deadc_range"):
+        _tiny(tmp_path / "b", deadc_range=(0.9, 1.2))
+    with pytest.raises(ValueError, match="truth_time"):
+        _tiny(tmp_path / "c", truth_time="exposure")
+    with pytest.raises(ValueError, match="ONTIME"):
+        truth_cube(simulation.runs.drop(columns="ONTIME"), simulation.model)
+    with pytest.raises(ValueError, match="truth_time"):
+        truth_cube(simulation.runs, simulation.model, truth_time="exposure")
 
 
 # --- seeds, workers, overwrite -------------------------------------------------------------------
@@ -265,7 +358,8 @@ def test_demo_writes_models_gammapy_loads_and_a_png(tmp_path, capsys):
     cube = bkgxr.build_cube(store.select(bkgxr.OFF_QUERY)).compute()
     data_store = DataStore.from_file(out / "bkg_models.fits")
     # the demo writes the default recipe: each observation's smoothed kernel model at its zenith and time
-    expected, _ = predict_rates(cube, cube["run_zenith"].values, time=cube["run_tstart"].values, time_sigma=1.0, smooth={})
+    expected, _ = predict_rates(cube, cube["run_zenith"].values, recipe=bkgxr.DEFAULT_RECIPE, time=cube["run_tstart"].values)
     for obs_id, rate in zip(cube["obs_id"].values, expected, strict=True):
-        bkg = data_store.obs(int(obs_id), required_irf=["bkg"]).bkg
-        np.testing.assert_allclose(bkg.quantity.to_value("MeV-1 s-1 sr-1"), rate, rtol=1e-10)
+        obs = data_store.obs(int(obs_id))  # a whole DL3 observation: events, GTI, aeff, edisp, psf and bkg
+        np.testing.assert_allclose(obs.bkg.quantity.to_value("MeV-1 s-1 sr-1"), rate, rtol=1e-10)
+        assert obs.aeff.data.max() > 0 and obs.edisp.data.max() > 0 and obs.psf.data.max() > 0

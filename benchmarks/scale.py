@@ -18,7 +18,7 @@ In-process builds
 Whole process
     ``bkgxr build DATA --out FILE --quiet`` (default scheduler: threads) and
     ``--workers 2``, imports and writing included, at the smallest and the
-    largest N, beside the single-core floors of ``benchmarks/hess_dr1.py``
+    largest N, beside the single-core floors of ``benchmarks/peers.py``
     (imported from there): ``floor`` reads ENERGY/RA/DEC with
     ``astropy.io.fits`` (stdlib gzip), ``floor-raw`` with zlib and a hand FITS
     parse; both compute the offset in numpy and fill one
@@ -51,7 +51,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +59,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hess_dr1  # noqa: E402 - the floors, the machine line and the process timer are shared
+import peers
+from _timing import RssPeak, cpu_seconds, free_cores, machine, rss, run_process
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -112,44 +112,6 @@ def ensure_store(cache: Path, n_runs: int, events_per_run: int, seed: int, worke
 # ------------------------------------------------------------------------------ child: one build mode
 
 
-class RssSampler:
-    """Sample the RSS of some processes in a thread; keep the peak of each."""
-
-    def __init__(self, pids: Sequence[int]) -> None:
-        import psutil
-
-        self._procs = [psutil.Process(p) for p in pids]
-        self.peak = _rss(pids)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            for i, proc in enumerate(self._procs):
-                self.peak[i] = max(self.peak[i], proc.memory_info().rss)
-            time.sleep(SAMPLE_S)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def _rss(pids: Sequence[int]) -> list[int]:
-    import psutil
-
-    return [psutil.Process(p).memory_info().rss for p in pids]
-
-
-def _cpu_seconds(pids: Sequence[int]) -> float:
-    import psutil
-
-    return sum(sum(psutil.Process(p).cpu_times()[:2]) for p in pids)
-
-
 def measure_mode(data_dir: Path, workers: int, repeats: int, save: Path) -> dict[str, Any]:
     """Time ``repeats`` builds of the whole store on one scheduler (0 workers: threads).
 
@@ -173,17 +135,17 @@ def measure_mode(data_dir: Path, workers: int, repeats: int, save: Path) -> dict
         build(WARMUP_RUNS)
         worker_pids = [pid for _, pid in sorted(client.run(os.getpid).items())] if client else []
         pids = [os.getpid(), *worker_pids]
-        idle = _rss(pids)
+        idle = rss(pids)
         walls, cpus, client_cpus = [], [], []
-        with RssSampler(pids) as rss:
+        with RssPeak(pids, interval=SAMPLE_S) as sampler:
             for _ in range(repeats):
-                c0, client0, w0 = _cpu_seconds(pids), _cpu_seconds(pids[:1]), time.perf_counter()
+                c0, client0, w0 = cpu_seconds(pids), cpu_seconds(pids[:1]), time.perf_counter()
                 lazy, cube = build()
                 walls.append(time.perf_counter() - w0)
-                cpus.append(_cpu_seconds(pids) - c0)
-                client_cpus.append(_cpu_seconds(pids[:1]) - client0)
+                cpus.append(cpu_seconds(pids) - c0)
+                client_cpus.append(cpu_seconds(pids[:1]) - client0)
     np.save(save, cube["counts"].values.astype(np.int64))
-    return {"walls": walls, "cpus": cpus, "client_cpus": client_cpus, "peak": rss.peak, "idle": idle, "startup": startup, "tasks": len(lazy.__dask_graph__()),
+    return {"walls": walls, "cpus": cpus, "client_cpus": client_cpus, "peak": sampler.peak, "idle": idle, "startup": startup, "tasks": len(lazy.__dask_graph__()),
             "cores": workers or dask.system.CPU_COUNT,
             "load": os.getloadavg()[0]}
 
@@ -193,17 +155,17 @@ def measure_mode(data_dir: Path, workers: int, repeats: int, save: Path) -> dict
 
 def floor_counts(data_dir: Path, reader: str) -> npt.NDArray[np.int64]:
     """The single-core floor: per run, read ENERGY/RA/DEC, offset in numpy, one ``np.histogram2d``."""
-    read = {"astropy": hess_dr1.columns_astropy, "raw": hess_dr1.columns_raw}[reader]
-    ctx = hess_dr1.Context(data_dir, hess_dr1.off_run_ids(data_dir, None))
-    zenith_edges = hess_dr1.ZENITH_EDGES_DEG
-    counts = np.zeros((zenith_edges.size - 1, hess_dr1.ENERGY_EDGES_TEV.size - 1, hess_dr1.OFFSET_EDGES_DEG.size - 1))
-    for path, hdu, ra0, dec0, zenith, _ in hess_dr1.index_runs(ctx):
+    read = {"astropy": peers.columns_astropy, "raw": peers.columns_raw}[reader]
+    ctx = peers.Context(data_dir, peers.off_run_ids(data_dir, None))
+    zenith_edges = peers.ZENITH_EDGES_DEG
+    counts = np.zeros((zenith_edges.size - 1, peers.ENERGY_EDGES_TEV.size - 1, peers.OFFSET_EDGES_DEG.size - 1))
+    for path, hdu, ra0, dec0, zenith, _ in peers.index_runs(ctx):
         band = int(np.searchsorted(zenith_edges, zenith, side="right")) - 1
         if not 0 <= band < counts.shape[0]:
             continue
         energy, ra, dec = read(path, hdu)
-        offset = hess_dr1.offset_deg(ra, dec, ra0, dec0)
-        counts[band] += np.histogram2d(energy, offset, bins=(hess_dr1.ENERGY_EDGES_TEV, hess_dr1.OFFSET_EDGES_DEG))[0]
+        offset = peers.offset_deg(ra, dec, ra0, dec0)
+        counts[band] += np.histogram2d(energy, offset, bins=(peers.ENERGY_EDGES_TEV, peers.OFFSET_EDGES_DEG))[0]
     return counts.astype(np.int64)
 
 
@@ -233,32 +195,12 @@ class Build:
         return 1e3 * self.wall / self.n_runs
 
 
-def _spin(seconds: float) -> None:
-    start = time.process_time()
-    while time.process_time() - start < seconds:
-        pass
-
-
-def free_cores(seconds: float = 0.5) -> float:
-    """Cores this script gets now: CPU seconds of one busy process per core over the wall time."""
-    import concurrent.futures
-    import multiprocessing
-
-    n = os.cpu_count() or 1
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(n, mp_context=context) as pool:
-        list(pool.map(_spin, [0.01] * n))  # start-up
-        t0 = time.perf_counter()
-        list(pool.map(_spin, [seconds] * n))
-        return n * seconds / (time.perf_counter() - t0)
-
-
 def mode_name(workers: int) -> str:
     return "threads" if workers == 0 else f"{workers} worker{'s' if workers > 1 else ''}"
 
 
 def run_child(args: Sequence[str]) -> None:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
 
@@ -289,7 +231,7 @@ def whole_process(stores: dict[int, tuple[Path, int]], sizes: list[int], repeats
         }
         for name, cmd in commands.items():
             print(f"timing whole process: {name}, {n} runs ...", file=sys.stderr, flush=True)
-            times.setdefault(name, {})[n] = statistics.median(hess_dr1.run_process(cmd)[0] for _ in range(repeats))
+            times.setdefault(name, {})[n] = statistics.median(run_process(cmd)[0] for _ in range(repeats))
     return times
 
 
@@ -420,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         np.save(args.save, floor_counts(Path(args.floor_once), args.reader))
         return 0
 
-    print(hess_dr1.machine())
+    print(machine())
     print(f"load average at start: {os.getloadavg()[0]:.2f}; cores free: {free_cores():.2f} of {os.cpu_count()} "
           "(busy processes' CPU seconds / wall; below the core count, other processes share the cores)")
     stores: dict[int, tuple[Path, int]] = {}

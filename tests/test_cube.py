@@ -17,18 +17,33 @@ def test_counts_equal_a_plain_numpy_histogram(hess_runs, hess_cube):
     assert hess_cube["counts"].sum() > 300_000
 
 
-def test_rate_is_counts_over_livetime_energy_width_and_ring_solid_angle(hess_runs, hess_cube):
+@pytest.fixture(params=["hess", "simulated"])
+def store_and_cube(request):
+    """The H.E.S.S. off runs, and a simulated store (so the engine is tested without the H.E.S.S. data)."""
+    if request.param == "hess":
+        return request.getfixturevalue("hess_runs"), request.getfixturevalue("hess_cube")
+    runs = request.getfixturevalue("sim_store").select()
+    return runs, build_cube(runs).compute()
+
+
+def test_rate_is_counts_over_ontime_energy_width_and_ring_solid_angle(store_and_cube):
+    runs, cube = store_and_cube
     b = bkgxr.Binning()
-    band = np.digitize(hess_runs["ZEN_PNT"], b.zenith) - 1
-    livetime = np.array([hess_runs["LIVETIME"][band == i].sum() for i in range(3)])
+    band = np.digitize(runs["ZEN_PNT"], b.zenith) - 1
+    ontime = np.array([runs["ONTIME"][band == i].sum() for i in range(3)])
     d_energy_mev = (b.energy[1:] - b.energy[:-1]) * 1e6
     d_omega = 2 * np.pi * (np.cos(np.radians(b.offset[:-1])) - np.cos(np.radians(b.offset[1:])))
-    exposure = livetime[:, None, None] * d_energy_mev[None, :, None] * d_omega[None, None, :]
-    counts = hess_cube["counts"].values
-    np.testing.assert_allclose(hess_cube["rate"].values, counts / exposure, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(hess_cube["rate_err"].values, np.sqrt(counts) / exposure, rtol=1e-12)
-    np.testing.assert_allclose(hess_cube["livetime"].values, livetime, rtol=1e-12)
-    assert hess_cube["rate"].attrs["units"] == "1 / (MeV s sr)"
+    exposure = ontime[:, None, None] * d_energy_mev[None, :, None] * d_omega[None, None, :]
+    counts = cube["counts"].values
+    assert counts.sum() > 100_000
+    np.testing.assert_allclose(cube["rate"].values, counts / exposure, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(cube["rate_err"].values, np.sqrt(counts) / exposure, rtol=1e-12)
+    np.testing.assert_allclose(cube["ontime"].values, ontime, rtol=1e-12)
+    livetime = np.array([runs["LIVETIME"][band == i].sum() for i in range(3)])
+    np.testing.assert_allclose(cube["livetime"].values, livetime, rtol=1e-12)
+    assert np.all(cube["livetime"].values < cube["ontime"].values)  # dead time is not in the rate
+    assert cube["rate"].attrs["units"] == "1 / (MeV s sr)"
+    assert cube.attrs["rate_time"].startswith("ONTIME")
 
 
 def test_runs_per_band_are_listed(hess_runs, hess_cube):
@@ -80,6 +95,7 @@ def test_runs_outside_every_band_are_left_out_with_a_warning(hess_runs):
     assert set(cube["run_error"].sel(obs_id=outside).values) == {"outside every zenith band"}
     assert cube["run_counts"].sel(obs_id=outside).sum() == 0
     assert cube["livetime"].item() == pytest.approx(hess_runs.loc[hess_runs["ZEN_PNT"] < 40, "LIVETIME"].sum())
+    assert cube["ontime"].item() == pytest.approx(hess_runs.loc[hess_runs["ZEN_PNT"] < 40, "ONTIME"].sum())
 
 
 def test_run_counts_are_each_runs_own_histogram(hess_runs, hess_cube):
@@ -98,17 +114,17 @@ def test_safe_energy_masks_counts_and_exposure_per_run(hess_runs):
     lo = hess_runs["SAFE_ENERGY_LO"].to_numpy()
     safe = b.energy[None, :-1] >= lo[:, None] * (1 - 1e-6)
     np.testing.assert_array_equal(cube["run_safe"].values, safe)
-    # independent: drop each run's events below its first safe edge, sum livetimes of safe runs per bin
+    # independent: drop each run's events below its first safe edge, sum ONTIMEs of safe runs per bin
     first_edge = np.array([b.energy[:-1][row].min() if row.any() else np.inf for row in safe])
     expected = np.zeros(cube["counts"].shape)
-    livetime = np.zeros((3, 19))
+    ontime = np.zeros((3, 19))
     for (_, run), edge, row in zip(hess_runs.iterrows(), first_edge, safe):
         band = np.searchsorted([20, 40], run["ZEN_PNT"], side="right")
         counts = numpy_counts(hess_runs.loc[[_]], [0, 90], b.energy, b.offset)[0]
         expected[band] += counts * row[:, None]
-        livetime[band] += run["LIVETIME"] * row
+        ontime[band] += run["ONTIME"] * row
     np.testing.assert_array_equal(cube["counts"].values, expected)
-    np.testing.assert_allclose(cube["exposed_livetime"].values, livetime, rtol=1e-12)
+    np.testing.assert_allclose(cube["exposed_ontime"].values, ontime, rtol=1e-12)
     assert np.all(np.isfinite(cube["rate"].values))
     assert cube["counts"].sum() < 0.5 * hess_runs["EVENT_COUNT"].sum()
 

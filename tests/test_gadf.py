@@ -4,14 +4,22 @@ from astropy.io import fits
 from gammapy.data import DataStore
 
 import bkgxr
-from bkgxr.io.gadf import create_bkg_2d_hdu, write_atomic
 from bkgxr.axes import assign_bands
+from bkgxr.io.gadf import create_bkg_2d_hdu
+from bkgxr.io.write import write_atomic
+
+#: The gammapy tutorial's recipe exactly: zenith bands, no smoothing.
+TUTORIAL = bkgxr.Recipe(zenith="bands", smoothing=None)
+
+
+def _write(cube, path, store, recipe=TUTORIAL, **options):
+    return bkgxr.write_models(bkgxr.predict_models(cube, store, recipe), path, store=store, date="2026-01-01", **options)
 
 
 @pytest.fixture(scope="module")
 def written(hess_store, hess_cube, tmp_path_factory):
     path = tmp_path_factory.mktemp("out") / "nested" / "bkg.fits"
-    return bkgxr.write_models(hess_cube, path, store=hess_store, zenith_model="bands", date="2026-01-01")
+    return _write(hess_cube, path, hess_store)
 
 
 def test_gammapy_loads_every_observation_with_its_band_model(written, hess_store, hess_cube):
@@ -41,20 +49,20 @@ def test_obs_index_states_the_assignment(written):
 
 
 def test_writing_twice_gives_identical_bytes(written, hess_store, hess_cube, tmp_path):
-    again = bkgxr.write_models(hess_cube, tmp_path / "nested" / "bkg.fits", store=hess_store, zenith_model="bands", date="2026-01-01")
+    again = _write(hess_cube, tmp_path / "nested" / "bkg.fits", hess_store)
     assert again.read_bytes() == written.read_bytes()
 
 
 def test_rebuilding_gives_identical_file(hess_store, hess_runs, written, tmp_path):
     cube = bkgxr.build_cube(hess_runs).compute()
-    again = bkgxr.write_models(cube, tmp_path / "nested" / "bkg.fits", store=hess_store, zenith_model="bands", date="2026-01-01")
+    again = _write(cube, tmp_path / "nested" / "bkg.fits", hess_store)
     assert again.read_bytes() == written.read_bytes()
 
 
 def test_outside_none_gives_no_model_with_a_warning(hess_store, hess_runs, tmp_path):
     with pytest.warns(UserWarning, match="outside every zenith band"):
         cube = bkgxr.build_cube(hess_runs, binning=bkgxr.Binning(zenith=[0, 40])).compute()
-        path = bkgxr.write_models(cube, tmp_path / "bkg.fits", store=hess_store, zenith_model="bands", outside="none")
+        path = _write(cube, tmp_path / "bkg.fits", hess_store, TUTORIAL.replace(outside="none"))
     store = DataStore.from_file(path)
     high = hess_store.obs_table["OBS_ID"][hess_store.obs_table["ZEN_PNT"] >= 40]
     assert len(high) > 0
@@ -79,15 +87,17 @@ def test_bkg_hdu_refuses_non_finite_rate():
 
 
 def test_failed_write_leaves_existing_file_untouched(tmp_path, monkeypatch):
+    import os
+
     path = tmp_path / "out.fits"
     path.write_bytes(b"old")
 
-    def broken(self, *args, **kwargs):
+    def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(fits.HDUList, "writeto", broken)
+    monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
-        write_atomic(fits.HDUList([fits.PrimaryHDU()]), path)
+        write_atomic(b"new" * 1000, path)
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fits"]
 
@@ -96,43 +106,48 @@ def test_no_overwrite(tmp_path):
     path = tmp_path / "out.fits"
     path.write_bytes(b"old")
     with pytest.raises(FileExistsError):
-        write_atomic(fits.HDUList([fits.PrimaryHDU()]), path, overwrite=False)
+        write_atomic(b"new", path, overwrite=False)
 
 
 def test_kernel_models_give_every_observation_its_own_bkg(hess_store, hess_cube, tmp_path):
     from bkgxr.zenith import predict_rates
 
-    path = bkgxr.write_models(hess_cube, tmp_path / "kernel.fits", store=hess_store, date="2026-01-01")
+    recipe = bkgxr.Recipe(smoothing=None)
+    path = _write(hess_cube, tmp_path / "kernel.fits", hess_store, recipe)
     assert fits.getheader(path, 0)["ZENMODEL"] == "kernel" and fits.getheader(path, 0)["KTSIGMA"] == 1.0
     store = DataStore.from_file(path)
     obs = hess_store.select()
-    expected, n_eff = predict_rates(hess_cube, obs["ZEN_PNT"], time=obs["TSTART"], time_sigma=1.0)
+    expected, n_eff = predict_rates(hess_cube, obs["ZEN_PNT"], time=obs["TSTART"], recipe=recipe)
     for i, observation in enumerate(store.get_observations(obs["OBS_ID"].tolist()[::7])):
         k = i * 7
         np.testing.assert_allclose(observation.bkg.data, expected[k], rtol=1e-12, atol=0)
         header = fits.getheader(path, f"BKG_OBS_{observation.obs_id}")
-        assert header["N_EFF"] == pytest.approx(n_eff[k], rel=1e-5)
+        assert header["N_EFF"] == n_eff[k]
     assert len(store.hdu_table[store.hdu_table["HDU_TYPE"] == "bkg"]) == 105
 
 
 def test_smoothed_models_are_stated_and_read_back(hess_store, hess_cube, tmp_path):
-    from bkgxr.io.load import load_models
     from bkgxr.smooth import smooth_cube
 
-    path = bkgxr.write_models(
-        hess_cube, tmp_path / "s.fits", store=hess_store, zenith_model="bands", smooth={"min_counts": 80}, date="2026-01-01"
-    )
+    recipe = TUTORIAL.replace(smoothing=bkgxr.Smoothing(min_counts=80))
+    path = _write(hess_cube, tmp_path / "s.fits", hess_store, recipe)
     header = fits.getheader(path, 0)
     assert header["SMOOTH"] and header["SMMINCNT"] == 80 and header["SMDEGREE"] == 3
-    expected = smooth_cube(hess_cube, min_counts=80)["rate"]
-    np.testing.assert_array_equal(fits.getdata(path, "BKG_ZEN_0_20")["BKG"][0].T, expected.isel(zenith=0).values)
-    loaded = load_models(path)
-    np.testing.assert_allclose(loaded["rate"].values, expected.values, rtol=1e-12)
-    assert not np.array_equal(expected.values, hess_cube["rate"].values)
+    assert bkgxr.Recipe.from_header(header) == recipe
+    expected = smooth_cube(hess_cube, min_counts=80)
+    np.testing.assert_array_equal(fits.getdata(path, "BKG_ZEN_0_20")["BKG"][0].T, expected["rate"].isel(zenith=0).values)
+    loaded = bkgxr.read_models(path)
+    np.testing.assert_array_equal(loaded["rate"].values, expected["rate"].values)
+    np.testing.assert_array_equal(loaded["rate_err"].values, expected["rate_err"].values)
+    assert not np.array_equal(expected["rate"].values, hess_cube["rate"].values)
     np.testing.assert_array_equal(loaded["counts"].values, hess_cube["counts"].values)
 
 
 def test_appended_models_read_back_as_astropy_builds_them(tmp_path):
+    import io
+    import warnings
+
+    from bkgxr.io._checksum import fill_checksums
     from bkgxr.io.gadf import bkg_2d_hdus_bytes
 
     rng = np.random.default_rng(5)
@@ -140,15 +155,62 @@ def test_appended_models_read_back_as_astropy_builds_them(tmp_path):
     rates = rng.uniform(0, 1e-3, (4, 19, 9))
     metas = [{"EXTNAME": (f"BKG_OBS_{i}", "c"), "OBS_ID": (i, "obs"), "N_EFF": (1.5 * i, "n")} for i in range(4)]
     path = tmp_path / "m.fits"
-    write_atomic(fits.HDUList([fits.PrimaryHDU()]), path, tail=bkg_2d_hdus_bytes(rates, energy, offset, metas))
-    with fits.open(path) as hdul:
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU()]).writeto(buffer)
+    write_atomic(fill_checksums(buffer.getvalue() + bkg_2d_hdus_bytes(rates, energy, offset, metas)), path)
+    with warnings.catch_warnings(record=True) as caught, fits.open(path, checksum=True) as hdul:
+        warnings.simplefilter("always")
         hdul.verify("exception")
         assert [h.name for h in hdul[1:]] == [f"BKG_OBS_{i}" for i in range(4)]
         for i, hdu in enumerate(hdul[1:]):
             meta = {k: v for k, v in metas[i].items() if k != "EXTNAME"}
             expected = create_bkg_2d_hdu(rates[i], energy, offset, extname=f"BKG_OBS_{i}", meta=meta)
-            assert list(hdu.header.items()) == list(expected.header.items())  # keywords and values, in order
+            expected.add_checksum()  # astropy's DATASUM equals ours; CHECKSUM differs as its comment holds a time
+            assert [(k, v) for k, v in hdu.header.items() if k != "CHECKSUM"] == [
+                (k, v) for k, v in expected.header.items() if k != "CHECKSUM"
+            ]
             for name in ("ENERG_LO", "THETA_HI", "BKG"):
                 np.testing.assert_array_equal(hdu.data[name], expected.data[name])
+    assert not [w for w in caught if "verification failed" in str(w.message)]  # every CHECKSUM verifies
     with pytest.raises(ValueError, match="non-finite"):
         bkg_2d_hdus_bytes(np.full((1, 19, 9), np.nan), energy, offset, metas[:1])
+
+
+def test_read_models_gives_back_what_was_written_and_refuses_a_changed_file(sim_store, tmp_path):
+    cube = bkgxr.build_cube(sim_store.select()).compute()
+    models = bkgxr.predict_models(cube, sim_store)  # the default recipe: a model per observation
+    path = bkgxr.write_models(models, tmp_path / "m.fits", store=sim_store, date="2026-01-01")
+    back = bkgxr.read_models(path)
+    assert back.attrs["checksum"] == "verified" and bkgxr.Recipe.from_header(back.attrs) == bkgxr.DEFAULT_RECIPE
+    for name in models.data_vars:
+        np.testing.assert_array_equal(back[name].values, models[name].values, err_msg=name)
+    data = bytearray(path.read_bytes())
+    data[len(data) - 2880 + 100] ^= 0x01  # one bit in the data of the last model
+    (tmp_path / "changed.fits").write_bytes(bytes(data))
+    with pytest.raises(bkgxr.StoreError, match="changed after writing"):
+        bkgxr.read_models(tmp_path / "changed.fits")
+
+
+def test_tutorial_band_model_is_counts_over_ontime_and_ring_solid_angle(sim_store, tmp_path):
+    """`--zenith-model bands --no-smooth` against an independent numpy computation from the event files."""
+    from bkgxr.cli import main
+
+    out = tmp_path / "bands.fits"
+    args = ["build", str(sim_store.root), "--out", str(out), "--quiet", "--zenith-model", "bands", "--no-smooth"]
+    assert main([*args, "--date", "2026-01-01"]) == 0
+    obs = fits.getdata(sim_store.root / "obs-index.fits.gz")
+    energy, offset = np.geomspace(0.1, 100, 20), np.sqrt(np.linspace(0, 9, 10))
+    d_omega = 2 * np.pi * (np.cos(np.radians(offset[:-1])) - np.cos(np.radians(offset[1:])))
+    for lo, hi, name in ((0, 20, "BKG_ZEN_0_20"), (20, 40, "BKG_ZEN_20_40"), (40, 90, "BKG_ZEN_40_90")):
+        counts, ontime = np.zeros((19, 9)), 0.0
+        for row in obs[(obs["ZEN_PNT"] >= lo) & (obs["ZEN_PNT"] < hi)]:
+            with fits.open(sim_store.root / "data" / f"obs_{row['OBS_ID']:06d}.fits.gz") as hdul:
+                ev, header = hdul["EVENTS"].data, hdul["EVENTS"].header
+                ra0, dec0 = np.radians(header["RA_PNT"]), np.radians(header["DEC_PNT"])
+                ra, dec = np.radians(ev["RA"].astype(float)), np.radians(ev["DEC"].astype(float))
+                cos_sep = np.sin(dec) * np.sin(dec0) + np.cos(dec) * np.cos(dec0) * np.cos(ra - ra0)
+                counts += np.histogram2d(ev["ENERGY"], np.degrees(np.arccos(np.clip(cos_sep, -1, 1))), [energy, offset])[0]
+                ontime += header["ONTIME"]
+        expected = counts / (ontime * np.diff(energy)[:, None] * 1e6 * d_omega[None, :])
+        np.testing.assert_allclose(fits.getdata(out, name)["BKG"][0].T, expected, rtol=1e-9, atol=1e-300)
+        assert fits.getheader(out, name)["BKGTIME"] == "ONTIME"

@@ -6,15 +6,19 @@ from bkgxr.axes import binning_of, exposure_s_mev_sr
 from bkgxr.simulate import bin_integrals, simulate_store
 from bkgxr.zenith import predict_rates, run_exposures
 
+#: The raw recipes: no smoothing, no time kernel (each test adds what it checks).
+RAW = bkgxr.Recipe(smoothing=None, time_sigma=None)
+BANDS = RAW.replace(zenith="bands")
+
 
 def _per_run(cube):
     unit = exposure_s_mev_sr(np.ones(1), binning_of(cube))[0]
-    exposure = cube["run_livetime"].values[:, None, None] * unit[None]
+    exposure = cube["run_ontime"].values[:, None, None] * unit[None]
     return cube["run_counts"].values.astype(float), exposure
 
 
 def test_bands_model_is_the_band_rate(hess_cube):
-    rate, n_eff = predict_rates(hess_cube, [10, 30, 65, 0, 89.9], model="bands")
+    rate, n_eff = predict_rates(hess_cube, [10, 30, 65, 0, 89.9], recipe=BANDS)
     expected = hess_cube["rate"].values[[0, 1, 2, 0, 2]]
     np.testing.assert_allclose(rate, expected, rtol=1e-14, atol=0)
     np.testing.assert_array_equal(n_eff, hess_cube["n_runs"].values[[0, 1, 2, 0, 2]])
@@ -22,11 +26,11 @@ def test_bands_model_is_the_band_rate(hess_cube):
 
 def test_wide_kernel_is_the_all_run_average_and_narrow_is_the_nearest_run(hess_cube):
     counts, exposure = _per_run(hess_cube)
-    wide, n_eff = predict_rates(hess_cube, [30.0], model="kernel", sigma=1e5)
+    wide, n_eff = predict_rates(hess_cube, [30.0], recipe=RAW.replace(kernel_sigma=1e5))
     np.testing.assert_allclose(wide[0], counts.sum(0) / exposure.sum(0), rtol=1e-9)
     assert n_eff[0] == pytest.approx(45, rel=1e-6)
     i = 7
-    narrow, n_eff = predict_rates(hess_cube, [hess_cube["run_zenith"].values[i]], model="kernel", sigma=1e-7)
+    narrow, n_eff = predict_rates(hess_cube, [hess_cube["run_zenith"].values[i]], recipe=RAW.replace(kernel_sigma=1e-7))
     np.testing.assert_allclose(narrow[0], counts[i] / exposure[i], rtol=1e-12)
     assert n_eff[0] == pytest.approx(1.0)
 
@@ -37,7 +41,7 @@ def test_leave_out_drops_exactly_that_run(hess_cube):
     w = np.exp(-0.5 * ((np.cos(np.radians(zen)) - np.cos(np.radians(zen[3]))) / 0.03) ** 2)
     w[3] = 0
     expected = np.tensordot(w, counts, 1) / np.tensordot(w, exposure, 1)
-    rate, _ = predict_rates(hess_cube, [zen[3]], model="kernel", leave_out=[3])
+    rate, _ = predict_rates(hess_cube, [zen[3]], recipe=RAW, leave_out=[3])
     np.testing.assert_allclose(rate[0], expected, rtol=1e-12)
 
 
@@ -46,23 +50,33 @@ def test_time_kernel_weights_runs_by_time_and_needs_times(hess_cube):
     zen, t = hess_cube["run_zenith"].values, hess_cube["run_tstart"].values
     year = 365.25 * 86400
     w = np.exp(-0.5 * ((np.cos(np.radians(zen)) - np.cos(np.radians(25.0))) / 0.03) ** 2 - 0.5 * ((t - t[0]) / year) ** 2)
-    rate, _ = predict_rates(hess_cube, [25.0], time=[t[0]], time_sigma=1.0)
+    rate, _ = predict_rates(hess_cube, [25.0], time=[t[0]], recipe=RAW.replace(time_sigma=1.0))
     np.testing.assert_allclose(rate[0], np.tensordot(w, counts, 1) / np.tensordot(w, exposure, 1), rtol=1e-10)
     with pytest.warns(UserWarning, match="TSTART"):
-        no_time, _ = predict_rates(hess_cube, [25.0], time_sigma=1.0)
-    np.testing.assert_array_equal(no_time, predict_rates(hess_cube, [25.0])[0])
+        no_time, _ = predict_rates(hess_cube, [25.0], recipe=RAW.replace(time_sigma=1.0))
+    np.testing.assert_array_equal(no_time, predict_rates(hess_cube, [25.0], recipe=RAW)[0])
 
 
 def test_far_targets_still_get_the_nearest_runs(hess_cube):
-    rate, n_eff = predict_rates(hess_cube, [89.0], model="kernel", sigma=1e-4)
+    rate, n_eff = predict_rates(hess_cube, [89.0], recipe=RAW.replace(kernel_sigma=1e-4))
     assert np.all(np.isfinite(rate)) and rate.sum() > 0 and n_eff[0] >= 1
 
 
-def test_unknown_model_and_bad_sigma(hess_cube):
+def test_unknown_model_and_bad_sigma():
     with pytest.raises(ValueError, match="unknown zenith model"):
-        predict_rates(hess_cube, [10], model="splines")
+        bkgxr.Recipe(zenith="splines")
     with pytest.raises(ValueError, match="positive"):
-        predict_rates(hess_cube, [10], sigma=0)
+        bkgxr.Recipe(kernel_sigma=0)
+    with pytest.raises(ValueError, match="deadtime"):
+        bkgxr.Recipe(deadtime="wall")
+
+
+def test_livetime_convention_divides_by_livetime(hess_cube):
+    counts = hess_cube["run_counts"].values.astype(float)
+    unit = exposure_s_mev_sr(np.ones(1), binning_of(hess_cube))[0]
+    live = hess_cube["run_livetime"].values[:, None, None] * unit[None]
+    rate, _ = predict_rates(hess_cube, [30.0], recipe=RAW.replace(kernel_sigma=1e5, deadtime="livetime"))
+    np.testing.assert_allclose(rate[0], counts.sum(0) / live.sum(0), rtol=1e-9)
 
 
 def test_run_exposures_follow_safe_bins_and_used_runs(hess_runs):
@@ -92,7 +106,7 @@ TARGETS = np.array([12.0, 18.0, 22.0, 28.0, 33.0, 38.0, 42.0, 47.0])
 def _asimov(sim, cube):
     """The cube with each run's counts replaced by their expectation: no Poisson noise."""
     binning = binning_of(cube)
-    expected = [bin_integrals(sim.model, z, binning) * t for z, t in zip(cube["run_zenith"].values, cube["run_livetime"].values)]
+    expected = [bin_integrals(sim.model, z, binning) * t for z, t in zip(cube["run_zenith"].values, cube["run_ontime"].values)]
     return cube.assign(run_counts=(cube["run_counts"].dims, np.stack(expected)))
 
 
@@ -111,7 +125,7 @@ def _sigma(cube, zenith, model):
     elif model == "bands":
         w = (cube["run_band"].values[None, :] == np.searchsorted(np.arange(10, 60, 10), zenith, side="right")[:, None]) * 1.0
     else:  # quadratic Lagrange weights L_i on the three band centroids nearest each target
-        band, live = cube["run_band"].values, cube["run_livetime"].values
+        band, live = cube["run_band"].values, cube["run_ontime"].values
         centre = np.array([np.average(cos_run[band == b], weights=live[band == b]) for b in range(6)])
         band_counts = np.stack([counts[band == b].sum(0) for b in range(6)])
         band_exposure = np.stack([exposure[band == b].sum(0) for b in range(6)])
@@ -132,15 +146,15 @@ def test_zenith_trend_is_recovered_between_band_centres_where_bands_are_biased(t
     sigma = _sigma(cube, TARGETS, model)
     good = sigma > 0
     # deterministic bias: the recipe applied to noise-free expected counts, in units of the statistical error
-    exact, _ = predict_rates(_asimov(sim, cube), TARGETS, model=model)
+    exact, _ = predict_rates(_asimov(sim, cube), TARGETS, recipe=RAW.replace(zenith=model))
     bias = ((exact - truth) / np.where(good, sigma, 1))[good]
     assert abs(bias.mean()) < 0.1, bias.mean()
     band_sigma = _sigma(cube, TARGETS, "bands")
-    band_exact, _ = predict_rates(_asimov(sim, cube), TARGETS, model="bands")
+    band_exact, _ = predict_rates(_asimov(sim, cube), TARGETS, recipe=BANDS)
     band_bias = ((band_exact - truth) / np.where(band_sigma > 0, band_sigma, 1))[band_sigma > 0]
     assert np.sqrt(np.mean(band_bias**2)) > 1.0 > 3 * abs(bias.mean())  # fixed bands: measurably biased
     # and on the simulated counts themselves: pulls of unit width, centred within their noise
-    rate, _ = predict_rates(cube, TARGETS, model=model)
+    rate, _ = predict_rates(cube, TARGETS, recipe=RAW.replace(zenith=model))
     pulls = ((rate - truth) / np.where(good, sigma, 1))[good]
     assert 0.8 < pulls.std() < 1.25, pulls.std()
     assert abs(pulls.mean()) < 0.25, pulls.mean()

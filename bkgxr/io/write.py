@@ -177,7 +177,7 @@ def _observation_bytes(models: xr.Dataset, recipe: Recipe, names: list[str]) -> 
             "ZEN_PNT": (float(models["obs_zenith"].values[i]), "[deg] zenith the model is evaluated at"),
             "ZENMODEL": (recipe.zenith, "zenith recipe"),
             "DEADC": (float(models["obs_deadc"].values[i]), "dead-time factor folded in (1: none)"),
-            "N_EFF": (round(float(models["obs_n_eff"].values[i]), 6), "effective number of runs behind the model"),
+            "N_EFF": (float(models["obs_n_eff"].values[i]), "effective number of runs behind the model"),
         }
         for i in own
     ]

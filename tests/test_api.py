@@ -11,6 +11,21 @@ def test_all_is_sorted_complete_and_resolvable():
         assert getattr(bkgxr, name) is not None, name
 
 
+def test_every_public_name_is_the_object_it_names_after_all_submodules_are_imported():
+    """A submodule named like a function (bkgxr.validate once was) must not shadow it."""
+    import importlib
+    import pkgutil
+    import types
+
+    for module in pkgutil.walk_packages(bkgxr.__path__, "bkgxr."):
+        importlib.import_module(module.name)
+    for name, where in bkgxr._WHERE.items():
+        obj = getattr(bkgxr, name)
+        assert not isinstance(obj, types.ModuleType), name
+        assert obj is getattr(importlib.import_module(f"bkgxr.{where}"), name), name
+    assert callable(bkgxr.validate) and callable(bkgxr.predict_models) and callable(bkgxr.read_models)
+
+
 def test_dims_constant_names_the_cube_axes():
     assert bkgxr.DIMS == ("zenith", "energy", "offset")
     assert [a.name for a in bkgxr.Binning().boost_axes()] == list(bkgxr.DIMS)

@@ -6,7 +6,8 @@ from bkgxr.cli import main
 
 def test_build_writes_models_and_prints_the_summary(hess_dir, hess_cube, tmp_path, capsys):
     out = tmp_path / "bkg.fits"
-    assert main(["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01", "--zenith-model", "bands"]) == 0
+    args = ["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01", "--zenith-model", "bands", "--no-smooth"]
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert 'TARGET_NAME == "Off data"' in text
     for label, runs, events in zip(["0-20", "20-40", "40-90"], [11, 25, 9], hess_cube["counts"].sum(("energy", "offset")).values):
@@ -40,10 +41,20 @@ def test_errors_print_one_line_and_exit_non_zero(hess_dir, tmp_path, capsys):
     assert not (tmp_path / "x.fits").exists()
 
 
-def test_cli_recipes_are_the_zenith_models():
-    from bkgxr import cli, zenith
+def test_cli_options_make_the_recipe_with_the_api_defaults():
+    import bkgxr
+    from bkgxr.cli import build_parser, recipe_of
 
-    assert cli.ZENITH_MODELS == zenith.ZENITH_MODELS
+    parser = build_parser()
+    assert recipe_of(parser.parse_args(["build", "x", "--out", "y"])) == bkgxr.DEFAULT_RECIPE
+    assert recipe_of(parser.parse_args(["validate", "x"])) == bkgxr.DEFAULT_RECIPE
+    given = parser.parse_args(
+        ["build", "x", "--out", "y", "--zenith-model", "bands", "--no-smooth", "--time-sigma", "0", "--deadtime", "livetime",
+         "--kernel-sigma", "0.1", "--outside", "none"]
+    )
+    assert recipe_of(given) == bkgxr.Recipe(
+        zenith="bands", smoothing=None, time_sigma=None, deadtime="livetime", kernel_sigma=0.1, outside="none"
+    )
 
 
 def test_build_states_the_zenith_model_in_summary_and_header(hess_dir, tmp_path, capsys):
@@ -62,7 +73,8 @@ def test_validate_prints_runs_and_summaries_and_writes_csv(hess_dir, tmp_path, c
     out = tmp_path / "v.csv"
     assert main(["validate", str(hess_dir), "--quiet", "--compare", "--zenith-model", "bands", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "bands: 45 runs, obs/pred mean 0.988 std 0.320" in text
-    assert "kernel: 45 runs, obs/pred mean 0.989 std 0.162" in text and "interpolate: 45 runs" in text
+    assert "bands: 45 runs, obs/pred mean 0.987 std 0.320" in text
+    assert "kernel: 45 runs, obs/pred mean 0.988 std 0.158" in text and "interpolate: 45 runs" in text
+    assert "kernel+smooth+deadc: 45 runs, obs/pred mean 0.984 std 0.161" in text
     table = pd.read_csv(out, comment="#")
     assert len(table) == 45 and abs(table["RATIO"].std() - 0.320) < 0.001

@@ -1,4 +1,9 @@
-"""Shared fixtures: the H.E.S.S. DR1 store (through BKGXR_DATA) and its off-run cube; a tiny simulated store."""
+"""Shared fixtures: the H.E.S.S. DR1 store (through BKGXR_DATA) and its off-run cube; a tiny simulated store.
+
+Tests needing the H.E.S.S. data are marked ``hess`` (``pytest -m "not hess"``
+runs the rest). Without the data they skip, except on CI (``CI`` set to a true
+value), where they fail.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,37 @@ import pytest
 DEFAULT_HESS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hess-dl3-dr1"
 
 
+#: Values of ``CI`` that do not mean "running on CI".
+NOT_CI = frozenset({"", "0", "false", "no", "off"})
+
+
 def hess_path() -> Path:
     """Return the H.E.S.S. DR1 folder from ``BKGXR_DATA`` or the default."""
     return Path(os.environ.get("BKGXR_DATA", DEFAULT_HESS))
 
 
+def on_ci() -> bool:
+    """Whether ``CI`` is set to a true value (CI always has the H.E.S.S. data)."""
+    return os.environ.get("CI", "").strip().lower() not in NOT_CI
+
+
 @pytest.fixture(scope="session")
 def hess_dir() -> Path:
+    """The H.E.S.S. DR1 folder; skip without it, but fail on CI, where the data must be."""
     path = hess_path()
     if not (path / "obs-index.fits.gz").is_file():
-        pytest.skip(f"H.E.S.S. DR1 data not found at {path}; set BKGXR_DATA")
+        message = f"H.E.S.S. DR1 data not found at {path}; set BKGXR_DATA"
+        if on_ci():
+            pytest.fail(f"{message} (CI={os.environ['CI']}: on CI a test needing the data fails instead of skipping)")
+        pytest.skip(message)
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the H.E.S.S. data (``hess_dir``, directly or through a fixture) ``hess``."""
+    for item in items:
+        if "hess_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.hess)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,11 @@
 """Bin edges, boost-histogram axes and xarray coordinates of the cube.
 
-One constant, :data:`DIMS`, names the boost axes, the xarray dims and the CLI
-flags. Edges are float64 in the canonical units of :mod:`bkgxr.units`.
+:data:`DIMS` (2D models, radial in the field of view) and :data:`DIMS_3D` (3D
+models, FoV longitude and latitude in the frame aligned with the horizontal
+system, ``FOVALIGN = 'ALTAZ'``) name the boost axes, the xarray dims and the
+CLI flags. Edges are float64 in the canonical units of :mod:`bkgxr.units`.
+Solid angles are exact: ``2 pi (cos r1 - cos r2)`` for an offset ring,
+``(lon2 - lon1) (sin lat2 - sin lat1)`` (radians) for a FoV pixel.
 """
 
 from __future__ import annotations
@@ -26,16 +30,27 @@ if TYPE_CHECKING:
 
 #: Dimensions of the cube, in axis order: boost axes, xarray dims, CLI flags.
 DIMS = ("zenith", "energy", "offset")
+#: Dimensions of a 3D cube: FoV longitude and latitude (ALTAZ-aligned) instead of offset.
+DIMS_3D = ("zenith", "energy", "fov_lon", "fov_lat")
+_ALL_DIMS = ("zenith", "energy", "offset", "fov_lon", "fov_lat")
 
 #: Canonical unit of each dimension.
 DIM_UNITS: dict[str, u.UnitBase] = {
     "zenith": ANGLE_UNIT,
     "energy": ENERGY_UNIT,
     "offset": ANGLE_UNIT,
+    "fov_lon": ANGLE_UNIT,
+    "fov_lat": ANGLE_UNIT,
 }
 
 #: Allowed closed range of edges per dimension (canonical units).
-_DIM_RANGE = {"zenith": (0.0, 180.0), "energy": (0.0, np.inf), "offset": (0.0, 180.0)}
+_DIM_RANGE = {
+    "zenith": (0.0, 180.0),
+    "energy": (0.0, np.inf),
+    "offset": (0.0, 180.0),
+    "fov_lon": (-180.0, 180.0),
+    "fov_lat": (-90.0, 90.0),
+}
 
 
 def default_edges(dim: str) -> npt.NDArray[np.float64]:
@@ -43,6 +58,7 @@ def default_edges(dim: str) -> npt.NDArray[np.float64]:
 
     Energy: 19 log-spaced bins from 0.1 to 100 TeV. Offset: 9 bins from 0 to
     3 deg spaced evenly in offset squared. Zenith: bands 0-20-40-90 deg.
+    FoV longitude and latitude (3D): 12 bins of 0.5 deg from -3 to 3 deg.
     """
     if dim == "energy":
         return np.geomspace(0.1, 100.0, 20)
@@ -50,7 +66,9 @@ def default_edges(dim: str) -> npt.NDArray[np.float64]:
         return np.sqrt(np.linspace(0.0, 9.0, 10))
     if dim == "zenith":
         return np.array([0.0, 20.0, 40.0, 90.0])
-    raise ValueError(f"unknown dimension {dim!r}; expected one of {DIMS}")
+    if dim in ("fov_lon", "fov_lat"):
+        return np.linspace(-3.0, 3.0, 13)
+    raise ValueError(f"unknown dimension {dim!r}; expected one of {_ALL_DIMS}")
 
 
 def to_edges(
@@ -64,7 +82,7 @@ def to_edges(
         Edges; plain numbers are taken in the canonical unit of ``dim``
         (TeV or deg). ``None`` gives :func:`default_edges`.
     dim : str
-        One of :data:`DIMS`.
+        One of :data:`DIMS` or :data:`DIMS_3D`.
 
     Returns
     -------
@@ -77,8 +95,8 @@ def to_edges(
         If the edges are not finite, not strictly increasing, fewer than two,
         or outside the physical range of the dimension.
     """
-    if dim not in DIMS:
-        raise ValueError(f"unknown dimension {dim!r}; expected one of {DIMS}")
+    if dim not in _ALL_DIMS:
+        raise ValueError(f"unknown dimension {dim!r}; expected one of {_ALL_DIMS}")
     if values is None:
         return default_edges(dim)
     if isinstance(values, u.Quantity):
@@ -99,13 +117,19 @@ def to_edges(
 
 @dataclass(frozen=True)
 class Binning:
-    """Edges of the cube's three dimensions, in canonical units.
+    """Edges of the cube's dimensions, in canonical units: 2D (offset) or 3D (FoV lon, lat).
 
     Parameters
     ----------
     zenith, energy, offset : array-like, Quantity or None
         Edges per dimension (deg, TeV, deg when plain numbers); ``None`` gives
         the tutorial's defaults (see :func:`default_edges`).
+    fov : {"offset", "altaz"}
+        ``offset``: 2D models, radial (:data:`DIMS`); ``altaz``: 3D models in
+        FoV longitude and latitude aligned with the horizontal system
+        (:data:`DIMS_3D`); ``offset`` is then unused.
+    fov_lon, fov_lat : array-like, Quantity or None
+        Edges of the 3D FoV axes (deg); ``None`` gives 12 bins of 0.5 deg.
 
     Examples
     --------
@@ -113,6 +137,8 @@ class Binning:
     >>> b = Binning(zenith=[0, 30, 60] * u.deg)
     >>> b.shape
     (2, 19, 9)
+    >>> Binning(fov="altaz").shape
+    (3, 19, 12, 12)
     """
 
     # __post_init__ turns None (the defaults) or any array-like into edges: the
@@ -120,31 +146,54 @@ class Binning:
     zenith: npt.NDArray[np.float64] = field(default=None)  # type: ignore[arg-type]
     energy: npt.NDArray[np.float64] = field(default=None)  # type: ignore[arg-type]
     offset: npt.NDArray[np.float64] = field(default=None)  # type: ignore[arg-type]
+    fov: str = "offset"
+    fov_lon: npt.NDArray[np.float64] = field(default=None)  # type: ignore[arg-type]
+    fov_lat: npt.NDArray[np.float64] = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
-        for dim in DIMS:
+        if self.fov not in ("offset", "altaz"):
+            raise ValueError(f"fov must be 'offset' (2D) or 'altaz' (3D), not {self.fov!r}")
+        for dim in _ALL_DIMS:
             edges = to_edges(getattr(self, dim), dim)
             edges.setflags(write=False)
             object.__setattr__(self, dim, edges)
 
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """The cube's dims: :data:`DIMS` (2D) or :data:`DIMS_3D` (3D)."""
+        return DIMS_3D if self.fov == "altaz" else DIMS
+
+    @property
+    def fov_dims(self) -> tuple[str, ...]:
+        """The field-of-view dims: ``("offset",)`` or ``("fov_lon", "fov_lat")``."""
+        return self.dims[2:]
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Binning):
             return NotImplemented
-        return all(np.array_equal(self.edges(d), other.edges(d)) for d in DIMS)
+        return self.dims == other.dims and all(np.array_equal(self.edges(d), other.edges(d)) for d in self.dims)
 
     def __hash__(self) -> int:
-        return hash(tuple(self.edges(d).tobytes() for d in DIMS))
+        return hash((self.dims, *(self.edges(d).tobytes() for d in self.dims)))
 
     def edges(self, dim: str) -> npt.NDArray[np.float64]:
         """Return the edges of ``dim``."""
-        if dim not in DIMS:
-            raise ValueError(f"unknown dimension {dim!r}; expected one of {DIMS}")
+        if dim not in _ALL_DIMS:
+            raise ValueError(f"unknown dimension {dim!r}; expected one of {_ALL_DIMS}")
         return cast("npt.NDArray[np.float64]", getattr(self, dim))
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Number of bins per dimension, in :data:`DIMS` order."""
-        return tuple(self.edges(d).size - 1 for d in DIMS)
+        """Number of bins per dimension, in :attr:`dims` order."""
+        return tuple(self.edges(d).size - 1 for d in self.dims)
+
+    def solid_angle_sr(self) -> npt.NDArray[np.float64]:
+        """Return the exact solid angle (sr) of each FoV bin. Shape: the FoV dims' (ring or pixel)."""
+        if self.fov == "offset":
+            return ring_solid_angle_sr(self.offset)
+        d_lon = np.diff(np.radians(self.fov_lon))
+        d_sin_lat = np.diff(np.sin(np.radians(self.fov_lat)))
+        return np.asarray(d_lon[:, None] * d_sin_lat[None, :], dtype=np.float64)
 
     def boost_axes(self) -> list[bh.axis.Variable]:
         """Return boost-histogram axes in :data:`DIMS` order, named after the dims.
@@ -154,7 +203,7 @@ class Binning:
         """
         return [
             bh.axis.Variable(self.edges(d), __dict__={"name": d, "units": str(DIM_UNITS[d])})
-            for d in DIMS
+            for d in self.dims
         ]
 
     def coords(self) -> dict[str, tuple[str, npt.NDArray[np.float64], dict[str, str]]]:
@@ -164,7 +213,7 @@ class Binning:
         and offset centres are arithmetic means.
         """
         coords = {}
-        for dim in DIMS:
+        for dim in self.dims:
             lo, hi = self.edges(dim)[:-1], self.edges(dim)[1:]
             center = np.sqrt(lo * hi) if dim == "energy" else 0.5 * (lo + hi)
             attrs = {"units": str(DIM_UNITS[dim])}
@@ -195,9 +244,9 @@ def band_labels(edges: Sequence[float] | npt.NDArray[np.float64]) -> list[str]:
 
 def binning_of(cube: xr.Dataset) -> Binning:
     """Return the :class:`Binning` a cube was built with, from its edge coordinates."""
-    return Binning(
-        **{d: np.append(cube[f"{d}_lo"].values, cube[f"{d}_hi"].values[-1]) for d in DIMS}
-    )
+    dims = DIMS_3D if "fov_lon" in cube.dims else DIMS
+    edges = {d: np.append(cube[f"{d}_lo"].values, cube[f"{d}_hi"].values[-1]) for d in dims}
+    return Binning(fov="altaz" if dims == DIMS_3D else "offset", **edges)
 
 
 def band_index(zenith: npt.ArrayLike, edges: npt.ArrayLike) -> npt.NDArray[np.int64]:
@@ -238,26 +287,26 @@ def assign_bands(
     return index
 
 
-def exposure_s_mev_sr(
-    livetime_s: npt.ArrayLike, binning: Binning
-) -> npt.NDArray[np.float64]:
-    """Return livetime x dE[MeV] x dOmega[sr] per bin.
+def exposure_s_mev_sr(time_s: npt.ArrayLike, binning: Binning) -> npt.NDArray[np.float64]:
+    """Return time x dE[MeV] x dOmega[sr] per bin.
 
     Parameters
     ----------
-    livetime_s : array-like
-        Livetime per zenith band in s. Shape: (n_zenith,).
+    time_s : array-like
+        Time per zenith band (or per run) in s. Shape: (n,).
     binning : Binning
 
     Returns
     -------
     numpy.ndarray
-        Shape: (n_zenith, n_energy, n_offset).
+        Shape: (n, n_energy, *fov shape): (n, n_energy, n_offset) in 2D,
+        (n, n_energy, n_lon, n_lat) in 3D.
     """
     d_energy = np.diff(binning.energy) * scale_to(ENERGY_UNIT, RATE_ENERGY_UNIT)
-    d_omega = ring_solid_angle_sr(binning.offset)
-    livetime = np.asarray(livetime_s, dtype=np.float64)
-    return livetime[:, None, None] * d_energy[None, :, None] * d_omega[None, None, :]
+    d_omega = binning.solid_angle_sr()
+    time = np.asarray(time_s, dtype=np.float64)
+    volume = d_energy.reshape(-1, *([1] * d_omega.ndim)) * d_omega[None]
+    return np.asarray(time.reshape(-1, *([1] * volume.ndim)) * volume[None], dtype=np.float64)
 
 
 def rate_from_counts(counts: xr.DataArray, exposure: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:

@@ -103,7 +103,7 @@ def _energy_limits(safe: npt.NDArray[np.bool_], edges: npt.NDArray[np.float64]) 
 
 
 def _run_histogram(hist: bh.Histogram[bh.storage.Int64]) -> npt.NDArray[np.int64]:
-    """Return one run's counts summed over zenith, shape (1, n_energy, n_offset)."""
+    """Return one run's counts summed over zenith, shape (1, n_energy, *fov shape)."""
     return np.asarray(hist.values().sum(axis=0), dtype=np.int64)[None]
 
 
@@ -119,14 +119,16 @@ def _histograms(
     per_run = dh.partitioned_factory(events, histref=histref)
     counts = per_run.collapse().to_dask_array(flow=False)[0]
     name = "bkgxr-run-counts-" + tokenize(per_run.name, position)
-    n_e, n_o = binning.shape[1:]
+    shape = binning.shape[1:]
+    zeros = (0,) * len(shape)
     layer: dict[Key, Any] = {
-        (name, i, 0, 0): (_run_histogram, (per_run.name, int(k))) if k >= 0 else (np.zeros, (1, n_e, n_o), np.int64)
+        (name, i, *zeros): (_run_histogram, (per_run.name, int(k))) if k >= 0 else (np.zeros, (1, *shape), np.int64)
         for i, k in enumerate(position)
     }
     # a PartitionedHistogram is a dask collection, though its annotations differ from dask's protocol
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[cast("DaskCollection", per_run)])
-    run_counts = da.Array(graph, name, chunks=((1,) * position.size, (n_e,), (n_o,)), dtype=np.int64)  # type: ignore[no-untyped-call]
+    chunks = ((1,) * position.size, *((n,) for n in shape))
+    run_counts = da.Array(graph, name, chunks=chunks, dtype=np.int64)  # type: ignore[no-untyped-call]
     return counts, run_counts
 
 
@@ -258,6 +260,7 @@ def assemble_cube(
     run_threshold: npt.ArrayLike,
     run_tstart: npt.ArrayLike,
     attrs: dict[str, Any],
+    run_kept: npt.ArrayLike | None = None,
 ) -> xr.Dataset:
     """Return the cube Dataset from counts and per-run values (numpy or dask).
 
@@ -283,8 +286,13 @@ def assemble_cube(
         Shape: (n_runs,).
     attrs : dict
         Extra attributes of the Dataset.
+    run_kept : array-like, optional
+        Fraction of each FoV bin's solid angle outside the run's exclusion
+        regions, averaged over the run (1 without regions). Shape: (n_runs,
+        *fov shape).
     """
-    n_bands = binning.shape[0]
+    n_bands, n_energy, *fov_shape = binning.shape
+    fov_dims = binning.fov_dims
     band = band_index(run_zenith, binning.zenith)
     onehot = (band[:, None] == np.arange(n_bands)[None, :]).astype(np.float64)
     run_ontime = np.asarray(run_ontime, dtype=np.float64)
@@ -296,12 +304,16 @@ def assemble_cube(
     livetime = np.where(used, run_livetime, 0.0) @ onehot
     exposed = (used_ontime[:, None] * run_safe).T @ onehot  # (energy, zenith)
     n_runs = used.astype(np.int64) @ onehot.astype(np.int64)
+    n_all = run_ontime.size
+    kept = np.ones((n_all, *fov_shape)) if run_kept is None else np.asarray(run_kept, dtype=np.float64)
+    # ONTIME x safe energy bins x kept FoV fraction, summed over each band's runs
+    exposed_fov = np.einsum("rb,re,rf->bef", used_ontime[:, None] * onehot, run_safe, kept.reshape(n_all, -1))
     exposure = xr.DataArray(
-        exposed.T[:, :, None] * exposure_s_mev_sr(np.ones(n_bands), binning),
-        dims=DIMS,
+        exposed_fov.reshape(n_bands, n_energy, *fov_shape) * exposure_s_mev_sr(np.ones(1), binning),
+        dims=binning.dims,
         attrs={"units": "MeV s sr", "long_name": "exposed ONTIME x dE x dOmega"},
     )
-    counts_da = xr.DataArray(counts, dims=DIMS, attrs={"units": "", "long_name": "event counts"})
+    counts_da = xr.DataArray(counts, dims=binning.dims, attrs={"units": "", "long_name": "event counts"})
     rate, rate_err = rate_from_counts(counts_da, exposure)
     rate.attrs = {"units": str(RATE_UNIT), "long_name": "background rate dN/(dt dE dOmega) per observation time"}
     rate_err.attrs = {"units": str(RATE_UNIT), "long_name": "Poisson error of the rate"}
@@ -316,7 +328,8 @@ def assemble_cube(
             "livetime": ("zenith", livetime, {"units": "s", "long_name": "summed LIVETIME of used runs"}),
             "exposed_ontime": (("zenith", "energy"), exposed.T, {"units": "s", "long_name": "ONTIME of runs safe in the bin"}),
             "n_runs": ("zenith", n_runs, {"units": "", "long_name": "runs used per band"}),
-            "run_counts": (("obs_id", "energy", "offset"), run_counts, {"units": "", "long_name": "counts per run"}),
+            "run_counts": (("obs_id", "energy", *fov_dims), run_counts, {"units": "", "long_name": "counts per run"}),
+            "run_kept": (("obs_id", *fov_dims), kept, {"units": "", "long_name": "FoV fraction outside exclusion regions"}),
             "run_safe": (("obs_id", "energy"), run_safe, {"units": "", "long_name": "bin inside the run's safe energy range"}),
             "run_zenith": ("obs_id", np.asarray(run_zenith, dtype=np.float64), {"units": "deg"}),
             "run_ontime": ("obs_id", run_ontime, {"units": "s", "long_name": "ONTIME (GTI sum)"}),

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 #: Variables of a cube that describe its runs, carried into the models along dim ``run``.
 RUN_VARIABLES = (
-    "run_counts", "run_safe", "run_zenith", "run_ontime", "run_livetime", "run_tstart",
+    "run_counts", "run_kept", "run_safe", "run_zenith", "run_ontime", "run_livetime", "run_tstart",
     "run_threshold", "run_band", "run_used", "run_error",
 )
 #: Variables of a cube that describe its zenith bands, carried into the models.

@@ -52,13 +52,17 @@ def run_times(cube: xr.Dataset, deadtime: DeadTime = "ontime") -> npt.NDArray[np
 def run_exposures(cube: xr.Dataset, deadtime: DeadTime = "ontime") -> npt.NDArray[np.float64]:
     """Return each run's exposure (s MeV sr) where it counts in the model, 0 elsewhere.
 
-    Shape: (n_runs, n_energy, n_offset): time x safe bins x dE x dOmega, with
-    the run's ONTIME or LIVETIME (``deadtime``), zero for runs not used.
+    Shape: (n_runs, n_energy, *fov shape): time x safe bins x kept FoV
+    fraction (outside exclusion regions) x dE x dOmega, with the run's ONTIME
+    or LIVETIME (``deadtime``), zero for runs not used.
     """
     binning = binning_of(cube)
-    unit = exposure_s_mev_sr(np.ones(1), binning)[0]  # dE x dOmega, (energy, offset)
+    unit = exposure_s_mev_sr(np.ones(1), binning)[0]  # dE x dOmega, (energy, *fov)
     time = run_times(cube, deadtime)
-    exposure = time[:, None, None] * cube["run_safe"].values[:, :, None] * unit[None]
+    n_fov = unit.ndim - 1
+    safe = cube["run_safe"].values.reshape(*cube["run_safe"].shape, *([1] * n_fov))
+    kept = cube["run_kept"].values[:, None] if "run_kept" in cube else 1.0  # files of bkgxr 0.1 have none
+    exposure = time.reshape(-1, *([1] * (n_fov + 1))) * safe * kept * unit[None]
     return cast("npt.NDArray[np.float64]", exposure)  # xarray's .values is untyped
 
 

@@ -146,18 +146,20 @@ def test_smoothed_models_are_stated_and_read_back(hess_store, hess_cube, tmp_pat
 def test_appended_models_read_back_as_astropy_builds_them(tmp_path):
     import io
     import warnings
+    from functools import partial
 
     from bkgxr.io._checksum import fill_checksums
-    from bkgxr.io.gadf import bkg_2d_hdus_bytes
+    from bkgxr.io.gadf import bkg_hdus_bytes
 
     rng = np.random.default_rng(5)
     energy, offset = np.geomspace(0.1, 100, 20), np.sqrt(np.linspace(0, 9, 10))
     rates = rng.uniform(0, 1e-3, (4, 19, 9))
     metas = [{"EXTNAME": (f"BKG_OBS_{i}", "c"), "OBS_ID": (i, "obs"), "N_EFF": (1.5 * i, "n")} for i in range(4)]
+    create = partial(create_bkg_2d_hdu, energy_edges=energy, offset_edges=offset)
     path = tmp_path / "m.fits"
     buffer = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU()]).writeto(buffer)
-    write_atomic(fill_checksums(buffer.getvalue() + bkg_2d_hdus_bytes(rates, energy, offset, metas)), path)
+    write_atomic(fill_checksums(buffer.getvalue() + bkg_hdus_bytes(rates, create, metas)), path)
     with warnings.catch_warnings(record=True) as caught, fits.open(path, checksum=True) as hdul:
         warnings.simplefilter("always")
         hdul.verify("exception")
@@ -173,7 +175,7 @@ def test_appended_models_read_back_as_astropy_builds_them(tmp_path):
                 np.testing.assert_array_equal(hdu.data[name], expected.data[name])
     assert not [w for w in caught if "verification failed" in str(w.message)]  # every CHECKSUM verifies
     with pytest.raises(ValueError, match="non-finite"):
-        bkg_2d_hdus_bytes(np.full((1, 19, 9), np.nan), energy, offset, metas[:1])
+        bkg_hdus_bytes(np.full((1, 19, 9), np.nan), create, metas[:1])
 
 
 def test_read_models_gives_back_what_was_written_and_refuses_a_changed_file(sim_store, tmp_path):

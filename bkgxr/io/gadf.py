@@ -1,6 +1,6 @@
 """GADF background HDUs: ``BKG_2D`` tables built with astropy, and many of them as raw bytes.
 
-:func:`create_bkg_2d_hdu` builds one HDU; :func:`bkg_2d_hdus_bytes` lays out
+:func:`create_bkg_2d_hdu` builds one HDU; :func:`bkg_hdus_bytes` lays out
 thousands of per-observation models of one binning from a single template.
 :mod:`bkgxr.io.write` assembles them into a file.
 Spec: https://gamma-astro-data-formats.readthedocs.io/en/latest/irfs/full_enclosure/bkg/
@@ -20,7 +20,7 @@ from ..units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT
 from ._checksum import add_checksum_cards
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     import numpy.typing as npt
 
@@ -144,26 +144,28 @@ def hdu_index_table(
     return table
 
 
-def bkg_2d_hdus_bytes(
+def bkg_hdus_bytes(
     rates: npt.NDArray[np.float64],
-    energy_edges: npt.ArrayLike,
-    offset_edges: npt.ArrayLike,
+    create: Callable[..., fits.BinTableHDU],
     metas: list[dict[str, tuple[object, str]]],
 ) -> bytes:
-    """Serialise many BKG_2D HDUs of one binning as FITS bytes, to append to a file.
+    """Serialise many background HDUs of one binning as FITS bytes, to append to a file.
 
-    astropy builds the first (:func:`create_bkg_2d_hdu`); the others reuse its
-    header, with the cards of ``metas`` (the same keys in every entry,
-    ``EXTNAME`` among them) replaced, and its row layout with their rate. That
-    costs microseconds per model instead of astropy's milliseconds, which
-    matters for one model per observation of a large production.
+    astropy builds the first, ``create(rates[0], extname=..., meta=...)``
+    (:func:`create_bkg_2d_hdu` or :func:`create_bkg_3d_hdu` with the edges
+    bound); the others reuse its header, with the cards of ``metas`` (the same
+    keys in every entry, ``EXTNAME`` among them) replaced, and its row layout
+    with their rate. That costs microseconds per model instead of astropy's
+    milliseconds, which matters for one model per observation of a large
+    production. CHECKSUM/DATASUM placeholders are filled by
+    :func:`bkgxr.io._checksum.fill_checksums`.
 
     Parameters
     ----------
     rates : numpy.ndarray
-        MeV-1 s-1 sr-1. Shape: (n_models, n_energy, n_offset).
-    energy_edges, offset_edges : array-like
-        TeV and deg, shared by all models.
+        MeV-1 s-1 sr-1. Shape: (n_models, n_energy, *fov shape).
+    create : callable
+        Builds one HDU from a rate, with keyword arguments ``extname`` and ``meta``.
     metas : list of dict
         Header cards (value, comment) of each model.
     """
@@ -171,12 +173,12 @@ def bkg_2d_hdus_bytes(
         return b""
     first = dict(metas[0])
     extname = str(first.pop("EXTNAME")[0])
-    template = create_bkg_2d_hdu(rates[0], energy_edges, offset_edges, extname=extname, meta=first)
+    template = create(rates[0], extname=extname, meta=first)
     add_checksum_cards(template.header)  # filled per HDU by the writer (fill_checksums)
     if not np.all(np.isfinite(rates)) or np.any(rates < 0):
         raise ValueError("refusing to write a non-finite or negative rate")
     if any(len(card.image) != 80 for card in template.header.cards):  # a long value spans cards
-        raise ValueError("the BKG_2D header has a multi-card value; cannot reuse its layout")
+        raise ValueError("the background HDU's header has a multi-card value; cannot reuse its layout")
     text = template.header.tostring()
     position = {card.keyword: i for i, card in enumerate(template.header.cards)}
     native = np.array(template.data).view(np.ndarray)  # one row; astropy hands it out native-endian
@@ -190,6 +192,6 @@ def bkg_2d_hdus_bytes(
             if len(image) != 80:
                 raise ValueError(f"header card {key}={value!r} does not fit one card")
             cards[position[key]] = image
-        row["BKG"][0] = np.asarray(rate, dtype=np.float64).T
+        row["BKG"][0] = np.asarray(rate, dtype=np.float64).T  # the numpy -> FITS axis flip of create
         out += ["".join(cards).encode("ascii"), row.tobytes(), data_pad]
     return b"".join(out)

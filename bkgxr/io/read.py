@@ -162,7 +162,10 @@ def read_models(path: str | Path) -> xr.Dataset:
 def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
     """Return the cube of the RUNS table (counts, exposure, per-run values)."""
     run_zenith = np.asarray(runs["ZEN_PNT"].quantity.to_value(ANGLE_UNIT), np.float64)
-    run_counts = np.asarray(runs["COUNTS"], dtype=np.int64).transpose(0, 2, 1)
+    run_counts = np.asarray(runs["COUNTS"], dtype=np.int64)
+    run_counts = run_counts.transpose(0, *range(run_counts.ndim - 1, 0, -1))  # FITS order back to (energy, *fov)
+    kept = np.asarray(runs["KEPT"], dtype=np.float64) if "KEPT" in runs.colnames else None  # none in bkgxr 0.1 files
+    kept = None if kept is None else kept.transpose(0, *range(kept.ndim - 1, 0, -1))
     run_error = np.asarray(runs["ERROR"], dtype=object)
     band = band_index(run_zenith, binning.zenith)
     used = (run_error == "") & (band >= 0)
@@ -183,6 +186,7 @@ def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
         run_threshold=np.asarray(runs["SAFE_ENERGY_LO"].quantity.to_value(ENERGY_UNIT), np.float64),
         run_tstart=np.asarray(runs["TSTART"].quantity.to_value(TIME_UNIT), np.float64),
         attrs={"safe_energy": int(safe_energy)},
+        run_kept=kept,
     )
 
 

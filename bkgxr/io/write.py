@@ -20,6 +20,7 @@ import datetime as dt
 import io
 import os
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ from astropy.table import Table
 from ..axes import binning_of
 from ..recipe import Recipe
 from ._checksum import add_checksum_cards, fill_checksums
-from .gadf import bkg_2d_hdus_bytes, bkg_hdu_name, create_bkg_2d_hdu, hdu_index_table
+from .gadf import bkg_hdu_name, bkg_hdus_bytes, create_bkg_2d_hdu, hdu_index_table
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -92,8 +93,9 @@ def write_atomic(data: bytes, path: str | Path, *, overwrite: bool = True) -> Pa
 
 
 def runs_table(models: xr.Dataset) -> Table:
-    """Return the RUNS table: every run behind the models, its counts, safe bins and fate."""
-    n_e, n_o = models.sizes["energy"], models.sizes["offset"]
+    """Return the RUNS table: every run behind the models, its counts, safe bins, kept FoV and fate."""
+    fov = binning_of(models).fov_dims
+    shape = ", ".join(str(models.sizes[d]) for d in ("energy", *fov))
     table = Table(
         {
             "OBS_ID": models["run"].values,
@@ -105,13 +107,14 @@ def runs_table(models: xr.Dataset) -> Table:
             "BAND": models["run_band"].values,
             "USED": models["run_used"].values,
             "ERROR": np.asarray(models["run_error"].values, dtype=str),
-            # (energy, offset) per run, written transposed like BKG: TDIM (n_energy, n_offset)
-            "COUNTS": models["run_counts"].transpose("run", "offset", "energy").values,
+            # (energy, *fov) per run, written with the axes reversed like BKG: TDIM (n_energy, *fov)
+            "COUNTS": models["run_counts"].transpose("run", *fov[::-1], "energy").values,
+            "KEPT": models["run_kept"].transpose("run", *fov[::-1]).values,
             "SAFE": models["run_safe"].values,
         },
         units={"ZEN_PNT": "deg", "ONTIME": "s", "LIVETIME": "s", "SAFE_ENERGY_LO": "TeV", "TSTART": "s"},
     )
-    table.meta.update({"EXTNAME": "RUNS", "COMMENT": f"COUNTS per run: (energy, offset) = ({n_e}, {n_o})"})
+    table.meta.update({"EXTNAME": "RUNS", "COMMENT": f"COUNTS per run: ({', '.join(('energy', *fov))}) = ({shape})"})
     return table
 
 
@@ -182,8 +185,8 @@ def _observation_bytes(models: xr.Dataset, recipe: Recipe, names: list[str]) -> 
         for i in own
     ]
     binning = binning_of(models)
-    rates = models["obs_rate"].transpose("obs_id", "energy", "offset").values[own]
-    return bkg_2d_hdus_bytes(rates, binning.energy, binning.offset, metas)
+    rates = models["obs_rate"].transpose("obs_id", "energy", *binning.fov_dims).values[own]
+    return bkg_hdus_bytes(rates, partial(create_bkg_2d_hdu, energy_edges=binning.energy, offset_edges=binning.offset), metas)
 
 
 def write_models(

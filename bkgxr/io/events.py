@@ -4,7 +4,9 @@
 columns follow :data:`bkgxr.axes.DIMS` (zenith, energy, offset) and whose row
 chunks are the runs, in run-table order. Nothing is read before compute; each
 chunk's task opens one file, reads ENERGY, RA and DEC from its EVENTS HDU,
-converts them to canonical units and computes the offset from the pointing.
+converts them to canonical units and computes the offset from the pointing:
+the EVENTS header's RA_PNT/DEC_PNT (float64, what gammapy uses) when present,
+else the run table's (the obs-index, float32 in H.E.S.S. DR1).
 """
 
 from __future__ import annotations
@@ -33,26 +35,63 @@ if TYPE_CHECKING:
 #: EVENTS columns read, with the canonical unit each is converted to.
 EVENT_COLUMNS = {"ENERGY": ENERGY_UNIT, "RA": ANGLE_UNIT, "DEC": ANGLE_UNIT}
 
+#: Where a run's pointing comes from (the run table's ``PNT_SOURCE``): the EVENTS
+#: header when it has RA_PNT and DEC_PNT, else the obs-index.
+PNT_HEADER, PNT_HEADER_ELSE_INDEX = "EVENTS header", "EVENTS header, else obs-index"
+
+#: Valued keywords of a FITS header, as :func:`bkgxr.io._rawfits.read_table_columns` returns them.
+Header = dict[str, str | int | float | bool]
+
 
 def _read_with_astropy(
     path: Path, hdu: str, also: tuple[str, ...]
-) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, str]]:
+) -> tuple[Header, dict[str, npt.NDArray[np.float64]], dict[str, str]]:
     with fits.open(path, memmap=False) as hdul:
         for name in also:
             hdul[name]  # raises KeyError when missing
         table = hdul[hdu]
         if not isinstance(table, (fits.BinTableHDU, fits.TableHDU)):
-            raise ValueError(f"the {hdu} HDU is not a table but {type(table).__name__}")
+            raise TypeError(f"the {hdu} HDU is not a table but {type(table).__name__}")
         names = {n.upper(): n for n in table.columns.names}
         columns = {n: np.asarray(table.data[names[n]], dtype=np.float64) for n in EVENT_COLUMNS if n in names}
         units = {n: str(table.columns[names[n]].unit or "") for n in columns}
-    return columns, units
+        header = {key: table.header[key] for key in ("RA_PNT", "DEC_PNT") if key in table.header}
+    return header, columns, units
+
+
+def header_pointing(header: Header, obs_id: int, path: Path, hdu: str) -> tuple[float, float] | None:
+    """Return the pointing (RA_PNT, DEC_PNT) in deg of an EVENTS header, None if it lacks either.
+
+    Parameters
+    ----------
+    header : dict
+        Keywords of the EVENTS header.
+    obs_id, path, hdu : int, pathlib.Path, str
+        The run, its file and the HDU name, for error messages.
+
+    Raises
+    ------
+    InvalidRunError
+        If a keyword is present but not a finite number, or DEC_PNT lies
+        beyond a pole.
+    """
+    if "RA_PNT" not in header or "DEC_PNT" not in header:
+        return None
+    values = []
+    for name in ("RA_PNT", "DEC_PNT"):
+        value = header[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise InvalidRunError(obs_id, path, f"{hdu} keyword {name} = {value!r} is not a finite number")
+        values.append(float(value))
+    if abs(values[1]) > 90.0:
+        raise InvalidRunError(obs_id, path, f"{hdu} keyword DEC_PNT = {values[1]} lies outside [-90, 90] deg")
+    return values[0], values[1]
 
 
 def read_columns(
     path: str | Path, hdu: str, obs_id: int, *, gti_hdu: str = ""
-) -> dict[str, npt.NDArray[np.float64]]:
-    """Read :data:`EVENT_COLUMNS` of one run in canonical units.
+) -> tuple[dict[str, npt.NDArray[np.float64]], tuple[float, float] | None]:
+    """Read :data:`EVENT_COLUMNS` of one run in canonical units, and its header pointing.
 
     The fast path (:mod:`bkgxr.io._rawfits`) decompresses only up to the end of
     the EVENTS table; tables it does not handle are read with astropy.
@@ -71,22 +110,26 @@ def read_columns(
 
     Returns
     -------
-    dict of str to numpy.ndarray
+    columns : dict of str to numpy.ndarray
         Float64 columns, shape (n_events,).
+    pointing : (float, float) or None
+        RA_PNT and DEC_PNT (deg) of the EVENTS header, None if it lacks them
+        (see :func:`header_pointing`).
 
     Raises
     ------
     InvalidRunError
         If the file is unreadable, lacks the HDU or a column, has an unknown
-        unit, or holds non-finite values or a DEC beyond a pole.
+        unit, holds non-finite values or a DEC beyond a pole, or has a header
+        pointing that is not a number.
     """
     path = Path(path)
     also = (gti_hdu,) if gti_hdu else ()
     try:
         try:
-            _, columns, units = read_table_columns(path, hdu, list(EVENT_COLUMNS), also=also)
+            header, columns, units = read_table_columns(path, hdu, list(EVENT_COLUMNS), also=also)
         except Unsupported:
-            columns, units = _read_with_astropy(path, hdu, also)
+            header, columns, units = _read_with_astropy(path, hdu, also)
     except KeyError as err:
         raise InvalidRunError(obs_id, path, f"no {err.args[0]} HDU") from err
     except (OSError, EOFError, ValueError, TypeError, IndexError, zlib.error) as err:
@@ -108,7 +151,7 @@ def read_columns(
     beyond = np.abs(columns["DEC"]) > 90.0 + 1e-5
     if beyond.any():
         raise InvalidRunError(obs_id, path, f"{hdu} DEC has {int(beyond.sum())} value(s) outside [-90, 90] deg")
-    return columns
+    return columns, header_pointing(header, obs_id, path, hdu)
 
 
 def read_run(
@@ -124,9 +167,12 @@ def read_run(
 ) -> npt.NDArray[np.float64]:
     """Read one run and return its events as rows of (zenith, energy, offset).
 
-    The zenith of every event is the run's pointing zenith; this is the seam
-    where a per-event zenith (from ALT/AZ columns) can replace it. Events
-    outside ``[e_min, e_max)`` TeV (the run's safe energy bins) are dropped.
+    The offset is measured from the EVENTS header's RA_PNT/DEC_PNT, as gammapy
+    does; ``ra_pnt`` and ``dec_pnt`` (deg, from the run table) are used only
+    when the header lacks them. The zenith of every event is the run's
+    pointing zenith; this is the seam where a per-event zenith (from ALT/AZ
+    columns) can replace it. Events outside ``[e_min, e_max)`` TeV (the run's
+    safe energy bins) are dropped.
 
     Returns
     -------
@@ -139,7 +185,8 @@ def read_run(
     InvalidRunError
         See :func:`read_columns`.
     """
-    columns = read_columns(path, hdu, obs_id, gti_hdu=gti_hdu)
+    columns, pointing = read_columns(path, hdu, obs_id, gti_hdu=gti_hdu)
+    ra_pnt, dec_pnt = pointing or (ra_pnt, dec_pnt)
     if np.isfinite(e_min) or np.isfinite(e_max):
         keep = (columns["ENERGY"] >= e_min) & (columns["ENERGY"] < e_max)
         columns = {name: values[keep] for name, values in columns.items()}

@@ -117,8 +117,8 @@ class ExclusionRegions:
         Raises
         ------
         ValueError
-            If the file cannot be parsed, or holds a region other than a sky circle
-            (the message names the file and the shape).
+            If the file cannot be read, holds no region, or holds a region other than a
+            sky circle (the message names the file and the shape).
         """
         from regions import CircleSkyRegion, Regions
 
@@ -127,6 +127,8 @@ class ExclusionRegions:
             regions = Regions.read(str(path))
         except (OSError, ValueError) as err:
             raise ValueError(f"{path}: not a readable DS9/CRTF region file: {err}") from err
+        if not regions:
+            raise ValueError(f"{path}: no region found; expected sky circles in DS9 or CRTF format")
         circles = []
         for region in regions:
             if not isinstance(region, CircleSkyRegion):
@@ -456,7 +458,9 @@ def _removed(
         Shape: (n_bins, n_windows).
     """
     cuts = np.unique(np.concatenate([edges, cuts[(cuts > edges[0]) & (cuts < edges[-1])]]))
-    x, w = np.polynomial.legendre.leggauss(nodes)
+    s, w = np.polynomial.legendre.leggauss(nodes)
+    # θ(s) = mid + half (3s − s³)/2 has dθ/ds = 0 at both ends: √(θ − cut) becomes smooth in s.
+    x, w = (3 * s - s**3) / 2, w * 1.5 * (1 - s**2)
     half = np.diff(cuts)[:, None] / 2
     mid = (cuts[:-1, None] + cuts[1:, None]) / 2
     theta = (mid + half * x).ravel()

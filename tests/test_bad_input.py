@@ -30,9 +30,19 @@ from astropy.table import MaskedColumn, Table
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bkgxr import Binning, BkgxrError, EmptySelectionError, InvalidRunError, StoreError, build_cube, open_store
+from bkgxr import (
+    Binning,
+    BkgxrError,
+    EmptySelectionError,
+    InvalidRunError,
+    Recipe,
+    StoreError,
+    build_cube,
+    open_store,
+    predict_models,
+    write_models,
+)
 from bkgxr.cli import main
-from bkgxr.io.gadf import write_models
 from bkgxr.simulate import simulate_store
 
 #: The corpus: 3 runs of ~1,000 expected events at zenith 10-35 deg; run BAD is the one broken.
@@ -44,6 +54,8 @@ DATE = "2026-01-01"
 #: The tutorial's recipe (band models, not smoothed) keeps the many CLI runs quick; the default
 #: recipe (kernel, smoothed) meets bad input in test_skip_bad_with_the_default_recipe.
 RECIPE = ["--zenith-model", "bands", "--no-smooth"]
+#: The API user's recipe in the broken cases: the kernel, not smoothed.
+API_RECIPE = Recipe(smoothing=None)
 CLI_ARGS = ["--zenith-edges", "0,45", "--date", DATE, "--quiet"]
 
 
@@ -277,7 +289,7 @@ BAD_CASES: dict[str, Bad] = {
         f"no_{name.lower()}_keyword": Bad(
             _keyword_gone(name), InvalidRunError, "select", rf"neither the obs-index nor the EVENTS header gives {name}"
         )
-        for name in ("LIVETIME", "RA_PNT", "DEC_PNT")
+        for name in ("LIVETIME", "ONTIME", "RA_PNT", "DEC_PNT")
     },
     "livetime_zero": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, LIVETIME=0.0)), InvalidRunError, "select",
                          r"LIVETIME is 0.0 s; it must be positive"),
@@ -286,6 +298,10 @@ BAD_CASES: dict[str, Bad] = {
     "livetime_negative_in_header": Bad(_header_livetime(-3.0), InvalidRunError, "select", r"LIVETIME is -3.0 s"),
     "livetime_not_a_number_in_header": Bad(_header_livetime("unknown"), InvalidRunError, "select",
                                            r"LIVETIME.*'unknown'.*not a number"),
+    "ontime_zero": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, ONTIME=0.0)), InvalidRunError, "select",
+                       r"ONTIME is 0.0 s; it must be positive"),
+    "livetime_exceeds_ontime": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, ONTIME=1000.0)), InvalidRunError,
+                                   "select", r"LIVETIME [0-9.]+ s exceeds ONTIME 1000.0 s"),
     "no_zenith_source": Bad(_no_zenith_source, InvalidRunError, "select", r"no ZEN_PNT or ALT_PNT, and no GEOLON"),
     # values
     "nan_energy": Bad(lambda r: edit_events(r, set_event("ENERGY", np.nan)), InvalidRunError, "compute",
@@ -409,7 +425,7 @@ def test_api_raises_a_bkgxr_error_naming_run_and_file(name, corpus, tmp_path):
         done.append("select")
         cube = build_cube(runs, binning=Binning(zenith=list(case.zenith_edges)))
         done.append("build")  # lazy: reading errors appear only at compute time
-        write_models(cube, tmp_path / "bkg.fits", store=store, date=DATE)
+        write_models(predict_models(cube, store, API_RECIPE), tmp_path / "bkg.fits", store=store, date=DATE)
     assert tuple(done) == STAGES[: STAGES.index(case.stage)]
     err = info.value
     assert isinstance(err, BkgxrError) and isinstance(err, ValueError)
@@ -474,15 +490,15 @@ def no_bkg_model_warning(case: Bad) -> contextlib.AbstractContextManager[object]
 
 
 def assert_good_runs_count(cube, reference, reason: str) -> None:
-    """The bad run is left out with its reason; counts and livetime are those of the good runs alone."""
+    """The bad run is left out with its reason; counts, times and rates are those of the good runs alone."""
     error = dict(zip(cube["obs_id"].values.tolist(), cube["run_error"].values.tolist(), strict=True))
     used = dict(zip(cube["obs_id"].values.tolist(), cube["run_used"].values.tolist(), strict=True))
     assert not used[BAD] and re.search(reason, error[BAD]), error[BAD]
     assert all(used[i] and error[i] == "" for i in GOOD)
     good = reference["good"]
     np.testing.assert_array_equal(cube["counts"].values, good["counts"].values)
-    np.testing.assert_allclose(cube["livetime"].values, good["livetime"].values, rtol=1e-6)
-    np.testing.assert_allclose(cube["rate"].values, good["rate"].values, rtol=1e-6)
+    for name in ("ontime", "livetime", "exposed_ontime", "rate"):
+        np.testing.assert_allclose(cube[name].values, good[name].values, rtol=1e-6, err_msg=name)
     assert int(cube["n_runs"].sum()) == len(GOOD)
     assert np.isfinite(cube["rate"].values).all()
 
@@ -530,10 +546,10 @@ def test_skip_bad_with_the_default_recipe(name, corpus, base, tmp_path, capsys):
     with fits.open(tmp_path / "skip.fits") as skip, fits.open(tmp_path / "good.fits") as good:
         names = [h.name for h in skip if h.name.startswith("BKG_")]
         assert "BKG_ZEN_0_45" in names and len(names) > 1
-        for name in names:
-            bkg = skip[name].data["BKG"]
+        for hdu in names:
+            bkg = skip[hdu].data["BKG"]
             assert np.isfinite(bkg).all()
-            np.testing.assert_allclose(bkg, good[name].data["BKG"], rtol=1e-6, err_msg=name)
+            np.testing.assert_allclose(bkg, good[hdu].data["BKG"], rtol=1e-6, err_msg=hdu)
 
 
 # --------------------------------------------------------------------------- stores written by other tools
@@ -719,7 +735,8 @@ def test_stores_written_by_other_tools_give_the_same_models(name, corpus, refere
         bkg = hdul["BKG_ZEN_0_45"].data["BKG"][0]
     assert runs["OBS_ID"].tolist() == full["obs_id"].values.tolist() and all(runs["USED"])
     np.testing.assert_array_equal(np.asarray(runs["COUNTS"]).transpose(0, 2, 1), full["run_counts"].values)
-    np.testing.assert_allclose(runs["LIVETIME"], base.runs["LIVETIME"], rtol=1e-7)
+    for column in ("ONTIME", "LIVETIME"):
+        np.testing.assert_allclose(runs[column], base.runs[column], rtol=1e-7, err_msg=column)
     np.testing.assert_allclose(runs["ZEN_PNT"], base.runs["ZEN_PNT"], rtol=0, atol=case.zenith_atol)
     np.testing.assert_allclose(bkg, cli_models["all"], rtol=1e-6)
 
@@ -751,7 +768,7 @@ def test_empty_and_all_zero_bands_are_written_as_zeros_with_a_warning(base, tmp_
     args = ["--zenith-edges", "0,45,60", "--energy-edges", "200,300"]
     for skip in ([], ["--skip-bad"]):
         with pytest.warns(UserWarning) as record:
-            code, stdout, stderr = cli(capsys, base.path, out, *args, *skip)
+            code, _, stderr = cli(capsys, base.path, out, *args, *skip)
         assert code == 0, stderr
         assert any("45-60" in str(w.message) for w in record)
         assert any("no event" in str(w.message) and "0-45" in str(w.message) for w in record), [str(w.message) for w in record]
@@ -792,9 +809,28 @@ _events = st.tuples(
 #: LIVETIME in the obs index (None: no column; NaN: read the header) and in the EVENTS header (None: absent).
 _livetime = st.one_of(st.floats(1.0, 1e5), st.floats(1.0, 1e5), st.none(), st.sampled_from([0.0, -5.0, np.nan, np.inf]))
 _header_livetime = st.one_of(st.floats(1.0, 1e5), st.none(), st.sampled_from([0.0, -5.0, "n/a"]))
+#: ONTIME / LIVETIME, written as ONTIME in the EVENTS header (None: absent; 0.5: ONTIME below LIVETIME;
+#: 0 and -1: ONTIME 0 and negative; "n/a": not a number).
+_ontime_ratio = st.one_of(st.floats(1.0, 1.5), st.floats(1.0, 1.5), st.sampled_from([None, 0.5, 0.0, -1.0, "n/a"]))
 
 
-def _write_single_run_store(root: Path, events, tform, e_unit, a_unit, obs_livetime, header_livetime) -> dict[str, np.ndarray]:
+def _livetime_of(obs_livetime, header_livetime) -> object:
+    """The LIVETIME bkgxr must use: the obs index's unless absent or NaN, else the header's."""
+    return obs_livetime if obs_livetime is not None and not np.isnan(obs_livetime) else header_livetime
+
+
+def _header_ontime(obs_livetime, header_livetime, ontime_ratio) -> object:
+    """The EVENTS header's ONTIME: ``ontime_ratio`` x the LIVETIME in use (x 1000 s when that is unusable)."""
+    if not isinstance(ontime_ratio, float):
+        return ontime_ratio
+    livetime = _livetime_of(obs_livetime, header_livetime)
+    usable = isinstance(livetime, float) and np.isfinite(livetime) and livetime > 0
+    return ontime_ratio * (livetime if usable else 1000.0)
+
+
+def _write_single_run_store(
+    root: Path, events, tform, e_unit, a_unit, obs_livetime, header_livetime, header_ontime
+) -> dict[str, np.ndarray]:
     """Write a one-run store; return the columns as stored (after the float32/64 cast)."""
     root.mkdir()
     stored: dict[str, np.ndarray] = {}
@@ -810,6 +846,8 @@ def _write_single_run_store(root: Path, events, tform, e_unit, a_unit, obs_livet
     header = fits.Header({"RA_PNT": PNT[0], "DEC_PNT": PNT[1], "ALT_PNT": 70.0})
     if header_livetime is not None:
         header["LIVETIME"] = header_livetime
+    if header_ontime is not None:
+        header["ONTIME"] = header_ontime
     events_hdu = fits.BinTableHDU.from_columns(columns, header=header, name="EVENTS")
     gti = fits.BinTableHDU.from_columns([fits.Column("START", "D", array=[0.0]), fits.Column("STOP", "D", array=[1.0])], name="GTI")
     fits.HDUList([fits.PrimaryHDU(), events_hdu, gti]).writeto(root / "run.fits")
@@ -822,10 +860,14 @@ def _write_single_run_store(root: Path, events, tform, e_unit, a_unit, obs_livet
     return stored
 
 
-def _expected(stored, e_unit, a_unit, obs_livetime, header_livetime) -> tuple[np.ndarray, float] | None:
-    """Counts (energy, offset) by plain numpy and the livetime, or None where bkgxr must refuse the run."""
-    livetime = obs_livetime if obs_livetime is not None and not np.isnan(obs_livetime) else header_livetime
+def _expected(
+    stored, e_unit, a_unit, obs_livetime, header_livetime, ontime
+) -> tuple[np.ndarray, float, float] | None:
+    """Counts (energy, offset) by plain numpy, the livetime and the ontime, or None where bkgxr must refuse the run."""
+    livetime = _livetime_of(obs_livetime, header_livetime)
     if not isinstance(livetime, float) or not (np.isfinite(livetime) and livetime > 0):
+        return None
+    if not isinstance(ontime, float) or not (np.isfinite(ontime) and ontime > 0) or livetime > ontime * (1 + 1e-6):
         return None
     if ENERGY_TUNITS[e_unit] is None or ANGLE_TUNITS[a_unit] is None:
         return None
@@ -840,7 +882,7 @@ def _expected(stored, e_unit, a_unit, obs_livetime, header_livetime) -> tuple[np
     j = np.searchsorted(BINNING.offset, offset, side="right") - 1
     inside = (i >= 0) & (i < counts.shape[0]) & (j >= 0) & (j < counts.shape[1])
     np.add.at(counts, (i[inside], j[inside]), 1)
-    return counts, float(livetime)
+    return counts, float(livetime), float(ontime)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -851,13 +893,15 @@ def _expected(stored, e_unit, a_unit, obs_livetime, header_livetime) -> tuple[np
     a_unit=st.sampled_from(["deg", "deg", *ANGLE_TUNITS]),
     obs_livetime=_livetime,
     header_livetime=_header_livetime,
+    ontime_ratio=_ontime_ratio,
 )
 def test_any_values_give_finite_models_equal_to_numpy_or_a_bkgxr_error(
-    tmp_path_factory, events, tform, e_unit, a_unit, obs_livetime, header_livetime
+    tmp_path_factory, events, tform, e_unit, a_unit, obs_livetime, header_livetime, ontime_ratio
 ):
     root = tmp_path_factory.mktemp("prop") / "store"
-    stored = _write_single_run_store(root, events, tform, e_unit, a_unit, obs_livetime, header_livetime)
-    expected = _expected(stored, e_unit, a_unit, obs_livetime, header_livetime)
+    ontime = _header_ontime(obs_livetime, header_livetime, ontime_ratio)
+    stored = _write_single_run_store(root, events, tform, e_unit, a_unit, obs_livetime, header_livetime, ontime)
+    expected = _expected(stored, e_unit, a_unit, obs_livetime, header_livetime, ontime)
     try:
         store = open_store(root)
         cube = build_cube(store.select(), binning=BINNING).compute()
@@ -867,9 +911,14 @@ def test_any_values_give_finite_models_equal_to_numpy_or_a_bkgxr_error(
         event(f"refused: {err.reason.split(':')[0].split(' has ')[0]}")
         return
     assert expected is not None, "accepted a run it must refuse"
-    counts, livetime = expected
+    counts, livetime, ontime = expected
     np.testing.assert_array_equal(cube["counts"].isel(zenith=0).values, counts)
     np.testing.assert_allclose(cube["livetime"].values, [livetime], rtol=1e-6)
+    np.testing.assert_allclose(cube["ontime"].values, [ontime], rtol=1e-6)
+    # exposure per ONTIME: ontime x dE (MeV) x 2 pi (cos r1 - cos r2) (sr), by plain numpy
+    d_energy = np.diff(BINNING.energy) * 1e6
+    d_omega = 2 * np.pi * -np.diff(np.cos(np.radians(BINNING.offset)))
+    np.testing.assert_allclose(cube["exposure"].isel(zenith=0).values, ontime * d_energy[:, None] * d_omega[None, :], rtol=1e-6)
     for name in ("rate", "rate_err", "exposure"):  # what write_models turns into BKG_2D
         assert np.isfinite(cube[name].values).all()
     assert (cube["rate"].values >= 0).all()

@@ -318,7 +318,8 @@ def kept_fraction_pixels(
         Non-negative weight of each time (e.g. its live time). Shape: (n_times,).
     regions : ExclusionRegions
     oversample : int
-        Latitude nodes per pixel row (circles), samples per pixel side (mask).
+        Latitude nodes per pixel row (circles; 8 gives 1e-7), samples per pixel side
+        (mask; choose it so that pixel / oversample is below the mask's pixel).
 
     Returns
     -------
@@ -596,11 +597,8 @@ def _mask_keeps(mask: WcsNDMap, ra: FloatArray, dec: FloatArray) -> BoolArray:
     """Return the mask's value (True = keep) at ICRS positions; True outside the mask."""
     from astropy.coordinates import SkyCoord
 
-    if mask.geom.frame == "icrs":
-        lon, lat = ra, dec
-    else:
-        # ICRS → mask frame is a fixed rotation: take it from three points, apply it with numpy.
-        basis = SkyCoord([0.0, 90.0, 0.0], [0.0, 0.0, 90.0], unit="deg", frame="icrs").transform_to(mask.geom.frame)
-        matrix = _unit(basis.spherical.lon.rad, basis.spherical.lat.rad).T
-        lon, lat = (np.degrees(a) for a in _lon_lat(_unit(np.radians(ra), np.radians(dec)) @ matrix.T))
+    # ICRS → the mask's frame is a fixed rotation: take it from three points, apply it with numpy.
+    basis = SkyCoord([0.0, 90.0, 0.0], [0.0, 0.0, 90.0], unit="deg", frame="icrs").transform_to(mask.geom.frame)
+    matrix = _unit(basis.spherical.lon.rad, basis.spherical.lat.rad).T
+    lon, lat = (np.degrees(a) for a in _lon_lat(_unit(np.radians(ra), np.radians(dec)) @ matrix.T))
     return cast("BoolArray", mask.get_by_coord((lon, lat), fill_value=True).astype(np.bool_))

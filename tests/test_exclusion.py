@@ -217,7 +217,10 @@ def test_events_inside_circles_are_exactly_those_astropy_separates(ring_samples)
     assert 0.1 < got.mean() < 0.9
 
 
-def test_events_in_mask_are_its_false_pixels(mask, ring_samples):
+@pytest.mark.parametrize("frame", ["icrs", "galactic"])
+def test_events_in_mask_are_its_false_pixels(frame, ring_samples):
+    geom = WcsGeom.create(skydir=PNT, width=3, binsz=0.02, frame=frame)
+    mask = geom.region_mask([CircleSkyRegion(SkyCoord(84.0, 22.2, unit="deg"), 0.4 * u.deg)], inside=False)
     sky = ring_samples[1][:300_000]
     got = excluded(sky.ra.deg, sky.dec.deg, ExclusionRegions.from_mask(mask))
     np.testing.assert_array_equal(got, inside_mask(sky, mask))

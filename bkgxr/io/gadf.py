@@ -97,6 +97,74 @@ def create_bkg_2d_hdu(
     return fits.BinTableHDU.from_columns(columns, header=header, name=extname)
 
 
+def create_bkg_3d_hdu(
+    rate: npt.ArrayLike,
+    energy_edges: npt.ArrayLike,
+    lon_edges: npt.ArrayLike,
+    lat_edges: npt.ArrayLike,
+    *,
+    extname: str,
+    meta: Mapping[str, object] | None = None,
+    error: npt.ArrayLike | None = None,
+) -> fits.BinTableHDU:
+    """Create a GADF ``BKG_3D`` HDU in FoV coordinates aligned with Alt/Az (``FOVALIGN = 'ALTAZ'``).
+
+    ``DETX`` is the FoV longitude and ``DETY`` the FoV latitude of
+    :func:`bkgxr.fov.fov_lon_lat_deg` (gammapy's ``fov_lon``, ``fov_lat``).
+
+    Parameters
+    ----------
+    rate : array-like
+        Background rate in MeV-1 s-1 sr-1. Shape: (n_energy, n_lon, n_lat).
+    energy_edges : array-like
+        Energy edges in TeV. Shape: (n_energy + 1,).
+    lon_edges, lat_edges : array-like
+        FoV longitude and latitude edges in deg. Shapes: (n_lon + 1,), (n_lat + 1,).
+    extname : str
+        Name of the HDU.
+    meta : dict, optional
+        Extra header keywords.
+    error : array-like, optional
+        Statistical error of the rate, written as the extra column ``BKG_ERR``
+        (gammapy reads ``BKG`` only). Shape: (n_energy, n_lon, n_lat).
+
+    Raises
+    ------
+    ValueError
+        If the rate (or error) is not finite and non-negative, or its shape does not match.
+
+    See Also
+    --------
+    create_bkg_2d_hdu : the radial model.
+    """
+    rate = np.asarray(rate, dtype=np.float64)
+    edges = {name: np.asarray(e, dtype=np.float64) for name, e in (("ENERG", energy_edges), ("DETX", lon_edges), ("DETY", lat_edges))}
+    if rate.shape != tuple(e.size - 1 for e in edges.values()):
+        raise ValueError(f"{extname}: rate shape {rate.shape} does not match the edges")
+    units = {"ENERG": str(ENERGY_UNIT), "DETX": str(ANGLE_UNIT), "DETY": str(ANGLE_UNIT)}
+    columns = [
+        fits.Column(f"{name}_{side}", f"{e.size - 1}D", unit=units[name], array=(e[:-1] if side == "LO" else e[1:])[None])
+        for name, e in edges.items() for side in ("LO", "HI")
+    ]
+    # FITS stores the last numpy axis fastest: the (energy, lon, lat) array is written
+    # transposed, TDIM = (n_energy, n_lon, n_lat), as gammapy's IRF.to_table does.
+    dim = "({},{},{})".format(*rate.shape)
+    unit = RATE_UNIT.to_string("fits")
+    for name, values in (("BKG", rate), ("BKG_ERR", error)):
+        if values is None:
+            continue
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != rate.shape or not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError(f"{extname}: refusing to write a non-finite or negative {name}, or one of another shape")
+        columns.append(fits.Column(name, f"{rate.size}D", unit=unit, dim=dim, array=values.T[None]))
+    header = fits.Header(
+        {**DEFAULT_HEADER, "HDUCLAS1": "RESPONSE", "HDUCLAS2": "BKG", "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": "BKG_3D",
+         "FOVALIGN": "ALTAZ"}
+    )
+    for key, value in (meta or {}).items():
+        header[key] = value
+    return fits.BinTableHDU.from_columns(columns, header=header, name=extname)
+
 def _relative_dir(target: Path, start: Path) -> str:
     try:
         return Path(os.path.relpath(target, start)).as_posix()

@@ -1,0 +1,388 @@
+"""Horizontal and field-of-view coordinates of events and of the pointing track.
+
+Float64 numpy kernels over event arrays (deg in, deg out). astropy computes
+the full ICRS → AltAz transformation (precession, nutation, aberration, light
+deflection, Earth rotation, polar motion; no refraction) only at a few node
+times; every event is then mapped by the node's affine map, turned by the
+Earth's rotation since the node (see :func:`az_alt_deg`).
+
+FoV coordinates follow gammapy's ``FoVAltAzFrame`` (``FOVALIGN = 'ALTAZ'``)
+and :func:`gammapy.utils.coordinates.sky_to_fov`: the pointing is at (0, 0),
+``fov_lat`` grows with altitude and ``fov_lon`` is the *reversed* offset
+longitude, so ``fov_lon > 0`` lies towards *smaller* azimuth.
+Spec: https://gamma-astro-data-formats.readthedocs.io/en/latest/general/coordinates.html#coords-fov
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.time import Time
+from astropy.utils import iers
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+#: Earth rotation rate (rad per second), 2π × 1.00273781191135448 / 86400 (IAU 2000 Earth rotation angle).
+EARTH_ROTATION_RAD_S = 2.0 * np.pi * 1.00273781191135448 / 86400.0
+
+#: Default spacing of the astropy nodes (s); events use their nearest node.
+NODE_STEP_S = 600.0
+
+#: Probe directions (unit vectors, 32 points of a Fibonacci sphere) used to fit each node's map.
+_PROBES = np.stack(
+    [
+        np.sqrt(1.0 - (1.0 - (2.0 * np.arange(32) + 1.0) / 32) ** 2) * np.cos(np.pi * (3.0 - np.sqrt(5.0)) * np.arange(32)),
+        np.sqrt(1.0 - (1.0 - (2.0 * np.arange(32) + 1.0) / 32) ** 2) * np.sin(np.pi * (3.0 - np.sqrt(5.0)) * np.arange(32)),
+        1.0 - (2.0 * np.arange(32) + 1.0) / 32,
+    ],
+    axis=-1,
+)
+
+
+class EventFoV(NamedTuple):
+    """Per-event FoV coordinates (ALTAZ-aligned) and pointing zenith, all in deg, shape of the events."""
+
+    fov_lon: npt.NDArray[np.float64]
+    fov_lat: npt.NDArray[np.float64]
+    zenith_pnt: npt.NDArray[np.float64]
+
+
+def location_of(header: Mapping[str, Any]) -> EarthLocation:
+    """Return the observatory of an EVENTS header (GEOLON, GEOLAT in deg, optional ALTITUDE in m).
+
+    Raises
+    ------
+    KeyError
+        Naming the first keyword that is missing.
+    """
+    for key in ("GEOLON", "GEOLAT"):
+        if key not in header:
+            raise KeyError(key)
+    return EarthLocation.from_geodetic(
+        lon=float(header["GEOLON"]) * u.deg,
+        lat=float(header["GEOLAT"]) * u.deg,
+        height=float(header.get("ALTITUDE", 0.0)) * u.m,
+    )
+
+
+def reference_time(header: Mapping[str, Any]) -> Time:
+    """Return the time origin of an EVENTS header: MJDREFI + MJDREFF (or MJDREF) in TIMESYS (default TT).
+
+    Raises
+    ------
+    KeyError
+        If neither MJDREFI nor MJDREF is present.
+    """
+    if "MJDREFI" in header:
+        mjdref = float(header["MJDREFI"]) + float(header.get("MJDREFF", 0.0))
+    elif "MJDREF" in header:
+        mjdref = float(header["MJDREF"])
+    else:
+        raise KeyError("MJDREFI")
+    scale = str(header.get("TIMESYS", "TT")).strip().lower() or "tt"
+    return Time(mjdref, format="mjd", scale=scale)
+
+
+def _unit_vectors(lon_deg: npt.ArrayLike, lat_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Return unit vectors (..., 3) of spherical coordinates in deg."""
+    lon = np.radians(np.asarray(lon_deg, dtype=np.float64))
+    lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
+    cos_lat = np.cos(lat)
+    return np.stack(np.broadcast_arrays(cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)), axis=-1)
+
+
+def _local_axes(location: EarthLocation) -> npt.NDArray[np.float64]:
+    """Return the rows north, east, up (3, 3) in an Earth-fixed frame whose z is the rotation axis.
+
+    The frame's x lies in the observatory's meridian: only the axis matters,
+    the node maps carry the longitude.
+    """
+    phi = float(location.to_geodetic("WGS84").lat.to_value(u.rad))
+    return np.array(
+        [[-np.sin(phi), 0.0, np.cos(phi)], [0.0, 1.0, 0.0], [np.cos(phi), 0.0, np.sin(phi)]]
+    )
+
+
+def _node_maps(
+    node_s: npt.NDArray[np.float64], reference: Time, location: EarthLocation
+) -> npt.NDArray[np.float64]:
+    """Return, per node time, the affine map (n_nodes, 3, 4) ICRS unit vector → AltAz direction.
+
+    The map ``f(u) = normalize(M u + c)`` is exact to first order in the
+    aberration (|c| ≈ 1e-4): fitted to astropy's transformation of
+    :data:`_PROBES` by requiring ``M u + c`` parallel to astropy's direction
+    (homogeneous least squares: the eigenvector of the normal matrix with the
+    smallest eigenvalue), then scaled so
+    that |det M| = 1 and ``M u + c`` points along astropy's direction (det M
+    is -1: north, east, up is a left-handed triad).
+    """
+    times = reference + node_s[:, None] * u.s
+    probes = SkyCoord(_PROBES[:, 0], _PROBES[:, 1], _PROBES[:, 2], representation_type="cartesian", frame="icrs")
+    with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
+        altaz = probes[None, :].transform_to(AltAz(obstime=times, location=location, pressure=0 * u.hPa))
+    seen = _unit_vectors(altaz.az.to_value(u.deg), altaz.alt.to_value(u.deg))  # (n_nodes, n_probes, 3)
+    # (I - f fᵀ)(M u + c) = 0 for every probe: 3 rows per probe, unknowns M (row-major) and c
+    perp = np.eye(3) - seen[..., :, None] * seen[..., None, :]  # (n_nodes, n_probes, 3, 3)
+    homog = np.concatenate([_PROBES, np.ones((len(_PROBES), 1))], axis=-1)  # (n_probes, 4)
+    design = (perp[..., :, :, None] * homog[None, :, None, None, :]).reshape(len(node_s), 3 * len(_PROBES), 12)
+    normal = np.einsum("nri,nrj->nij", design, design)
+    maps = np.linalg.eigh(normal)[1][:, :, 0].reshape(-1, 3, 4)
+    along = np.einsum("nij,pj,npi->n", maps, homog, seen)
+    scale = np.sign(along) / np.cbrt(np.abs(np.linalg.det(maps[:, :, :3])))
+    return np.asarray(maps * scale[:, None, None], dtype=np.float64)
+
+
+def _nodes(time: npt.NDArray[np.float64], node_step_s: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
+    """Return the node times (s) nearest to some time, and each time's node index (shape of ``time``)."""
+    step = np.rint(time / node_step_s).astype(np.int64)
+    if step.size == 0:
+        return np.zeros(0, dtype=np.float64), np.zeros(step.shape, dtype=np.intp)
+    first = int(step.min())
+    span = int(step.max()) - first + 1
+    if span > 4 * step.size:  # sparse times (many runs): sort
+        node_index, inverse = np.unique(step, return_inverse=True)
+        which = inverse.reshape(step.shape)
+    else:  # times of a few runs: a table of the steps in between, no sort
+        used = np.zeros(span, dtype=bool)
+        used[step - first] = True
+        node_index = np.flatnonzero(used) + first
+        which = (np.cumsum(used) - 1)[step - first]
+    return np.asarray(node_index * float(node_step_s), dtype=np.float64), np.asarray(which, dtype=np.intp)
+
+
+def _horizontal_vectors(
+    lon_deg: npt.ArrayLike, lat_deg: npt.ArrayLike, time_s: npt.ArrayLike,
+    *, reference: Time, location: EarthLocation, node_step_s: float,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return north, east, up components (not normalised) of ICRS directions at times; see :func:`az_alt_deg`."""
+    if not node_step_s > 0:
+        raise ValueError(f"node_step_s must be positive, got {node_step_s}")
+    time = np.asarray(time_s, dtype=np.float64)
+    if not np.all(np.isfinite(time)):
+        raise ValueError("times must be finite")
+    node_s, which = _nodes(time, node_step_s)
+    axes = _local_axes(location)
+    # node maps in the Earth-fixed frame, where the rotation since the node is about z
+    fixed = np.einsum("ji,njk->nik", axes, _node_maps(node_s, reference, location)).reshape(-1, 12)
+    lon = np.radians(np.asarray(lon_deg, dtype=np.float64))
+    lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
+    cos_lat = np.cos(lat)
+    u_x, u_y, u_z = cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)
+    x, y, z = (
+        fixed[which, 4 * i] * u_x + fixed[which, 4 * i + 1] * u_y + fixed[which, 4 * i + 2] * u_z + fixed[which, 4 * i + 3]
+        for i in range(3)
+    )
+    # a fixed sky direction moves west: its Earth-fixed longitude drops by the rotation angle
+    angle = EARTH_ROTATION_RAD_S * (time - node_s[which])
+    cos, sin = np.cos(angle), np.sin(angle)
+    x, y = x * cos + y * sin, y * cos - x * sin
+    # back to north, east, up: the local axes have no y in north and up, east is y
+    return axes[0, 0] * x + axes[0, 2] * z, y, axes[2, 0] * x + axes[2, 2] * z
+
+
+def az_alt_deg(
+    ra_deg: npt.ArrayLike,
+    dec_deg: npt.ArrayLike,
+    time_s: npt.ArrayLike,
+    *,
+    reference: Time,
+    location: EarthLocation,
+    node_step_s: float = NODE_STEP_S,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return azimuth (east of north, [0, 360)) and altitude (deg) of ICRS directions at times.
+
+    No refraction (pressure 0), as GADF's Alt/Az. Agrees with astropy's
+    ``SkyCoord(ra, dec).transform_to(AltAz(obstime, location))`` to better
+    than 1e-5 deg (tests/test_fov.py measures it).
+
+    Parameters
+    ----------
+    ra_deg, dec_deg : array-like
+        ICRS position, deg. Broadcast with ``time_s``: scalars give the track
+        of one position (the pointing), arrays one position per event.
+    time_s : array-like
+        Times, s since ``reference``. Shape: (n_events,) or any.
+    reference : astropy.time.Time
+        Time origin (see :func:`reference_time`).
+    location : astropy.coordinates.EarthLocation
+        Observatory (see :func:`location_of`).
+    node_step_s : float
+        astropy evaluates the transformation at multiples of this step that
+        are nearest to some time; each time is then mapped by its nearest
+        node, turned by the Earth's rotation angle since that node.
+
+    Returns
+    -------
+    az, alt : numpy.ndarray
+        deg, shape of the broadcast inputs.
+
+    Raises
+    ------
+    ValueError
+        If a time is not finite or ``node_step_s`` is not positive.
+
+    Notes
+    -----
+    Between nodes only the Earth rotation is followed; the neglected
+    changes of precession-nutation and aberration over half a step (the
+    fastest, the annual aberration, moves by < 0.02 arcsec per hour) and the
+    polar-motion tilt of the rotation axis (< 0.5 arcsec) are far below
+    1e-4 deg at the default step.
+    """
+    north, east, up = _horizontal_vectors(
+        ra_deg, dec_deg, time_s, reference=reference, location=location, node_step_s=node_step_s
+    )
+    az = np.degrees(np.arctan2(east, north)) % 360.0
+    alt = np.degrees(np.arctan2(up, np.hypot(north, east)))
+    return az, alt
+
+
+def fov_lon_lat_deg(
+    az_deg: npt.ArrayLike, alt_deg: npt.ArrayLike, az_pnt_deg: npt.ArrayLike, alt_pnt_deg: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return ALTAZ-aligned FoV longitude and latitude (deg) of horizontal directions.
+
+    Exactly gammapy's ``sky_to_fov(az, alt, az_pnt, alt_pnt)`` and
+    ``FoVAltAzFrame``: rotate the pointing to (0, 0), then reverse the
+    longitude. ``fov_lat > 0`` is above the pointing (higher altitude),
+    ``fov_lon > 0`` towards smaller azimuth.
+
+    Parameters
+    ----------
+    az_deg, alt_deg : array-like
+        Direction, deg. Shape: (n_events,) or any.
+    az_pnt_deg, alt_pnt_deg : array-like
+        Pointing, deg; broadcast with the directions.
+
+    Returns
+    -------
+    fov_lon, fov_lat : numpy.ndarray
+        deg, fov_lon in (-180, 180], shape of the broadcast inputs.
+    """
+    d_az = np.radians(np.asarray(az_deg, dtype=np.float64) - np.asarray(az_pnt_deg, dtype=np.float64))
+    alt = np.radians(np.asarray(alt_deg, dtype=np.float64))
+    alt_pnt = np.radians(np.asarray(alt_pnt_deg, dtype=np.float64))
+    x = np.cos(alt) * np.cos(d_az)
+    y = np.cos(alt) * np.sin(d_az)
+    z = np.sin(alt)
+    along = np.cos(alt_pnt) * x + np.sin(alt_pnt) * z
+    up = np.cos(alt_pnt) * z - np.sin(alt_pnt) * x
+    return np.degrees(np.arctan2(-y, along)), np.degrees(np.arctan2(up, np.hypot(along, y)))
+
+
+def event_fov_deg(
+    ra_deg: npt.ArrayLike,
+    dec_deg: npt.ArrayLike,
+    time_s: npt.ArrayLike,
+    ra_pnt_deg: float,
+    dec_pnt_deg: float,
+    *,
+    reference: Time,
+    location: EarthLocation,
+    node_step_s: float = NODE_STEP_S,
+) -> EventFoV:
+    """Return each event's ALTAZ-aligned FoV coordinates and the pointing's zenith at its time.
+
+    The pointing (RA_PNT, DEC_PNT) is fixed in ICRS and tracked: its
+    alt/az is evaluated at every event time with :func:`az_alt_deg`.
+
+    Parameters
+    ----------
+    ra_deg, dec_deg, time_s : array-like
+        Event ICRS positions (deg) and times (s since ``reference``). Shape: (n_events,).
+    ra_pnt_deg, dec_pnt_deg : float
+        Pointing position (ICRS), deg.
+    reference, location, node_step_s
+        As in :func:`az_alt_deg`.
+
+    Returns
+    -------
+    EventFoV
+        fov_lon, fov_lat and zenith_pnt in deg, shape (n_events,).
+    """
+    az, alt = az_alt_deg(ra_deg, dec_deg, time_s, reference=reference, location=location, node_step_s=node_step_s)
+    az_pnt, alt_pnt = az_alt_deg(
+        ra_pnt_deg, dec_pnt_deg, time_s, reference=reference, location=location, node_step_s=node_step_s
+    )
+    lon, lat = fov_lon_lat_deg(az, alt, az_pnt, alt_pnt)
+    return EventFoV(lon, lat, 90.0 - alt_pnt)
+
+
+def zenith_time_s(
+    gti_start_s: npt.ArrayLike,
+    gti_stop_s: npt.ArrayLike,
+    ra_pnt_deg: float,
+    dec_pnt_deg: float,
+    zenith_edges_deg: npt.ArrayLike,
+    *,
+    reference: Time,
+    location: EarthLocation,
+    step_s: float = 10.0,
+) -> npt.NDArray[np.float64]:
+    """Return the time (s) the pointing spent in each zenith bin during a run's GTIs.
+
+    Each GTI is cut into equal pieces of at most ``step_s``; within a piece
+    the zenith is taken as linear in time between its ends, so the time is
+    shared exactly among the bins the piece crosses (error second order in
+    the piece's zenith change, < 1e-3 s per crossing at 10 s).
+
+    Parameters
+    ----------
+    gti_start_s, gti_stop_s : array-like
+        GTI bounds, s since ``reference``. Shape: (n_gti,).
+    ra_pnt_deg, dec_pnt_deg : float
+        Pointing position (ICRS), deg.
+    zenith_edges_deg : array-like
+        Increasing zenith edges, deg. Shape: (n_zenith + 1,).
+    reference, location
+        As in :func:`az_alt_deg`.
+    step_s : float
+        Longest piece, s.
+
+    Returns
+    -------
+    numpy.ndarray
+        Seconds per zenith bin, shape (n_zenith,); time outside the edges is
+        not counted, so the sum is at most the total GTI time.
+
+    Raises
+    ------
+    ValueError
+        If a GTI ends before it starts, the edges do not increase or
+        ``step_s`` is not positive.
+    """
+    start = np.atleast_1d(np.asarray(gti_start_s, dtype=np.float64))
+    stop = np.atleast_1d(np.asarray(gti_stop_s, dtype=np.float64))
+    edges = np.asarray(zenith_edges_deg, dtype=np.float64)
+    if start.shape != stop.shape or start.ndim != 1:
+        raise ValueError(f"GTI start {start.shape} and stop {stop.shape} must be 1-d of one shape")
+    if np.any(stop < start):
+        raise ValueError("a GTI stops before it starts")
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError("zenith edges must increase, at least two")
+    if not step_s > 0:
+        raise ValueError(f"step_s must be positive, got {step_s}")
+    n_pieces = np.maximum(np.ceil((stop - start) / step_s), 1).astype(np.int64)
+    gti = np.repeat(np.arange(start.size), n_pieces)
+    index = np.arange(gti.size) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+    width = ((stop - start) / n_pieces)[gti]
+    t0 = start[gti] + index * width
+    _, alt = az_alt_deg(
+        ra_pnt_deg, dec_pnt_deg, np.concatenate([t0, t0 + width]), reference=reference, location=location
+    )
+    zen0, zen1 = np.split(90.0 - alt, 2)
+    low, high = np.minimum(zen0, zen1)[:, None], np.maximum(zen0, zen1)[:, None]
+    overlap = np.clip(np.minimum(high, edges[None, 1:]) - np.maximum(low, edges[None, :-1]), 0.0, None)
+    span = high - low
+    flat = span[:, 0] == 0
+    share = np.where(flat[:, None], 0.0, overlap / np.where(span > 0, span, 1.0))
+    # a piece at constant zenith goes whole to the bin that holds it
+    bin_of_flat = np.searchsorted(edges, low[flat, 0], side="right") - 1
+    inside = (bin_of_flat >= 0) & (bin_of_flat < edges.size - 1)
+    share[np.flatnonzero(flat)[inside], bin_of_flat[inside]] = 1.0
+    return np.asarray((share * width[:, None]).sum(axis=0), dtype=np.float64)

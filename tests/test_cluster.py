@@ -12,13 +12,16 @@ from bkgxr.cluster import active_client, compute, connect
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        with Client(cluster) as client:
-            yield client
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
 
 
 def _write(cube, store, path):
-    return bkgxr.write_models(cube, path, store=store, date="2026-01-01").read_bytes()
+    """The bytes of the model file of ``cube`` by the default recipe."""
+    return bkgxr.write_models(bkgxr.predict_models(cube, store), path, store=store, date="2026-01-01").read_bytes()
 
 
 def test_two_worker_cluster_equals_the_serial_build(client, hess_store, hess_runs, tmp_path):

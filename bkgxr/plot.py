@@ -1,8 +1,9 @@
 """Figures of a background cube: rate maps, spectra, radial profiles, diagnostics.
 
-Every function takes the cube of :func:`bkgxr.build_cube` (computed) or of
-:func:`bkgxr.load_models`, labels its axes with the units in each
-variable's ``attrs["units"]`` and returns the Axes or Figure it drew on; none
+Every function takes the cube of :func:`bkgxr.build_cube` (computed), or the
+models of :func:`bkgxr.predict_models` or :func:`bkgxr.read_models`, labels its
+axes with the units in each variable's ``attrs["units"]`` and returns the Axes
+or Figure it drew on; none
 calls ``plt.show``. The panel functions accept ``axes`` to draw into an
 existing figure; without it they open a new pyplot figure. This is the only
 module that imports matplotlib.
@@ -10,7 +11,9 @@ module that imports matplotlib.
 Bins without counts (rate 0) and bands without exposure are left blank on the
 log scales rather than drawn at an invented floor. Error bars are drawn where
 the cube has ``rate_err``, and the diagnostics need ``counts`` and ``exposure``;
-the rest needs only ``rate``, ``livetime``, ``n_runs`` and the edge coords.
+the rest needs only ``rate``, ``ontime``, ``n_runs`` and the edge coords. Rates
+are per observation time (ONTIME), so each band is labelled with its runs'
+summed ONTIME.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ def axis_label(cube: xr.Dataset, name: str) -> str:
 
 def _band_title(cube: xr.Dataset, i: int) -> str:
     band = cube.isel(zenith=i)
-    hours = float(band["livetime"]) / 3600.0
-    return f"zenith {band['zenith_band'].item()} deg: {int(band['n_runs'])} runs, {hours:.1f} h"
+    hours = float(band["ontime"]) / 3600.0
+    return f"zenith {band['zenith_band'].item()} deg: {int(band['n_runs'])} runs, {hours:.1f} h ONTIME"
 
 
 def _bin_containing(cube: xr.Dataset, dim: str, value: float) -> int:
@@ -212,7 +215,7 @@ def plot_diagnostics(cube: xr.Dataset) -> Figure:
     Parameters
     ----------
     cube : xarray.Dataset
-        Computed cube with ``counts`` and ``exposure``.
+        Computed cube, or models, with ``counts`` and ``exposure``.
 
     Returns
     -------
@@ -222,11 +225,11 @@ def plot_diagnostics(cube: xr.Dataset) -> Figure:
     Raises
     ------
     ValueError
-        If the cube lacks ``counts`` or ``exposure`` (a loaded model file).
+        If the cube lacks ``counts`` or ``exposure``.
     """
     missing = [name for name in ("counts", "exposure") if name not in cube]
     if missing:
-        raise ValueError(f"plot_diagnostics needs {missing}: use the cube of bkgxr.build_cube; model files hold only the rate")
+        raise ValueError(f"plot_diagnostics needs {missing}: use the cube of bkgxr.build_cube or the models of bkgxr.read_models")
     n = cube.sizes["zenith"]
     fig = plt.figure(figsize=(4.0 * n + 1.5, 6.6), layout="constrained")
     grid = fig.subplots(2, n, sharex=True, sharey=True, squeeze=False)
@@ -246,7 +249,9 @@ def plot_overview(
     Parameters
     ----------
     cube : xarray.Dataset
-        Computed cube, from :func:`bkgxr.build_cube` or :func:`bkgxr.load_models`.
+        Computed cube of :func:`bkgxr.build_cube`, or models of
+        :func:`bkgxr.predict_models` or :func:`bkgxr.read_models` (their runs
+        along dim ``run``).
     offsets : sequence of float
         Offsets (deg) of the spectra; see :func:`plot_spectra`.
     energies : sequence of float
@@ -270,5 +275,7 @@ def plot_overview(
     plot_radial_profiles(
         cube, energies=energies, axes=rows[2].subplots(1, cube.sizes["zenith"], sharey=True, squeeze=False)[0]
     )
-    fig.suptitle(f"bkgxr background model: {cube.sizes['obs_id']} off runs")
+    # a cube holds its runs along obs_id; models hold observations there and their runs along run
+    n_runs = cube.sizes["run" if "run" in cube.dims else "obs_id"]
+    fig.suptitle(f"bkgxr background model: {n_runs} off runs")
     return fig

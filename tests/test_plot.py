@@ -1,4 +1,4 @@
-"""Plots of the H.E.S.S. off-run cube, load_models round trip and the ``bkgxr plot`` command."""
+"""Plots of the H.E.S.S. off-run cube, read_models round trip and the ``bkgxr plot`` command."""
 
 import struct
 
@@ -6,17 +6,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from astropy.io import fits  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from astropy.io import fits
+from matplotlib.colors import LogNorm
 
-import bkgxr  # noqa: E402
-from bkgxr import plot  # noqa: E402
-from bkgxr.cli import main  # noqa: E402
-from bkgxr.exceptions import StoreError, UnitError  # noqa: E402
-from bkgxr.io.load import load_models  # noqa: E402
+import bkgxr
+from bkgxr import plot, read_models
+from bkgxr.cli import main
+from bkgxr.exceptions import StoreError, UnitError
 
 BANDS = ["0-20", "20-40", "40-90"]
 RATE_UNITS = "1 / (MeV s sr)"
@@ -28,10 +27,14 @@ def _close_figures():
     plt.close("all")
 
 
+#: Not smoothed: the band models written are the cube's own rates.
+RECIPE = bkgxr.Recipe(smoothing=None)
+
+
 @pytest.fixture(scope="module")
 def written(hess_store, hess_cube, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "bkg.fits"
-    return bkgxr.write_models(hess_cube, path, store=hess_store, date="2026-01-01")
+    return bkgxr.write_models(bkgxr.predict_models(hess_cube, hess_store, RECIPE), path, store=hess_store, date="2026-01-01")
 
 
 def masked(values):
@@ -50,7 +53,7 @@ def test_units_label_comes_from_attrs(hess_cube):
     assert plot.axis_label(hess_cube, "counts") == "counts"
 
 
-def test_rate_map_has_one_log_panel_per_band_drawn_on_the_bin_edges(hess_cube):
+def test_rate_map_has_one_log_panel_per_band_drawn_on_the_bin_edges(hess_cube, hess_runs):
     axes = plot.plot_rate_map(hess_cube)
     assert len(axes) == 3
     fig = axes[0].figure
@@ -59,7 +62,11 @@ def test_rate_map_has_one_log_panel_per_band_drawn_on_the_bin_edges(hess_cube):
     assert axes[0].get_ylabel() == "offset (deg)"
     for i, (ax, band) in enumerate(zip(axes, BANDS)):
         assert ax.get_xscale() == "log" and ax.get_xlabel() == "energy (TeV)"
-        assert ax.get_title().startswith(f"zenith {band} deg")
+        # runs and summed ONTIME of the band, from the run table
+        lo, hi = map(float, band.split("-"))
+        inside = (hess_runs["ZEN_PNT"] >= lo) & (hess_runs["ZEN_PNT"] < hi)
+        hours = hess_runs["ONTIME"][inside].sum() / 3600
+        assert ax.get_title() == f"zenith {band} deg: {inside.sum()} runs, {hours:.1f} h ONTIME"
         (mesh,) = ax.collections
         assert isinstance(mesh.norm, LogNorm)
         xy = mesh.get_coordinates()
@@ -73,7 +80,7 @@ def test_rate_map_has_one_log_panel_per_band_drawn_on_the_bin_edges(hess_cube):
 
 
 def test_rate_map_draws_into_given_axes_and_rejects_a_wrong_count(hess_cube):
-    fig, grid = plt.subplots(1, 3)
+    _, grid = plt.subplots(1, 3)
     assert plot.plot_rate_map(hess_cube, axes=grid) == list(grid)
     with pytest.raises(ValueError, match="needs 3 axes, got 2"):
         plot.plot_rate_map(hess_cube, axes=grid[:2])
@@ -136,8 +143,9 @@ def test_overview_combines_maps_spectra_and_profiles(hess_cube):
     ]
 
 
-def test_load_models_gives_back_the_written_rate_exactly(written, hess_cube):
-    cube = load_models(written)
+def test_read_models_gives_back_the_written_rate_exactly(written, hess_cube):
+    cube = read_models(written)
+    assert cube.attrs["checksum"] == "verified"
     with fits.open(written) as hdul:  # independent read: plain astropy, one HDU per band
         for i, name in enumerate(["BKG_ZEN_0_20", "BKG_ZEN_20_40", "BKG_ZEN_40_90"]):
             hdu = hdul[name]
@@ -145,22 +153,27 @@ def test_load_models_gives_back_the_written_rate_exactly(written, hess_cube):
             rate = hdu.data["BKG"][0].T  # TDIM (n_energy, n_offset) reads as (offset, energy)
             np.testing.assert_array_equal(cube["rate"].isel(zenith=i).values, rate)
             np.testing.assert_array_equal(hess_cube["rate"].isel(zenith=i).values, rate)
+            assert cube["ontime"].values[i] == hdu.header["ONTIME"]
             assert cube["livetime"].values[i] == hdu.header["LIVETIME"]
             assert cube["n_runs"].values[i] == hdu.header["NRUNS"]
             np.testing.assert_array_equal(cube["energy_lo"].values, hdu.data["ENERG_LO"][0])
             np.testing.assert_array_equal(cube["offset_hi"].values, hdu.data["THETA_HI"][0])
-    for name in ("rate", "livetime", "n_runs", *hess_cube.coords):
+    # the cube's runs (dim obs_id) are the models' runs (dim run); obs_id holds every observation of the store
+    band_coords = [name for name in hess_cube.coords if name != "obs_id"]
+    for name in ("rate", "counts", "exposure", "ontime", "livetime", "n_runs", *band_coords):
         np.testing.assert_array_equal(cube[name].values, hess_cube[name].values, err_msg=name)
         assert cube[name].dims == hess_cube[name].dims, name
         assert cube[name].attrs.get("units") == hess_cube[name].attrs.get("units"), name
+    np.testing.assert_array_equal(cube["run"].values, hess_cube["obs_id"].values)
+    np.testing.assert_array_equal(cube["run_counts"].values, hess_cube["run_counts"].values)
 
 
-def rewritten(written, path, edit):
-    """Copy ``written`` to ``path`` with ``edit(hdu)`` applied to every BKG_2D HDU."""
+def rewritten(written, path, edit, *, checksum=True):
+    """Copy ``written`` to ``path`` with ``edit(hdu)`` applied to every BKG_2D HDU, checksums renewed unless told."""
     with fits.open(written) as hdul:
         for hdu in hdul[4:]:
             edit(hdu)
-        hdul.writeto(path)
+        hdul.writeto(path, checksum=checksum)
     return path
 
 
@@ -178,22 +191,25 @@ def in_metres(hdu):
     hdu.columns.change_attrib("BKG", "unit", "m")
 
 
-def test_load_models_converts_the_rate_unit_once(written, tmp_path):
-    tev = load_models(rewritten(written, tmp_path / "tev.fits", in_tev))
-    np.testing.assert_allclose(tev["rate"], load_models(written)["rate"], rtol=1e-15)
+def test_read_models_converts_the_rate_unit_once(written, tmp_path):
+    tev = read_models(rewritten(written, tmp_path / "tev.fits", in_tev))
+    np.testing.assert_allclose(tev["rate"], read_models(written)["rate"], rtol=1e-15)
     assert tev["rate"].attrs["units"] == RATE_UNITS
 
 
 @pytest.mark.parametrize(
     ("edit", "error", "match"), [(wider_first_bin, StoreError, "different energy or offset bins"), (in_metres, UnitError, "not convertible")]
 )
-def test_load_models_refuses_a_changed_file(written, tmp_path, edit, error, match):
+def test_read_models_refuses_a_changed_file(written, tmp_path, edit, error, match):
     with pytest.raises(error, match=match):
-        load_models(rewritten(written, tmp_path / "edited.fits", edit))
+        read_models(rewritten(written, tmp_path / "edited.fits", edit))
+    # the same edit without renewing the checksums is caught by them
+    with pytest.raises(StoreError, match="the file was changed after writing"):
+        read_models(rewritten(written, tmp_path / "unsigned.fits", edit, checksum=False))
 
 
 def test_a_cube_with_only_the_rate_plots_without_error_bars_but_not_its_diagnostics(hess_cube):
-    rate_only = hess_cube[["rate", "livetime", "n_runs"]]
+    rate_only = hess_cube[["rate", "ontime", "n_runs"]]
     (ax,) = plot.plot_spectra(rate_only, offsets=(0.5,))
     assert ax.containers and all(not c.has_yerr for c in ax.containers)
     for shown, expected in zip(errorbar_y(ax), hess_cube["rate"].isel(offset=0).values):
@@ -202,11 +218,11 @@ def test_a_cube_with_only_the_rate_plots_without_error_bars_but_not_its_diagnost
         plot.plot_diagnostics(rate_only)
 
 
-def test_load_models_refuses_foreign_and_missing_files(hess_dir, tmp_path):
+def test_read_models_refuses_foreign_and_missing_files(hess_dir, tmp_path):
     with pytest.raises(StoreError, match="not written by bkgxr.write_models"):
-        load_models(hess_dir / "hdu-index.fits.gz")
+        read_models(hess_dir / "hdu-index.fits.gz")
     with pytest.raises(StoreError, match="cannot read the file"):
-        load_models(tmp_path / "missing.fits")
+        read_models(tmp_path / "missing.fits")
 
 
 def png_size(path):
@@ -224,6 +240,7 @@ def test_plot_command_writes_the_overview_of_the_file(written, hess_cube, tmp_pa
     assert main(["plot", str(written), "--out", str(out), "--dpi", "40"]) == 0
     assert capsys.readouterr().out.strip() == f"written: {out}"
     (fig,) = drawn
+    assert fig.get_suptitle() == "bkgxr background model: 45 off runs"  # the runs, not the 105 observations
     width, height = png_size(out)
     assert (width, height) == tuple(round(v * 40) for v in fig.get_size_inches())
     maps, spectra, profiles = (sub.axes for sub in fig.subfigs)

@@ -52,6 +52,7 @@ from .axes import (
     rate_from_counts,
 )
 from .io.dl3 import (
+    HduBytes,
     create_aeff_2d_hdu,
     create_edisp_2d_hdu,
     create_events_hdu,
@@ -59,6 +60,7 @@ from .io.dl3 import (
     create_psf_table_hdu,
     hdu_index,
     obs_index,
+    to_bytes,
     write_index_tables,
     write_run,
 )
@@ -287,34 +289,33 @@ def _centres(edges: npt.NDArray[np.float64], log: bool = False) -> npt.NDArray[n
     return np.sqrt(edges[1:] * edges[:-1]) if log else 0.5 * (edges[1:] + edges[:-1])
 
 
+_WHERE = "at every true energy and offset (bkgxr.simulate.IrfModel)"
+
+
 @functools.lru_cache(maxsize=4)
-def _flat_irfs(irf: IrfModel) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """EDISP matrix (energy, migra, offset) and PSF table (energy, offset, rad): the same for every run."""
+def _flat_irfs(irf: IrfModel) -> tuple[HduBytes, HduBytes]:
+    """EDISP_2D and PSF_TABLE HDUs, the same in every run: laid out once per process."""
     n_e, n_o = IRF_ENERGY.size - 1, IRF_OFFSET_FLAT.size - 1
     edisp = np.broadcast_to(irf.migra_density(IRF_MIGRA)[None, :, None], (n_e, IRF_MIGRA.size - 1, n_o))
     psf = np.broadcast_to(irf.psf_density(_centres(IRF_RAD))[None, None, :], (n_e, n_o, IRF_RAD.size - 1))
-    return edisp, psf
+    edisp_text = (f"migra = E_reco / E_true Gaussian, mean 1, sigma {irf.energy_resolution:g}, {_WHERE}; "
+                  "a bin holds the mean density over it")
+    psf_text = f"Gaussian PSF, sigma {irf.psf_sigma:g} deg: exp(-r^2 / (2 s^2)) / (2 pi s^2) sr-1, s in rad, {_WHERE}"
+    meta = {"CREATOR": "bkgxr.simulate"}
+    return (to_bytes(create_edisp_2d_hdu(edisp, IRF_ENERGY, IRF_MIGRA, IRF_OFFSET_FLAT, meta=meta, comments=[edisp_text])),
+            to_bytes(create_psf_table_hdu(psf, IRF_ENERGY, IRF_OFFSET_FLAT, IRF_RAD, meta=meta, comments=[psf_text])))
 
 
-def _irf_hdus(irf: IrfModel, model: RateModel, run: Mapping[str, Any]) -> list[fits.BinTableHDU]:
-    """AEFF_2D, EDISP_2D and PSF_TABLE HDUs of one run, with COMMENT cards stating the formulas."""
+def _irf_hdus(irf: IrfModel, model: RateModel, run: Mapping[str, Any]) -> list[fits.BinTableHDU | HduBytes]:
+    """AEFF_2D (at the run's zenith), EDISP_2D and PSF_TABLE HDUs of a run, with COMMENT cards stating the formulas."""
     zenith = float(run["ZEN_PNT"])
     threshold = float(model.energy_threshold(zenith))
-    meta = {"OBS_ID": run["OBS_ID"], "ZENITH": zenith, "CREATOR": "bkgxr.simulate"}
     area = irf.effective_area(_centres(IRF_ENERGY, log=True)[:, None], _centres(IRF_OFFSET)[None, :], threshold)
-    edisp, psf = _flat_irfs(irf)
-    where = "at every true energy and offset (bkgxr.simulate.IrfModel)"
     aeff_text = (f"A = {irf.area:g} m2 / (1 + (E_thr / E)^{irf.sharpness:g}) x exp(-r^2 / (2 x ({irf.offset_sigma:g} deg)^2)), "
                  f"E_thr = {threshold:.6g} TeV, the background model's turn-on at ZENITH; values at bin centres")
-    edisp_text = (f"migra = E_reco / E_true Gaussian, mean 1, sigma {irf.energy_resolution:g}, {where}; "
-                  "a bin holds the mean density over it")
-    psf_text = f"Gaussian PSF, sigma {irf.psf_sigma:g} deg: exp(-r^2 / (2 s^2)) / (2 pi s^2) sr-1, s in rad, {where}"
-    return [
-        create_aeff_2d_hdu(area, IRF_ENERGY, IRF_OFFSET, meta={**meta, "LO_THRES": threshold, "HI_THRES": model.energy_max},
-                           comments=[aeff_text]),
-        create_edisp_2d_hdu(edisp, IRF_ENERGY, IRF_MIGRA, IRF_OFFSET_FLAT, meta=meta, comments=[edisp_text]),
-        create_psf_table_hdu(psf, IRF_ENERGY, IRF_OFFSET_FLAT, IRF_RAD, meta=meta, comments=[psf_text]),
-    ]
+    meta = {"OBS_ID": run["OBS_ID"], "ZENITH": zenith, "CREATOR": "bkgxr.simulate", "LO_THRES": threshold,
+            "HI_THRES": model.energy_max}
+    return [create_aeff_2d_hdu(area, IRF_ENERGY, IRF_OFFSET, meta=meta, comments=[aeff_text]), *_flat_irfs(irf)]
 
 
 class _Setup(NamedTuple):

@@ -20,7 +20,7 @@ import gzip
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from astropy.io import fits
@@ -42,23 +42,27 @@ RUN_HDUS = (("EVENTS", "events", "events"), ("GTI", "gti", "gti"), ("AEFF", "aef
             ("EDISP", "edisp", "edisp_2d"), ("PSF", "psf", "psf_table"))
 #: Unit of the effective area and of the PSF density, as written to TUNIT.
 AREA_UNIT, PSF_UNIT = "m2", "sr-1"
+#: An empty primary HDU as it lies in a file: the start of every run file.
+_PRIMARY = fits.PrimaryHDU().header.tostring().encode("ascii")
 
 
-def write_gz(hdul: fits.HDUList, path: Path, level: int) -> None:
-    """Write ``hdul`` gzipped at ``level`` (at most 3), atomically, with reproducible bytes.
+def write_gz(hdul: fits.HDUList | bytes, path: Path, level: int) -> None:
+    """Write ``hdul`` (or the bytes of a FITS file) gzipped at ``level`` (at most 3), atomically, reproducibly.
 
     ISA-L compresses when installed (else zlib); the gzip mtime is 0. The
     bytes go to a hidden ``.part`` file beside ``path``, renamed into place.
     """
-    buffer = io.BytesIO()
-    hdul.writeto(buffer, checksum=False)
+    if isinstance(hdul, fits.HDUList):
+        buffer = io.BytesIO()
+        hdul.writeto(buffer, checksum=False)
+        hdul = buffer.getvalue()
     compress: Callable[..., bytes] = gzip.compress  # isal is optional at run time: plain zlib
     try:
         from isal.igzip import compress
     except ImportError:
         pass
     tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(compress(buffer.getvalue(), min(level, 3), mtime=0))
+    tmp.write_bytes(compress(hdul, min(level, 3), mtime=0))
     os.replace(tmp, path)
 
 
@@ -227,20 +231,50 @@ def create_psf_table_hdu(
     )
 
 
-def write_run(path: Path, hdus: Sequence[fits.BinTableHDU], *, level: int = 1) -> list[int]:
+class HduBytes(NamedTuple):
+    """An extension HDU as it lies in a file: header and padded data, to reuse in many files."""
+
+    name: str  #: EXTNAME
+    data: bytes  #: header and data blocks, a multiple of 2880 bytes
+
+
+def _lay_out(hdus: Sequence[fits.BinTableHDU]) -> list[HduBytes]:
+    """Lay out extension HDUs as in a file: one astropy write, cut at each HDU's size."""
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(buffer, checksum=False)
+    raw, start, laid_out = buffer.getvalue(), len(_PRIMARY), []
+    for hdu in hdus:  # header blocks, then NAXIS1 x NAXIS2 + PCOUNT bytes of data padded to 2880-byte blocks
+        size = len(hdu.header.tostring()) - (-(hdu.header["NAXIS1"] * hdu.header["NAXIS2"] + hdu.header["PCOUNT"]) // 2880) * 2880
+        laid_out.append(HduBytes(hdu.name, raw[start:start + size]))
+        start += size
+    if start != len(raw):
+        raise ValueError(f"laid out {start} bytes of {len(raw)}: HDU sizes do not add up")
+    return laid_out
+
+
+def to_bytes(hdu: fits.BinTableHDU) -> HduBytes:
+    """Lay out one extension HDU as in a file (astropy writes it; no checksum)."""
+    return _lay_out([hdu])[0]
+
+
+def write_run(path: Path, hdus: Sequence[fits.BinTableHDU | HduBytes], *, level: int = 1) -> list[int]:
     """Write one run file of the :data:`RUN_HDUS`, in that order, gzipped; return each HDU's size (bytes).
+
+    HDUs shared by many runs (the same IRF everywhere) can be given as
+    :class:`HduBytes`, laid out once by :func:`to_bytes`.
 
     Raises
     ------
     ValueError
         If the HDUs are not named as :data:`RUN_HDUS`, in order.
     """
-    names = [hdu.name for hdu in hdus]
+    fresh = iter(_lay_out([hdu for hdu in hdus if not isinstance(hdu, HduBytes)]))
+    laid_out = [hdu if isinstance(hdu, HduBytes) else next(fresh) for hdu in hdus]
+    names = [hdu.name for hdu in laid_out]
     if names != [name for name, _, _ in RUN_HDUS]:
         raise ValueError(f"{path.name}: a run file holds {[n for n, _, _ in RUN_HDUS]}, got {names}")
-    hdul = fits.HDUList([fits.PrimaryHDU(), *hdus])
-    write_gz(hdul, path, level)
-    return [hdu.filebytes() for hdu in hdus]
+    write_gz(b"".join([_PRIMARY, *(hdu.data for hdu in laid_out)]), path, level)
+    return [len(hdu.data) for hdu in laid_out]
 
 
 def hdu_index(obs_ids: npt.ArrayLike, file_names: Sequence[str], sizes: npt.ArrayLike, *, file_dir: str = "data") -> Table:

@@ -132,6 +132,15 @@ def test_diagnostics_show_counts_and_exposure_per_band(hess_cube):
     assert meshes[0].get_ylabel() == "offset (deg)" and meshes[3].get_xlabel() == "energy (TeV)"
 
 
+def test_diagnostics_of_read_models_show_the_counts_and_exposure_of_the_cube(written, hess_cube):
+    fig = plot.plot_diagnostics(read_models(written))
+    meshes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    for i in range(3):
+        for ax, name in ((meshes[i], "counts"), (meshes[3 + i], "exposure")):
+            expected = masked(hess_cube[name].isel(zenith=i).transpose("offset", "energy").values)
+            np.testing.assert_array_equal(ax.collections[0].get_array().reshape(expected.shape), expected, err_msg=name)
+
+
 def test_overview_combines_maps_spectra_and_profiles(hess_cube):
     fig = plot.plot_overview(hess_cube)
     assert isinstance(fig, matplotlib.figure.Figure)

@@ -8,13 +8,17 @@ counts it predicts in the cube's energy x offset bins,
     N = T * sum over model bins of rate * |overlap in energy| [MeV] * |overlap in solid angle| [sr],
 
 taking the model as constant inside each of its bins (which is how such a
-model is made: counts over exposure per bin), and ``T`` the run's livetime
-(:data:`TIME_COLUMN`). GADF's notes ask for the observation time instead,
-but the H.E.S.S. DR1 models follow livetime: over the 45 off runs, obs/pred
-is uncorrelated with DEADC with livetime (r = -0.03, mean 0.97) and not with
-ontime (r = +0.25, mean 0.90). :func:`validate_published` compares those predictions
-with the observed counts exactly as :func:`bkgxr.validation.validate` does, with
-model name ``"published"`` and no run left out: the models are fixed.
+model is made: counts over exposure per bin), and ``T`` the run's observation
+time, ONTIME (:data:`TIME_COLUMN`): GADF background rates are per observation
+time, and gammapy predicts ``rate x ONTIME`` (``MapDatasetMaker`` passes
+``observation_time_duration``), so these are the counts gammapy predicts.
+The H.E.S.S. DR1 models seem normalised per livetime instead: over the 45 off
+runs obs/pred has mean 0.90 and follows DEADC (r = +0.25), while
+``rate x LIVETIME`` would give mean 0.97, uncorrelated with DEADC (r = -0.03);
+gammapy thus over-predicts them by about 1/DEADC (mean DEADC 0.93).
+:func:`validate_published` compares those predictions with the observed
+counts exactly as :func:`bkgxr.validation.validate` does, with model name
+``"published"`` and no run left out: the models are fixed.
 
 Geometry: ``DETX``/``DETY`` are the longitude and latitude of a spherical
 frame centred on the pointing (gammapy's ``fov_lon``/``fov_lat``), so the
@@ -32,6 +36,7 @@ Spec: https://gamma-astro-data-formats.readthedocs.io/en/latest/irfs/full_enclos
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,8 +67,8 @@ if TYPE_CHECKING:
 
 #: Sub-rings per model pixel width: the radial step is pixel / DEFAULT_OVERSAMPLE.
 DEFAULT_OVERSAMPLE = 8
-#: Per-run time the model rate is multiplied by (the cube's ``run_livetime``, s).
-TIME_COLUMN = "run_livetime"
+#: Per-run time the model rate is multiplied by, as gammapy does (the cube's ``run_ontime``, s).
+TIME_COLUMN = "run_ontime"
 #: Name of the model in :class:`~bkgxr.validation.Validation` summaries.
 MODEL_NAME = "published"
 
@@ -244,10 +249,10 @@ def _ring_pixel_solid_angle(
     x_edges, y_edges = np.asarray(detx_edges), np.asarray(dety_edges)
     n_x, n_y = x_edges.size - 1, y_edges.size - 1
     weights = np.zeros((rings.size - 1, n_x * n_y))
-    for ring, (r1, r2) in enumerate(zip(rings[:-1], rings[1:], strict=True)):
+    for ring, (r1, r2) in enumerate(itertools.pairwise(rings)):
         sub = np.linspace(r1, r2, max(1, int(np.ceil((r2 - r1) / step))) + 1)
         cos = np.cos(np.radians(sub))
-        for cos_a, cos_b in zip(cos[:-1], cos[1:], strict=True):
+        for cos_a, cos_b in itertools.pairwise(cos):
             radius = np.degrees(np.arccos(0.5 * (cos_a + cos_b)))  # centre of the sub-ring in solid angle
             phi = _pixel_crossings(radius, x_edges, y_edges)
             lon, lat = fov_lon_lat_deg(radius, 0.5 * (phi[:-1] + phi[1:]))
@@ -261,7 +266,7 @@ def _ring_pixel_solid_angle(
 
 
 def model_counts(
-    model: Background3D, energy_edges: npt.ArrayLike, offset_edges: npt.ArrayLike, livetime_s: float, *, oversample: int = DEFAULT_OVERSAMPLE
+    model: Background3D, energy_edges: npt.ArrayLike, offset_edges: npt.ArrayLike, ontime_s: float, *, oversample: int = DEFAULT_OVERSAMPLE
 ) -> npt.NDArray[np.float64]:
     """Return the counts a ``BKG_3D`` model predicts in energy x offset-ring bins.
 
@@ -272,8 +277,8 @@ def model_counts(
         TeV. Shape: (n_energy + 1,).
     offset_edges : array-like
         deg. Shape: (n_offset + 1,).
-    livetime_s : float
-        Time the rate is multiplied by, s.
+    ontime_s : float
+        Time the rate is multiplied by, s: the run's observation time (ONTIME).
     oversample : int
         Sub-rings per model pixel width (the finer pixel side).
 
@@ -291,7 +296,7 @@ def model_counts(
     )
     overlap = energy_overlap_mev(energy_edges, model.energy)  # (n_energy, m_energy)
     per_ring = model.rate.reshape(model.rate.shape[0], -1) @ solid_angle.reshape(solid_angle.shape[0], -1).T  # (m_energy, n_offset)
-    return np.asarray(livetime_s * (overlap @ per_ring), dtype=np.float64)
+    return np.asarray(ontime_s * (overlap @ per_ring), dtype=np.float64)
 
 
 def bkg_locations(store: Store, obs_ids: npt.ArrayLike) -> pd.DataFrame:
@@ -320,14 +325,14 @@ def predicted_counts(store: Store, cube: xr.Dataset, *, oversample: int = DEFAUL
         Store whose hdu-index points each run of the cube to its ``BKG_3D`` HDU.
     cube : xarray.Dataset
         Cube of :func:`bkgxr.build_cube` (only its edges, ``obs_id`` and
-        ``run_livetime`` are used, so it may still be lazy).
+        ``run_ontime`` are used, so it may still be lazy).
     oversample : int
         Sub-rings per model pixel width (see :func:`ring_pixel_solid_angle`).
 
     Returns
     -------
     numpy.ndarray
-        ``rate x dE x dOmega x LIVETIME`` integrated over each bin.
+        ``rate x dE x dOmega x ONTIME`` integrated over each bin, as gammapy predicts.
         Shape: (n_runs, n_energy, n_offset), runs in the cube's ``obs_id`` order.
 
     Raises
@@ -344,12 +349,12 @@ def predicted_counts(store: Store, cube: xr.Dataset, *, oversample: int = DEFAUL
     """
     binning = binning_of(cube)
     obs_ids = cube["obs_id"].values
-    livetime = np.asarray(cube[TIME_COLUMN].values, dtype=np.float64)
+    ontime = np.asarray(cube[TIME_COLUMN].values, dtype=np.float64)
     where = bkg_locations(store, obs_ids)
     out = np.zeros((obs_ids.size, binning.shape[1], binning.shape[2]))
     for i, row in where.iterrows():
         model = read_bkg_3d(row["BKG_PATH"], row["BKG_HDU"], obs_id=int(row["OBS_ID"]))
-        out[i] = model_counts(model, binning.energy, binning.offset, livetime[i], oversample=oversample)
+        out[i] = model_counts(model, binning.energy, binning.offset, ontime[i], oversample=oversample)
     return out
 
 
@@ -363,11 +368,12 @@ def validate_published(
 ) -> Validation:
     """Compare each run's observed counts with its own published bkg model.
 
-    The bins and statistics are those of :func:`bkgxr.validation.validate`:
-    energy bins whose lower edge is at or above the run's threshold and offset
-    bins wholly inside ``radius``; ratio of totals, then shape chi2 and
-    deviance with the prediction scaled to the observed total. No run is left
-    out: the models are fixed. ``N_EFF`` is NaN (the runs behind the
+    The prediction is gammapy's, ``rate x ONTIME`` (:func:`predicted_counts`),
+    as for bkgxr's own models in :func:`bkgxr.validation.validate`, and so are
+    the bins and statistics: energy bins whose lower edge is at or above the
+    run's threshold and offset bins wholly inside ``radius``; ratio of totals,
+    then shape chi2 and deviance with the prediction scaled to the observed
+    total. No run is left out: the models are fixed. ``N_EFF`` is NaN (the runs behind the
     published models are not known).
 
     Parameters

@@ -161,7 +161,7 @@ def test_offset_bins_without_exposure_stay_zero_and_the_rest_keeps_its_counts(si
 def test_expected_counts_give_back_the_truth_in_every_rule():
     """Counts equal to their expectation (x 1000): the fit, the power-law tail and the interpolation are exact."""
     model = RateModel(norm=1e-3)
-    runs = {"OBS_ID": [1, 2], "ZEN_PNT": [10.0, 30.0], "LIVETIME": [1600.0, 1700.0]}
+    runs = {"OBS_ID": [1, 2], "ZEN_PNT": [10.0, 30.0], "ONTIME": [1750.0, 1800.0], "LIVETIME": [1600.0, 1700.0]}
     truth = truth_cube(pd.DataFrame(runs), model, bkgxr.Binning(zenith=[0, 60]))
     counts, exposure = 1000 * truth["counts"].values[0], 1000 * truth["exposure"].values[0]
     total = counts.sum(axis=-1)
@@ -230,7 +230,7 @@ def test_smooth_cube_replaces_the_rate_and_says_how(sim):
     for name in ("rate", "rate_err"):
         assert smoothed[name].dims == cube[name].dims
         assert smoothed[name].attrs["units"] == cube[name].attrs["units"] == str(RATE_UNIT)
-    for name in ("counts", "exposure", "run_counts", "livetime"):
+    for name in ("counts", "exposure", "run_counts", "ontime", "livetime", "exposed_ontime"):
         assert smoothed[name].equals(cube[name])
     rate, err = smooth_rate(cube["counts"].values, cube["exposure"].values, **_edges(cube))
     np.testing.assert_array_equal(smoothed["rate"].values, rate)

@@ -27,6 +27,9 @@ from astropy.utils import iers
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    #: North, east and up components of directions (not normalised), each of the shape of the times.
+    Vectors = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
 #: Earth rotation rate (rad per second), 2π × 1.00273781191135448 / 86400 (IAU 2000 Earth rotation angle).
 EARTH_ROTATION_RAD_S = 2.0 * np.pi * 1.00273781191135448 / 86400.0
 
@@ -156,10 +159,14 @@ def _nodes(time: npt.NDArray[np.float64], node_step_s: float) -> tuple[npt.NDArr
 
 
 def _horizontal_vectors(
-    lon_deg: npt.ArrayLike, lat_deg: npt.ArrayLike, time_s: npt.ArrayLike,
+    directions: list[tuple[npt.ArrayLike, npt.ArrayLike]], time_s: npt.ArrayLike,
     *, reference: Time, location: EarthLocation, node_step_s: float,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Return north, east, up components (not normalised) of ICRS directions at times; see :func:`az_alt_deg`."""
+) -> list[Vectors]:
+    """Return north, east, up of ICRS directions (RA, Dec in deg) at times; see :func:`az_alt_deg`.
+
+    The node maps and the Earth rotation since each node are computed once
+    for all ``directions`` (e.g. the events and the pointing).
+    """
     if not node_step_s > 0:
         raise ValueError(f"node_step_s must be positive, got {node_step_s}")
     time = np.asarray(time_s, dtype=np.float64)
@@ -169,20 +176,49 @@ def _horizontal_vectors(
     axes = _local_axes(location)
     # node maps in the Earth-fixed frame, where the rotation since the node is about z
     fixed = np.einsum("ji,njk->nik", axes, _node_maps(node_s, reference, location)).reshape(-1, 12)
-    lon = np.radians(np.asarray(lon_deg, dtype=np.float64))
-    lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
-    cos_lat = np.cos(lat)
-    u_x, u_y, u_z = cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)
-    x, y, z = (
-        fixed[which, 4 * i] * u_x + fixed[which, 4 * i + 1] * u_y + fixed[which, 4 * i + 2] * u_z + fixed[which, 4 * i + 3]
-        for i in range(3)
-    )
+    coefficients = [fixed[which, k] for k in range(12)]
     # a fixed sky direction moves west: its Earth-fixed longitude drops by the rotation angle
     angle = EARTH_ROTATION_RAD_S * (time - node_s[which])
     cos, sin = np.cos(angle), np.sin(angle)
-    x, y = x * cos + y * sin, y * cos - x * sin
-    # back to north, east, up: the local axes have no y in north and up, east is y
-    return axes[0, 0] * x + axes[0, 2] * z, y, axes[2, 0] * x + axes[2, 2] * z
+    out = []
+    for lon_deg, lat_deg in directions:
+        lon = np.radians(np.asarray(lon_deg, dtype=np.float64))
+        lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
+        cos_lat = np.cos(lat)
+        u_x, u_y, u_z = cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)
+        x, y, z = (
+            coefficients[4 * i] * u_x + coefficients[4 * i + 1] * u_y + coefficients[4 * i + 2] * u_z
+            + coefficients[4 * i + 3]
+            for i in range(3)
+        )
+        x, y = x * cos + y * sin, y * cos - x * sin
+        # back to north, east, up: the local axes have no y in north and up, east is y
+        out.append((axes[0, 0] * x + axes[0, 2] * z, y, axes[2, 0] * x + axes[2, 2] * z))
+    return out
+
+
+def _altitude_deg(vectors: Vectors) -> npt.NDArray[np.float64]:
+    north, east, up = vectors
+    return np.asarray(np.degrees(np.arctan2(up, np.hypot(north, east))), dtype=np.float64)
+
+
+def _fov_of_vectors(event: Vectors, pointing: Vectors) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return gammapy's ALTAZ FoV lon, lat (deg) of horizontal vectors (north, east, up; any length).
+
+    Components along the pointing, along increasing azimuth and along
+    increasing altitude at the pointing; the longitude is reversed.
+    """
+    north, east, up = event
+    p_north, p_east, p_up = pointing
+    horizontal = np.hypot(p_north, p_east)
+    length = np.hypot(horizontal, p_up)
+    cos_az, sin_az = p_north / horizontal, p_east / horizontal
+    cos_alt, sin_alt = horizontal / length, p_up / length
+    level = north * cos_az + east * sin_az
+    along = cos_alt * level + sin_alt * up
+    across = east * cos_az - north * sin_az
+    above = cos_alt * up - sin_alt * level
+    return np.degrees(np.arctan2(-across, along)), np.degrees(np.arctan2(above, np.hypot(along, across)))
 
 
 def az_alt_deg(
@@ -234,12 +270,11 @@ def az_alt_deg(
     polar-motion tilt of the rotation axis (< 0.5 arcsec) are far below
     1e-4 deg at the default step.
     """
-    north, east, up = _horizontal_vectors(
-        ra_deg, dec_deg, time_s, reference=reference, location=location, node_step_s=node_step_s
+    [vectors] = _horizontal_vectors(
+        [(ra_deg, dec_deg)], time_s, reference=reference, location=location, node_step_s=node_step_s
     )
-    az = np.degrees(np.arctan2(east, north)) % 360.0
-    alt = np.degrees(np.arctan2(up, np.hypot(north, east)))
-    return az, alt
+    north, east, _ = vectors
+    return np.degrees(np.arctan2(east, north)) % 360.0, _altitude_deg(vectors)
 
 
 def fov_lon_lat_deg(
@@ -264,15 +299,13 @@ def fov_lon_lat_deg(
     fov_lon, fov_lat : numpy.ndarray
         deg, fov_lon in (-180, 180], shape of the broadcast inputs.
     """
-    d_az = np.radians(np.asarray(az_deg, dtype=np.float64) - np.asarray(az_pnt_deg, dtype=np.float64))
-    alt = np.radians(np.asarray(alt_deg, dtype=np.float64))
+    az, alt = np.radians(np.asarray(az_deg, dtype=np.float64)), np.radians(np.asarray(alt_deg, dtype=np.float64))
+    az_pnt = np.radians(np.asarray(az_pnt_deg, dtype=np.float64))
     alt_pnt = np.radians(np.asarray(alt_pnt_deg, dtype=np.float64))
-    x = np.cos(alt) * np.cos(d_az)
-    y = np.cos(alt) * np.sin(d_az)
-    z = np.sin(alt)
-    along = np.cos(alt_pnt) * x + np.sin(alt_pnt) * z
-    up = np.cos(alt_pnt) * z - np.sin(alt_pnt) * x
-    return np.degrees(np.arctan2(-y, along)), np.degrees(np.arctan2(up, np.hypot(along, y)))
+    return _fov_of_vectors(
+        (np.cos(alt) * np.cos(az), np.cos(alt) * np.sin(az), np.sin(alt)),
+        (np.cos(alt_pnt) * np.cos(az_pnt), np.cos(alt_pnt) * np.sin(az_pnt), np.sin(alt_pnt)),
+    )
 
 
 def event_fov_deg(
@@ -305,12 +338,12 @@ def event_fov_deg(
     EventFoV
         fov_lon, fov_lat and zenith_pnt in deg, shape (n_events,).
     """
-    az, alt = az_alt_deg(ra_deg, dec_deg, time_s, reference=reference, location=location, node_step_s=node_step_s)
-    az_pnt, alt_pnt = az_alt_deg(
-        ra_pnt_deg, dec_pnt_deg, time_s, reference=reference, location=location, node_step_s=node_step_s
+    event, pointing = _horizontal_vectors(
+        [(ra_deg, dec_deg), (ra_pnt_deg, dec_pnt_deg)], time_s,
+        reference=reference, location=location, node_step_s=node_step_s,
     )
-    lon, lat = fov_lon_lat_deg(az, alt, az_pnt, alt_pnt)
-    return EventFoV(lon, lat, 90.0 - alt_pnt)
+    lon, lat = _fov_of_vectors(event, pointing)
+    return EventFoV(lon, lat, 90.0 - _altitude_deg(pointing))
 
 
 def zenith_time_s(

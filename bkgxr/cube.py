@@ -51,7 +51,9 @@ from .axes import (
     rate_from_counts,
 )
 from .exceptions import EmptySelectionError, InvalidRunError
+from .exclusion import ExclusionRegions
 from .io.events import open_events
+from .masking import kept_fractions, run_regions
 from .units import RATE_UNIT
 
 if TYPE_CHECKING:
@@ -138,6 +140,8 @@ def build_cube(
     binning: Binning | None = None,
     skip_bad: bool = False,
     safe_energy: bool = False,
+    exclusion: ExclusionRegions | None = None,
+    target_radius: float | None = None,
 ) -> xr.Dataset:
     """Build the lazy background cube of ``runs``.
 
@@ -146,7 +150,8 @@ def build_cube(
     runs : pandas.DataFrame
         Run table from :meth:`bkgxr.Store.select`.
     binning : Binning, optional
-        Edges of zenith, energy and offset; the tutorial's defaults if omitted.
+        Edges of zenith, energy and the FoV (offset for 2D, ALTAZ-aligned
+        lon/lat for ``Binning(fov="altaz")``); the tutorial's 2D defaults if omitted.
     skip_bad : bool
         Leave out runs that cannot be read (and rows of the run table whose
         ``ERROR`` is set), listing why in ``run_error``, instead of raising
@@ -155,6 +160,13 @@ def build_cube(
         Use each run only in the energy bins wholly inside its safe range
         (``SAFE_ENERGY_LO``/``SAFE_ENERGY_HI`` of the run table), in counts
         and exposure alike, as the published H.E.S.S. models do.
+    exclusion : ExclusionRegions, optional
+        Sky regions every run contributes nothing from: their events are
+        dropped and each FoV bin's exposure is reduced by the fraction they
+        cover (:mod:`bkgxr.masking`).
+    target_radius : float, optional
+        Also exclude a circle of this radius (deg) around the target of every
+        run that is not an off run (``TARGET_NAME`` other than "Off data").
 
     Returns
     -------
@@ -215,7 +227,8 @@ def build_cube(
     e_lo, e_hi = _energy_limits(safe, binning.energy)
     to_read = runs.iloc[read].assign(E_MIN=e_lo[read], E_MAX=e_hi[read])
 
-    events, read_errors = open_events(to_read, skip_bad=skip_bad)
+    regions, read_set = run_regions(runs, exclusion=exclusion, target_radius=target_radius), set(read.tolist())
+    events, read_errors = open_events(to_read, skip_bad=skip_bad, fov=binning.fov, exclude=[regions[i] for i in read])
     # One entry per run of the table; runs not read have no events.
     position = np.full(n_runs_all, -1, dtype=np.int64)
     position[read] = np.arange(read.size)
@@ -240,6 +253,7 @@ def build_cube(
         run_threshold=threshold,
         run_tstart=runs.get("TSTART", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy)},
+        run_kept=kept_fractions(runs, binning, [r if i in read_set else None for i, r in enumerate(regions)]),
     )
     if not skip_bad:  # with skip_bad, n_runs is known only after compute
         _warn_empty(cube["n_runs"].values, binning)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from bkgxr.geometry import offset_deg
+from .geometry import offset_deg
 
 if TYPE_CHECKING:
     import numpy.typing as npt

@@ -3,10 +3,11 @@
 :func:`predict_models` is the modelling step between the cube and the files:
 it returns an :class:`xarray.Dataset` holding
 
-- the **band models** (dims zenith, energy, offset): ``rate``, ``rate_err``
+- the **band models** (dims zenith, energy and the FoV: offset, or fov_lon
+  and fov_lat in 3D): ``rate``, ``rate_err``
   (smoothed if the recipe says so), with the cube's ``counts``, ``exposure``,
   ``ontime``, ``livetime`` and ``n_runs`` behind them;
-- one **model per observation** (dims obs_id, energy, offset): ``obs_rate``,
+- one **model per observation** (dims obs_id, energy, FoV): ``obs_rate``,
   with ``obs_own`` (a model of its own, or its band's), ``obs_band``,
   ``obs_zenith``, ``obs_tstart``, ``obs_ontime``, ``obs_deadc`` (the dead-time
   factor folded into it, 1 unless ``deadtime="livetime"``), ``obs_n_eff`` and
@@ -91,12 +92,12 @@ def observation_models(
         rate[index], n_eff[index] = predict_rates(
             cube, zenith[index], recipe=recipe, time=obs["TSTART"].to_numpy(np.float64)[index]
         )
-        rate *= factor[:, None, None]
+        rate *= factor.reshape(-1, *([1] * (rate.ndim - 1)))
     else:
         rate[modelled] = band_rate[band[modelled]]
         n_eff[modelled] = cube["n_runs"].values[band[modelled]]
     return {
-        "obs_rate": (("obs_id", "energy", "offset"), rate, {"units": str(RATE_UNIT), "long_name": "model of the observation, per ONTIME"}),
+        "obs_rate": (("obs_id", "energy", *binning.fov_dims), rate, {"units": str(RATE_UNIT), "long_name": "model of the observation, per ONTIME"}),
         "obs_own": ("obs_id", np.full(len(obs), recipe.per_observation) & modelled, {"units": "", "long_name": "model of its own (else its band's)"}),
         "obs_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: no model)"}),
         "obs_zenith": ("obs_id", zenith, {"units": "deg", "long_name": "ZEN_PNT"}),
@@ -141,11 +142,14 @@ def predict_models(
     cube = cube.compute()
     obs = _observations(targets)
     bands = band_models(cube, recipe)
-    per_obs = observation_models(cube, obs, recipe, bands["rate"].transpose("zenith", "energy", "offset").values)
+    binning = binning_of(cube)
+    if recipe.smoothing is not None and binning.fov != "offset":
+        raise ValueError("smoothing fits radial shapes: use a recipe with smoothing=None for 3D (fov='altaz') cubes")
+    per_obs = observation_models(cube, obs, recipe, bands["rate"].transpose("zenith", "energy", *binning.fov_dims).values)
     lost = obs.loc[per_obs["obs_band"][1] < 0, "OBS_ID"].astype(int).tolist()
     if lost:
         warnings.warn(f"{len(lost)} observation(s) outside every zenith band or unreadable get no bkg model: {lost}", stacklevel=2)
-    empty = cube["zenith_band"].values[cube["counts"].sum(("energy", "offset")).values == 0].tolist()
+    empty = cube["zenith_band"].values[cube["counts"].sum(("energy", *binning.fov_dims)).values == 0].tolist()
     if empty:
         warnings.warn(f"zenith band(s) {empty} deg hold no event (no run, or none in the binned range): their models are 0", stacklevel=2)
     runs = cube[list(RUN_VARIABLES)].rename({"obs_id": "run"})

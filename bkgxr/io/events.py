@@ -1,7 +1,8 @@
 """Lazy event columns: one dask chunk per run, only the needed columns.
 
 :func:`open_events` returns an ``(n_events, 3)`` float64 dask array whose
-columns follow :data:`bkgxr.axes.DIMS` (zenith, energy, offset) and whose row
+columns follow :data:`bkgxr.axes.DIMS` (zenith, energy, offset), or
+``(n_events, 4)`` in :data:`bkgxr.axes.DIMS_3D` order for 3D cubes, and whose row
 chunks are the runs, in run-table order. Nothing is read before compute; each
 chunk's task opens one file, reads ENERGY, RA and DEC from its EVENTS HDU,
 converts them to canonical units and computes the offset from the pointing:
@@ -22,18 +23,24 @@ from astropy.io import fits
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from ..axes import DIMS
+from ..axes import DIMS, DIMS_3D
 from ..exceptions import InvalidRunError, UnitError
+from ..exclusion import ExclusionRegions, excluded
+from ..fov import event_fov_deg, location_of, reference_time
 from ..geometry import offset_deg
-from ..units import ANGLE_UNIT, ENERGY_UNIT, parse_unit, scale_to
+from ..units import ANGLE_UNIT, ENERGY_UNIT, TIME_UNIT, parse_unit, scale_to
 from ._rawfits import Unsupported, read_table_columns
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy.typing as npt
     import pandas as pd
 
 #: EVENTS columns read, with the canonical unit each is converted to.
 EVENT_COLUMNS = {"ENERGY": ENERGY_UNIT, "RA": ANGLE_UNIT, "DEC": ANGLE_UNIT}
+#: Columns read for 3D (ALTAZ-aligned FoV) cubes: the event time as well.
+EVENT_COLUMNS_3D = {**EVENT_COLUMNS, "TIME": TIME_UNIT}
 
 #: Where a run's pointing comes from (the run table's ``PNT_SOURCE``): the EVENTS
 #: header when it has RA_PNT and DEC_PNT, else the obs-index.
@@ -44,7 +51,7 @@ Header = dict[str, str | int | float | bool]
 
 
 def _read_with_astropy(
-    path: Path, hdu: str, also: tuple[str, ...]
+    path: Path, hdu: str, also: tuple[str, ...], wanted: dict[str, Any]
 ) -> tuple[Header, dict[str, npt.NDArray[np.float64]], dict[str, str]]:
     with fits.open(path, memmap=False) as hdul:
         for name in also:
@@ -53,9 +60,9 @@ def _read_with_astropy(
         if not isinstance(table, (fits.BinTableHDU, fits.TableHDU)):
             raise TypeError(f"the {hdu} HDU is not a table but {type(table).__name__}")
         names = {n.upper(): n for n in table.columns.names}
-        columns = {n: np.asarray(table.data[names[n]], dtype=np.float64) for n in EVENT_COLUMNS if n in names}
+        columns = {n: np.asarray(table.data[names[n]], dtype=np.float64) for n in wanted if n in names}
         units = {n: str(table.columns[names[n]].unit or "") for n in columns}
-        header = {key: table.header[key] for key in ("RA_PNT", "DEC_PNT") if key in table.header}
+        header = {key: value for key, value in table.header.items() if isinstance(value, (str, int, float, bool))}
     return header, columns, units
 
 
@@ -93,6 +100,18 @@ def read_columns(
 ) -> tuple[dict[str, npt.NDArray[np.float64]], tuple[float, float] | None]:
     """Read :data:`EVENT_COLUMNS` of one run in canonical units, and its header pointing.
 
+    See :func:`read_event_table`, which this calls; the pointing is
+    :func:`header_pointing` of its header.
+    """
+    columns, header = read_event_table(path, hdu, obs_id, gti_hdu=gti_hdu)
+    return columns, header_pointing(header, obs_id, Path(path), hdu)
+
+
+def read_event_table(
+    path: str | Path, hdu: str, obs_id: int, *, gti_hdu: str = "", wanted: dict[str, Any] = EVENT_COLUMNS
+) -> tuple[dict[str, npt.NDArray[np.float64]], Header]:
+    """Read the ``wanted`` EVENTS columns of one run in canonical units, and the EVENTS header.
+
     The fast path (:mod:`bkgxr.io._rawfits`) decompresses only up to the end of
     the EVENTS table; tables it does not handle are read with astropy.
 
@@ -107,34 +126,34 @@ def read_columns(
     gti_hdu : str
         Name of the GTI HDU when it lives in the same file (checked to exist);
         '' to skip the check.
+    wanted : dict
+        Column name -> canonical unit (:data:`EVENT_COLUMNS` or :data:`EVENT_COLUMNS_3D`).
 
     Returns
     -------
     columns : dict of str to numpy.ndarray
         Float64 columns, shape (n_events,).
-    pointing : (float, float) or None
-        RA_PNT and DEC_PNT (deg) of the EVENTS header, None if it lacks them
-        (see :func:`header_pointing`).
+    header : dict
+        Valued keywords of the EVENTS header.
 
     Raises
     ------
     InvalidRunError
         If the file is unreadable, lacks the HDU or a column, has an unknown
-        unit, holds non-finite values or a DEC beyond a pole, or has a header
-        pointing that is not a number.
+        unit, or holds non-finite values or a DEC beyond a pole.
     """
     path = Path(path)
     also = (gti_hdu,) if gti_hdu else ()
     try:
         try:
-            header, columns, units = read_table_columns(path, hdu, list(EVENT_COLUMNS), also=also)
+            header, columns, units = read_table_columns(path, hdu, list(wanted), also=also)
         except Unsupported:
-            header, columns, units = _read_with_astropy(path, hdu, also)
+            header, columns, units = _read_with_astropy(path, hdu, also, wanted)
     except KeyError as err:
         raise InvalidRunError(obs_id, path, f"no {err.args[0]} HDU") from err
     except (OSError, EOFError, ValueError, TypeError, IndexError, zlib.error) as err:
         raise InvalidRunError(obs_id, path, f"cannot read the file: {err}") from err
-    for name, unit in EVENT_COLUMNS.items():
+    for name, unit in wanted.items():
         if name not in columns:
             raise InvalidRunError(obs_id, path, f"{hdu} lacks column {name}")
         try:
@@ -151,7 +170,7 @@ def read_columns(
     beyond = np.abs(columns["DEC"]) > 90.0 + 1e-5
     if beyond.any():
         raise InvalidRunError(obs_id, path, f"{hdu} DEC has {int(beyond.sum())} value(s) outside [-90, 90] deg")
-    return columns, header_pointing(header, obs_id, path, hdu)
+    return columns, header
 
 
 def read_run(
@@ -164,36 +183,54 @@ def read_run(
     zenith: float,
     e_min: float = -np.inf,
     e_max: float = np.inf,
+    fov: str = "offset",
+    exclude: ExclusionRegions | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Read one run and return its events as rows of (zenith, energy, offset).
+    """Read one run and return its events as rows of (zenith, energy, FoV coordinates).
 
-    The offset is measured from the EVENTS header's RA_PNT/DEC_PNT, as gammapy
-    does; ``ra_pnt`` and ``dec_pnt`` (deg, from the run table) are used only
-    when the header lacks them. The zenith of every event is the run's
-    pointing zenith; this is the seam where a per-event zenith (from ALT/AZ
-    columns) can replace it. Events outside ``[e_min, e_max)`` TeV (the run's
-    safe energy bins) are dropped.
+    The FoV coordinates are measured from the EVENTS header's RA_PNT/DEC_PNT,
+    as gammapy does; ``ra_pnt`` and ``dec_pnt`` (deg, from the run table) are
+    used only when the header lacks them. ``fov="offset"``: the offset (2D);
+    ``fov="altaz"``: FoV longitude and latitude in the frame aligned with the
+    horizontal system at each event's time (3D, :func:`bkgxr.fov.event_fov_deg`,
+    from TIME, the header's MJDREF and observatory location GEOLON/GEOLAT/ALTITUDE).
+    The zenith of every event is the run's pointing zenith. Events outside
+    ``[e_min, e_max)`` TeV (the run's safe energy bins) and inside any region
+    of ``exclude`` are dropped.
 
     Returns
     -------
     numpy.ndarray
-        Shape: (n_events, 3), columns in :data:`bkgxr.axes.DIMS` order, in deg,
-        TeV, deg.
+        Shape: (n_events, 3) in :data:`bkgxr.axes.DIMS` order (deg, TeV, deg),
+        or (n_events, 4) in :data:`bkgxr.axes.DIMS_3D` order.
 
     Raises
     ------
     InvalidRunError
-        See :func:`read_columns`.
+        See :func:`read_event_table`; also for a 3D read without the keywords it needs.
     """
-    columns, pointing = read_columns(path, hdu, obs_id, gti_hdu=gti_hdu)
-    ra_pnt, dec_pnt = pointing or (ra_pnt, dec_pnt)
-    if np.isfinite(e_min) or np.isfinite(e_max):
-        keep = (columns["ENERGY"] >= e_min) & (columns["ENERGY"] < e_max)
+    path = Path(path)
+    wanted = EVENT_COLUMNS_3D if fov == "altaz" else EVENT_COLUMNS
+    columns, header = read_event_table(path, hdu, obs_id, gti_hdu=gti_hdu, wanted=wanted)
+    ra_pnt, dec_pnt = header_pointing(header, obs_id, path, hdu) or (ra_pnt, dec_pnt)
+    keep = (columns["ENERGY"] >= e_min) & (columns["ENERGY"] < e_max)
+    if exclude is not None:
+        keep &= ~excluded(columns["RA"], columns["DEC"], exclude)
+    if not keep.all():
         columns = {name: values[keep] for name, values in columns.items()}
-    out = np.empty((columns["ENERGY"].size, len(DIMS)), dtype=np.float64)
-    out[:, DIMS.index("zenith")] = zenith
-    out[:, DIMS.index("energy")] = columns["ENERGY"]
-    out[:, DIMS.index("offset")] = offset_deg(columns["RA"], columns["DEC"], ra_pnt, dec_pnt)
+    dims = DIMS_3D if fov == "altaz" else DIMS
+    out = np.empty((columns["ENERGY"].size, len(dims)), dtype=np.float64)
+    out[:, 0] = zenith
+    out[:, 1] = columns["ENERGY"]
+    if fov == "altaz":
+        try:
+            reference, location = reference_time(header), location_of(header)
+        except KeyError as err:
+            raise InvalidRunError(obs_id, path, f"{hdu} lacks {err.args[0]}, needed for FoV coordinates") from err
+        lon, lat, _ = event_fov_deg(columns["RA"], columns["DEC"], columns["TIME"], ra_pnt, dec_pnt, reference=reference, location=location)
+        out[:, 2], out[:, 3] = lon, lat
+    else:
+        out[:, 2] = offset_deg(columns["RA"], columns["DEC"], ra_pnt, dec_pnt)
     return out
 
 
@@ -202,10 +239,16 @@ def _read_or_skip(*args: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.o
     try:
         return read_run(*args), np.array([""], dtype=object)
     except InvalidRunError as err:
-        return np.empty((0, len(DIMS))), np.array([err.reason], dtype=object)
+        return np.empty((0, len(DIMS_3D if args[9] == "altaz" else DIMS))), np.array([err.reason], dtype=object)
 
 
-def open_events(runs: pd.DataFrame, *, skip_bad: bool = False) -> tuple[da.Array, da.Array]:
+def open_events(
+    runs: pd.DataFrame,
+    *,
+    skip_bad: bool = False,
+    fov: str = "offset",
+    exclude: Sequence[ExclusionRegions | None] | None = None,
+) -> tuple[da.Array, da.Array]:
     """Return the events of ``runs`` as a lazy dask array, one chunk per run.
 
     Parameters
@@ -216,21 +259,26 @@ def open_events(runs: pd.DataFrame, *, skip_bad: bool = False) -> tuple[da.Array
     skip_bad : bool
         A run that fails to read contributes no events and its error message
         instead of raising :class:`~bkgxr.InvalidRunError` at compute time.
+    fov : {"offset", "altaz"}
+        FoV coordinates of the events (see :func:`read_run`).
+    exclude : sequence of ExclusionRegions or None, optional
+        Regions whose events each run drops, one entry per run (None: none).
 
     Returns
     -------
     events : dask.array.Array
-        Shape: (n_events, 3) with unknown row chunk sizes; columns in
-        :data:`bkgxr.axes.DIMS` order.
+        Shape: (n_events, 3 or 4) with unknown row chunk sizes; columns in
+        :data:`bkgxr.axes.DIMS` or :data:`bkgxr.axes.DIMS_3D` order.
     errors : dask.array.Array
         Shape: (n_runs,), object: '' for a run read, else why it was skipped.
         Computed by the same tasks as ``events``: each file is read once.
     """
     limits = runs.reindex(columns=["E_MIN", "E_MAX"]).fillna({"E_MIN": -np.inf, "E_MAX": np.inf})
+    regions = [None] * len(runs) if exclude is None else list(exclude)
     args = [
         (str(r.EVENTS_PATH), str(r.EVENTS_HDU), str(getattr(r, "GTI_HDU", "")), int(r.OBS_ID),
-         float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi))
-        for r, lo, hi in zip(runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], strict=True)
+         float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region)
+        for r, lo, hi, region in zip(runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], regions, strict=True)
     ]
     if not args:
         raise ValueError("open_events needs at least one run")
@@ -248,6 +296,7 @@ def open_events(runs: pd.DataFrame, *, skip_bad: bool = False) -> tuple[da.Array
         }
         graph = HighLevelGraph(layers, {read: set(), name: {read}, status: {read}})
     # dask.array.Array's constructor is unannotated
-    events = da.Array(graph, name, chunks=((np.nan,) * len(args), (len(DIMS),)), dtype=np.float64)  # type: ignore[no-untyped-call]
+    n_dims = len(DIMS_3D if fov == "altaz" else DIMS)
+    events = da.Array(graph, name, chunks=((np.nan,) * len(args), (n_dims,)), dtype=np.float64)  # type: ignore[no-untyped-call]
     errors = da.Array(graph, status, chunks=((1,) * len(args),), dtype=object)  # type: ignore[no-untyped-call]
     return events, errors

@@ -8,13 +8,10 @@ Spec: https://gamma-astro-data-formats.readthedocs.io/en/latest/irfs/full_enclos
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Row, Table
 
 from ..units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT
 from ._checksum import add_checksum_cards
@@ -24,7 +21,6 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
 
-    from .store import Store
 
 #: Keywords every GADF HDU written here carries (copied per HDU, never shared).
 DEFAULT_HEADER = {"HDUCLASS": "GADF", "HDUDOC": "https://github.com/open-gamma-ray-astro/gamma-astro-data-formats", "HDUVERS": "0.2"}
@@ -164,53 +160,6 @@ def create_bkg_3d_hdu(
     for key, value in (meta or {}).items():
         header[key] = value
     return fits.BinTableHDU.from_columns(columns, header=header, name=extname)
-
-def _relative_dir(target: Path, start: Path) -> str:
-    try:
-        return Path(os.path.relpath(target, start)).as_posix()
-    except ValueError:  # no relative path between drives
-        return target.as_posix()
-
-
-def _cell(row: Row, name: str) -> str:
-    """Return a text cell of an index row, '' where the column is missing or the cell masked."""
-    value = row[name] if name in row.colnames else ""
-    return "" if value is np.ma.masked else str(value).strip()
-
-
-def hdu_index_table(
-    store: Store, out: Path, obs_ids: npt.ArrayLike, hdu_names: list[str]
-) -> Table:
-    """Return the store's HDU index for a file at ``out``, bkg rows replaced.
-
-    Parameters
-    ----------
-    store : Store
-        Source store; all its non-bkg rows are kept, paths made relative to ``out``.
-    out : pathlib.Path
-        Path of the file the index is written to.
-    obs_ids, hdu_names : array-like, list of str
-        Each observation and the name of its BKG HDU in ``out`` ('' for none).
-    """
-    out_dir = out.resolve().parent
-    rows = []
-    for row in store.hdu_table:
-        hdu_type = str(row["HDU_TYPE"]).strip().lower()
-        if hdu_type == "bkg":
-            continue
-        file_dir = _relative_dir(store.file_path(row).parent, out_dir)
-        rows.append(
-            (int(row["OBS_ID"]), hdu_type, _cell(row, "HDU_CLASS") or hdu_type, file_dir,
-             Path(str(row["FILE_NAME"]).strip()).name, _cell(row, "HDU_NAME") or hdu_type.upper())
-        )
-    for obs_id, name in zip(np.asarray(obs_ids).tolist(), hdu_names, strict=True):
-        if name:
-            rows.append((int(obs_id), "bkg", "bkg_2d", ".", out.name, name))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    table = Table(rows=rows, names=("OBS_ID", "HDU_TYPE", "HDU_CLASS", "FILE_DIR", "FILE_NAME", "HDU_NAME"))
-    table.meta.update({**DEFAULT_HEADER, "HDUCLAS1": "INDEX", "HDUCLAS2": "HDU"})
-    return table
-
 
 def bkg_hdus_bytes(
     rates: npt.NDArray[np.float64],

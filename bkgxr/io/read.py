@@ -49,14 +49,30 @@ def _edges(lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64], what: str, 
     return np.append(lo, hi[-1])
 
 
-def _grid(hdu: fits.BinTableHDU, path: Path) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    energy = _edges(_column(hdu, "ENERG_LO", ENERGY_UNIT, path), _column(hdu, "ENERG_HI", ENERGY_UNIT, path), "ENERG", path)
-    offset = _edges(_column(hdu, "THETA_LO", ANGLE_UNIT, path), _column(hdu, "THETA_HI", ANGLE_UNIT, path), "THETA", path)
-    return energy, offset
+#: FoV columns of each model HDU class, with the Binning field each one fills.
+_FOV_COLUMNS = {"BKG_2D": (("THETA", "offset"),), "BKG_3D": (("DETX", "fov_lon"), ("DETY", "fov_lat"))}
+
+
+def _grid(hdu: fits.BinTableHDU, path: Path) -> dict[str, npt.NDArray[np.float64]]:
+    """Return the edges of a BKG_2D or BKG_3D HDU, keyed by Binning field (energy, offset or fov_lon/fov_lat)."""
+    columns = (("ENERG", "energy"), *_FOV_COLUMNS[str(hdu.header["HDUCLAS4"])])
+    return {
+        field: _edges(
+            _column(hdu, f"{col}_LO", ENERGY_UNIT if col == "ENERG" else ANGLE_UNIT, path),
+            _column(hdu, f"{col}_HI", ENERGY_UNIT if col == "ENERG" else ANGLE_UNIT, path),
+            col,
+            path,
+        )
+        for col, field in columns
+    }
+
+
+def _same(a: dict[str, npt.NDArray[np.float64]], b: dict[str, npt.NDArray[np.float64]]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def _rate(hdu: fits.BinTableHDU, path: Path, column: str = "BKG") -> npt.NDArray[np.float64]:
-    # TDIM (n_energy, n_offset) reads back as numpy (n_offset, n_energy): transpose to (energy, offset).
+    # TDIM (n_energy, *fov) reads back as numpy (*fov reversed, n_energy): reverse the axes.
     return _column(hdu, column, RATE_UNIT, path).T
 
 
@@ -115,10 +131,10 @@ def read_models(path: str | Path) -> xr.Dataset:
     hdul, verified = _open_verified(path)
     with hdul:
         primary = hdul[0].header
-        bands = sorted((h for h in hdul[1:] if h.header.get("HDUCLAS4") == "BKG_2D" and "ZEN_LO" in h.header),
+        bands = sorted((h for h in hdul[1:] if h.header.get("HDUCLAS4") in _FOV_COLUMNS and "ZEN_LO" in h.header),
                        key=lambda h: float(h.header["ZEN_LO"]))
         if not bands:
-            raise StoreError("no BKG_2D HDU with ZEN_LO/ZEN_HI: not written by bkgxr.write_models", path=path)
+            raise StoreError("no BKG_2D/BKG_3D HDU with ZEN_LO/ZEN_HI: not written by bkgxr.write_models", path=path)
         try:
             recipe = Recipe.from_header(primary)
             zen = np.array([[float(h.header["ZEN_LO"]), float(h.header["ZEN_HI"])] for h in bands])
@@ -128,11 +144,12 @@ def read_models(path: str | Path) -> xr.Dataset:
         except (KeyError, ValueError, IndexError) as err:
             raise StoreError(f"missing keyword, HDU or column: {err}", path=path) from err
         grids = [_grid(h, path) for h in bands]
-        if any(not (np.array_equal(e, grids[0][0]) and np.array_equal(o, grids[0][1])) for e, o in grids):
-            raise StoreError("the BKG_2D HDUs have different energy or offset bins", path=path)
+        if any(not _same(g, grids[0]) for g in grids):
+            raise StoreError("the band models have different energy or FoV bins", path=path)
         band_rate = np.stack([_rate(h, path) for h in bands])
         band_err = np.stack([_rate(h, path, "BKG_ERR") if "BKG_ERR" in h.columns.names else np.zeros(band_rate.shape[1:]) for h in bands])
-        binning = Binning(zenith=_edges(zen[:, 0], zen[:, 1], "zenith band", path), energy=grids[0][0], offset=grids[0][1])
+        fov = "altaz" if "fov_lon" in grids[0] else "offset"
+        binning = Binning(zenith=_edges(zen[:, 0], zen[:, 1], "zenith band", path), fov=fov, **grids[0])
         obs_models = _observations(obs, own, band_rate, binning, path)
     cube = _cube(runs, binning, bool(primary.get("SAFEENER", False)))
     n_runs = cube["n_runs"].values
@@ -169,7 +186,8 @@ def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
     run_error = np.asarray(runs["ERROR"], dtype=object)
     band = band_index(run_zenith, binning.zenith)
     used = (run_error == "") & (band >= 0)
-    counts = np.stack([(run_counts * (used & (band == i))[:, None, None]).sum(axis=0) for i in range(binning.shape[0])])
+    member = (used[:, None] & (band[:, None] == np.arange(binning.shape[0])[None, :])).astype(np.int64)  # (run, band)
+    counts = np.tensordot(member, run_counts, axes=(0, 0))
     livetime = np.asarray(runs["LIVETIME"].quantity.to_value(TIME_UNIT), np.float64)
     # files of bkgxr 0.1 have no ONTIME: their rates were per LIVETIME, which then stands in
     ontime = np.asarray(runs["ONTIME"].quantity.to_value(TIME_UNIT), np.float64) if "ONTIME" in runs.colnames else livetime
@@ -206,8 +224,8 @@ def _observations(
         if is_own[i]:
             if int(obs_id) not in own:
                 raise StoreError(f"OBS_INDEX names {hdu[i]} for observation {obs_id}, which the file lacks", path=path)
-            energy, offset = _grid(own[int(obs_id)], path)
-            if not (np.array_equal(energy, binning.energy) and np.array_equal(offset, binning.offset)):
+            grid = _grid(own[int(obs_id)], path)
+            if not all(np.array_equal(edges, binning.edges(field)) for field, edges in grid.items()):
                 raise StoreError(f"{hdu[i]} has other bins than the band models", path=path)
             rate[i] = _rate(own[int(obs_id)], path)
             deadc[i] = float(own[int(obs_id)].header.get("DEADC", 1.0))
@@ -217,7 +235,7 @@ def _observations(
     zenith = np.asarray(obs["ZEN_PNT"], dtype=np.float64)
     tstart, ontime = (np.asarray(obs[c], dtype=np.float64) if c in obs.colnames else np.full(ids.size, np.nan) for c in ("TSTART", "ONTIME"))
     return {
-        "obs_rate": (("obs_id", "energy", "offset"), rate, {"units": str(RATE_UNIT), "long_name": "model of the observation, per ONTIME"}),
+        "obs_rate": (("obs_id", "energy", *binning.fov_dims), rate, {"units": str(RATE_UNIT), "long_name": "model of the observation, per ONTIME"}),
         "obs_own": ("obs_id", is_own, {"units": "", "long_name": "model of its own (else its band's)"}),
         "obs_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: no model)"}),
         "obs_zenith": ("obs_id", zenith, {"units": "deg", "long_name": "ZEN_PNT"}),

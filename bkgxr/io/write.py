@@ -2,9 +2,9 @@
 
 One FITS file holds, in order: a primary HDU stating the recipe, ``HDU_INDEX``,
 ``OBS_INDEX``, ``RUNS`` (the runs the models were built from, with their
-counts), one ``BKG_2D`` HDU per zenith band (``BKG_ZEN_<lo>_<hi>``) and, for
-recipes that give each observation its own model, one ``BKG_2D`` per
-observation (``BKG_OBS_<OBS_ID>``). The HDU index keeps every row of the source
+counts), one ``BKG_2D`` (or, for 3D cubes, ``BKG_3D`` with ``FOVALIGN = 'ALTAZ'``)
+HDU per zenith band (``BKG_ZEN_<lo>_<hi>``) and, for recipes that give each
+observation its own model, one per observation (``BKG_OBS_<OBS_ID>``). The HDU index keeps every row of the source
 store, with paths re-based to the output file, and points each observation's
 ``bkg`` row to its model, so ``gammapy.data.DataStore.from_file(path)`` loads
 it as the observation's bkg. Every rate is per observation time (ONTIME), as
@@ -31,10 +31,15 @@ from astropy.table import Table
 from ..axes import binning_of
 from ..recipe import Recipe
 from ._checksum import add_checksum_cards, fill_checksums
-from .gadf import bkg_hdu_name, bkg_hdus_bytes, create_bkg_2d_hdu, hdu_index_table
+from .gadf import bkg_hdu_name, bkg_hdus_bytes, create_bkg_2d_hdu, create_bkg_3d_hdu
+from .index import hdu_index_table, obs_index_table
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import xarray as xr
+
+    from ..axes import Binning
 
     from .store import Store
 
@@ -143,18 +148,24 @@ def _primary(models: xr.Dataset, recipe: Recipe, date: str | None) -> fits.Prima
     return primary
 
 
+def _create(binning: Binning) -> Callable[..., fits.BinTableHDU]:
+    """Return the HDU builder of the binning's models, edges bound: BKG_2D or BKG_3D (ALTAZ)."""
+    if binning.fov == "altaz":
+        return partial(create_bkg_3d_hdu, energy_edges=binning.energy, lon_edges=binning.fov_lon, lat_edges=binning.fov_lat)
+    return partial(create_bkg_2d_hdu, energy_edges=binning.energy, offset_edges=binning.offset)
+
+
 def _band_hdus(models: xr.Dataset, names: list[str]) -> list[fits.BinTableHDU]:
     binning = binning_of(models)
+    create = _create(binning)
     hdus = []
     for i, name in enumerate(names):
         band = models.isel(zenith=i)
         hdus.append(
-            create_bkg_2d_hdu(
-                band["rate"].transpose("energy", "offset").values,
-                binning.energy,
-                binning.offset,
+            create(
+                band["rate"].transpose("energy", *binning.fov_dims).values,
                 extname=name,
-                error=band["rate_err"].transpose("energy", "offset").values,
+                error=band["rate_err"].transpose("energy", *binning.fov_dims).values,
                 meta={
                     "BKGTIME": BKGTIME_CARD,
                     "ZEN_LO": (float(binning.zenith[i]), "[deg] zenith band lower edge"),
@@ -186,7 +197,7 @@ def _observation_bytes(models: xr.Dataset, recipe: Recipe, names: list[str]) -> 
     ]
     binning = binning_of(models)
     rates = models["obs_rate"].transpose("obs_id", "energy", *binning.fov_dims).values[own]
-    return bkg_hdus_bytes(rates, partial(create_bkg_2d_hdu, energy_edges=binning.energy, offset_edges=binning.offset), metas)
+    return bkg_hdus_bytes(rates, _create(binning), metas)
 
 
 def write_models(
@@ -229,19 +240,20 @@ def write_models(
         raise ValueError(f"models lack {missing}: pass the Dataset of bkgxr.predict_models (not a cube)")
     path = check_output(path, overwrite=overwrite)
     recipe = Recipe.from_header(models.attrs)
+    binning = binning_of(models)
     bands, names = _hdu_names(models)
     labels = models["zenith_band"].values
     band = models["obs_band"].values
-    obs_table = store.obs_table.copy(copy_data=True)
-    obs_table.meta["EXTNAME"] = "OBS_INDEX"
+    # the models are sorted by OBS_ID; the obs index keeps its own row order
     order = {int(o): i for i, o in enumerate(models["obs_id"].values)}
-    keep = [order[int(o)] for o in obs_table["OBS_ID"]]
-    obs_table["BKG_HDU"] = [names[i] for i in keep]
-    obs_table["BKG_ZEN_BAND"] = [labels[band[i]] if band[i] >= 0 else "" for i in keep]
+    keep = [order[int(o)] for o in store.obs_table["OBS_ID"]]
+    obs_table = obs_index_table(
+        store, {"BKG_HDU": [names[i] for i in keep], "BKG_ZEN_BAND": [labels[band[i]] if band[i] >= 0 else "" for i in keep]}
+    )
     obs_table.meta.update({"BKGZRULE": recipe.outside, "ZENMODEL": recipe.zenith})
     hdus = [
         _primary(models, recipe, date),
-        fits.table_to_hdu(hdu_index_table(store, path, models["obs_id"].values, names)),
+        fits.table_to_hdu(hdu_index_table(store, path, models["obs_id"].values, names, hdu_class=f"bkg_{len(binning.dims) - 1}d")),
         fits.table_to_hdu(obs_table),
         fits.table_to_hdu(runs_table(models)),
         *_band_hdus(models, bands),

@@ -1,0 +1,159 @@
+"""Runs with sources: the exclusion regions each run applies and the FoV fraction it keeps.
+
+A run contributes outside its exclusion regions only: its events inside them
+are dropped (:func:`bkgxr.io.events.read_run`) and the exposure of each FoV bin
+is reduced by the fraction of the bin's solid angle the regions cover,
+averaged over the run (:func:`kept_fractions`). The regions of a run are the
+regions given for every run, plus, for a run that is not an off run
+(``TARGET_NAME`` other than ``"Off data"``), a circle around its target
+(``RA_OBJ``, ``DEC_OBJ``) of a stated radius.
+
+In 2D the kept fraction of an offset ring does not change during a run (the
+pointing is fixed on the sky). In 3D the regions turn in the ALTAZ-aligned FoV
+frame as the sky turns: the fraction is averaged over :data:`TRACK_NODES`
+times spread evenly over the run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import AltAz, SkyCoord
+from astropy.io import fits
+from astropy.utils import iers
+
+from .exceptions import InvalidRunError
+from .exclusion import ExclusionRegions, kept_fraction_pixels, kept_fraction_rings
+from .fov import az_alt_deg, location_of, reference_time
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import numpy.typing as npt
+    import pandas as pd
+    from astropy.coordinates import EarthLocation
+    from astropy.time import Time
+
+    from .axes import Binning
+
+#: Target name of off runs (runs without a source), as in :data:`bkgxr.OFF_QUERY`.
+OFF_TARGET = "Off data"
+#: Times per run at which 3D exclusion fractions are evaluated (midpoints of equal slices of the run).
+TRACK_NODES = 7
+
+
+def run_regions(
+    runs: pd.DataFrame, *, exclusion: ExclusionRegions | None = None, target_radius: float | None = None
+) -> list[ExclusionRegions | None]:
+    """Return the exclusion regions of each run (None for a run without any).
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame
+        Run table of :meth:`bkgxr.Store.select`.
+    exclusion : ExclusionRegions, optional
+        Regions every run applies.
+    target_radius : float, optional
+        Radius (deg) of the circle around ``RA_OBJ``/``DEC_OBJ`` of each run
+        whose ``TARGET_NAME`` is not ``"Off data"``; None for no such circle.
+
+    Raises
+    ------
+    ValueError
+        If ``target_radius`` is given and the run table lacks TARGET_NAME,
+        RA_OBJ or DEC_OBJ, or a target position is not finite.
+    """
+    regions: list[ExclusionRegions | None] = [exclusion] * len(runs)
+    if target_radius is None:
+        return regions
+    missing = [c for c in ("TARGET_NAME", "RA_OBJ", "DEC_OBJ") if c not in runs]
+    if missing:
+        raise ValueError(f"a circle around each run's target needs the obs-index columns {missing}")
+    for i, row in enumerate(runs.itertuples(index=False)):
+        if str(row.TARGET_NAME).strip() == OFF_TARGET:
+            continue
+        around = ExclusionRegions.around_target(float(row.RA_OBJ), float(row.DEC_OBJ), radius_deg=float(target_radius))
+        regions[i] = around if exclusion is None else exclusion | around
+    return regions
+
+
+def altaz_of_fov(
+    lon_deg: npt.ArrayLike, lat_deg: npt.ArrayLike, az_pnt_deg: npt.ArrayLike, alt_pnt_deg: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return azimuth and altitude (deg) of ALTAZ-aligned FoV coordinates: the inverse of :func:`bkgxr.fov.fov_lon_lat_deg`.
+
+    gammapy's convention (:func:`gammapy.utils.coordinates.fov_to_sky`): an
+    offset frame centred on the pointing, its longitude reversed.
+    """
+    lon, lat = np.radians(-np.asarray(lon_deg, dtype=np.float64)), np.radians(np.asarray(lat_deg, dtype=np.float64))
+    az0, alt0 = np.radians(np.asarray(az_pnt_deg, dtype=np.float64)), np.radians(np.asarray(alt_pnt_deg, dtype=np.float64))
+    x, y, z = np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)
+    # rotate the offset frame's origin (1, 0, 0) to (alt0, az0): about y by -alt0, then about z by az0
+    x, z = x * np.cos(alt0) - z * np.sin(alt0), x * np.sin(alt0) + z * np.cos(alt0)
+    x, y = x * np.cos(az0) - y * np.sin(az0), x * np.sin(az0) + y * np.cos(az0)
+    return np.mod(np.degrees(np.arctan2(y, x)), 360.0), np.degrees(np.arcsin(np.clip(z, -1.0, 1.0)))
+
+
+def sky_of_fov(
+    ra_pnt: float, dec_pnt: float, *, reference: Time, location: EarthLocation
+) -> Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64], float], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+    """Return ``f(lon, lat, t) -> (ra, dec)``: ICRS of ALTAZ-aligned FoV coordinates (deg) at time ``t`` (s since ``reference``)."""
+
+    def mapping(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], time: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        az_pnt, alt_pnt = az_alt_deg(ra_pnt, dec_pnt, np.array([time]), reference=reference, location=location)
+        az, alt = altaz_of_fov(lon, lat, az_pnt[0], alt_pnt[0])
+        frame = AltAz(obstime=reference + time * u.s, location=location)
+        with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
+            sky = SkyCoord(az=az * u.deg, alt=alt * u.deg, frame=frame).icrs
+        return np.asarray(sky.ra.deg, dtype=np.float64), np.asarray(sky.dec.deg, dtype=np.float64)
+
+    return mapping
+
+
+def _pixel_fraction(row: pd.Series, binning: Binning, regions: ExclusionRegions) -> npt.NDArray[np.float64]:
+    """Return one run's time-averaged kept fraction of each FoV pixel (3D)."""
+    obs_id, path, hdu = int(row["OBS_ID"]), str(row["EVENTS_PATH"]), str(row["EVENTS_HDU"])
+    try:
+        header = fits.getheader(path, hdu)
+        reference, location = reference_time(header), location_of(header)
+        start, stop = float(header["TSTART"]), float(header["TSTOP"])
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise InvalidRunError(obs_id, path, f"cannot place the exclusion regions in the FoV: {err}") from err
+    times = start + (np.arange(TRACK_NODES) + 0.5) * (stop - start) / TRACK_NODES
+    mapping = sky_of_fov(float(row["RA_PNT"]), float(row["DEC_PNT"]), reference=reference, location=location)
+    weights = np.full(TRACK_NODES, 1.0 / TRACK_NODES)
+    return kept_fraction_pixels(binning.fov_lon, binning.fov_lat, mapping, times, weights, regions)
+
+
+def kept_fractions(
+    runs: pd.DataFrame, binning: Binning, regions: Sequence[ExclusionRegions | None]
+) -> npt.NDArray[np.float64]:
+    """Return the fraction of each run's FoV bins outside its regions, averaged over the run.
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame
+        Run table (RA_PNT, DEC_PNT; in 3D also EVENTS_PATH, EVENTS_HDU, whose
+        header gives the times and the observatory).
+    binning : Binning
+    regions : sequence of ExclusionRegions or None
+        One entry per run, as :func:`run_regions` returns.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape: (n_runs, *fov shape); 1 for runs without regions.
+    """
+    fov_shape = binning.shape[2:]
+    kept = np.ones((len(runs), *fov_shape))
+    for i, region in enumerate(regions):
+        if region is None or (not region.circles and not region.masks):
+            continue
+        row = runs.iloc[i]
+        if binning.fov == "offset":
+            kept[i] = kept_fraction_rings(binning.offset, float(row["RA_PNT"]), float(row["DEC_PNT"]), region)
+        else:
+            kept[i] = _pixel_fraction(row, binning, region)
+    return kept

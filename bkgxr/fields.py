@@ -13,7 +13,9 @@ use) → ``FoVBackgroundMaker`` outside the exclusion regions, twice:
 
 The scaled datasets are stacked; ``ExcessMapEstimator`` (correlation radius
 0.1 deg, all energies) gives the significance map whose mean and width outside
-the exclusion regions judge the model (0 and 1 for a perfect one). Spectral
+the exclusion regions judge the model (0 and 1 for a perfect one); a pixel counts there
+if its correlation circle lies wholly outside them (the circles grown by the correlation
+radius), so that no excluded source's counts enter its significance. Spectral
 residuals: per energy bin, the counts and the predicted background outside the
 exclusion regions in the safe mask, summed over the field's runs;
 ``chi2 = sum((counts - npred)^2 / npred)`` over bins with a prediction, with
@@ -178,6 +180,9 @@ class AnalysisSettings:
         Correlation radius of the significance map, deg.
     offset_max_deg : float
         ``SafeMaskMaker`` ``offset-max``, deg.
+    background_oversampling : int or None
+        ``MapDatasetMaker`` ``background_oversampling`` (energy sub-bins of the bkg
+        integration); None, gammapy's default, integrates each bin from its edges.
     """
 
     energy_edges_tev: tuple[float, ...] = tuple(float(e) for e in np.geomspace(0.5, 30.0, 11))
@@ -185,6 +190,7 @@ class AnalysisSettings:
     binsz_deg: float = 0.02
     correlation_radius_deg: float = 0.1
     offset_max_deg: float = 2.5
+    background_oversampling: int | None = None
 
     def __post_init__(self) -> None:
         edges = np.asarray(self.energy_edges_tev, dtype=np.float64)
@@ -193,6 +199,8 @@ class AnalysisSettings:
         if not (self.width_deg > 0 and 0 < self.binsz_deg < self.width_deg
                 and self.correlation_radius_deg > 0 and self.offset_max_deg > 0):
             raise ValueError(f"{self}: widths, pixel size, correlation radius and offset_max must be positive")
+        if self.background_oversampling is not None and not self.background_oversampling >= 1:
+            raise ValueError(f"background_oversampling must be None or an integer >= 1, got {self.background_oversampling}")
 
 
 @dataclass(frozen=True)
@@ -208,8 +216,8 @@ class FieldResult:
     significance : gammapy.maps.WcsNDMap
         Significance (``sqrt_ts``) image of the stacked field after the per-run norms.
     outside : numpy.ndarray
-        Pixels counted in the significance statistics: outside the exclusion regions, in
-        some run's safe mask, finite. Shape: (n_lat, n_lon), bool.
+        Pixels counted in the significance statistics: farther than the correlation radius
+        from every exclusion region, in some run's safe mask, finite. Shape: (n_lat, n_lon), bool.
     spectrum : pandas.DataFrame
         One row per energy bin, columns :data:`SPECTRUM_COLUMNS` (TeV, counts): counts and
         predicted background after the norm and after norm + tilt, outside the exclusion
@@ -320,11 +328,18 @@ def analyse_field(
     energy = MapAxis.from_edges(np.asarray(settings.energy_edges_tev), unit="TeV", name="energy", interp="log")
     geom = WcsGeom.create(skydir=SkyCoord(ra_deg, dec_deg, unit="deg"), width=settings.width_deg,
                           binsz=settings.binsz_deg, frame="icrs", proj="CAR", axes=[energy])
-    regions = [CircleSkyRegion(SkyCoord(c.ra_deg, c.dec_deg, unit="deg"), c.radius_deg * u.deg) for c in exclusion]
     image = geom.to_image()
-    keep_map = image.region_mask(regions, inside=False) if regions else Map.from_geom(image, data=True, dtype=bool)
+
+    def outside_circles(grow_deg: float) -> Any:
+        regions = [CircleSkyRegion(SkyCoord(c.ra_deg, c.dec_deg, unit="deg"), (c.radius_deg + grow_deg) * u.deg)
+                   for c in exclusion]
+        return image.region_mask(regions, inside=False) if regions else Map.from_geom(image, data=True, dtype=bool)
+
+    keep_map = outside_circles(0.0)
     keep = np.asarray(keep_map.data, dtype=bool)
-    maker = MapDatasetMaker(selection=["counts", "background"])
+    # a pixel's significance sums the counts within the correlation radius: none may be excluded
+    far = np.asarray(outside_circles(settings.correlation_radius_deg).data, dtype=bool)
+    maker = MapDatasetMaker(selection=["counts", "background"], background_oversampling=settings.background_oversampling)
     safe = SafeMaskMaker(methods=["offset-max", "aeff-default"], offset_max=settings.offset_max_deg * u.deg)
     scale = FoVBackgroundMaker(method="scale", exclusion_mask=keep_map)
     stacked = MapDataset.create(geom, name="stacked")
@@ -347,7 +362,7 @@ def analyse_field(
     estimator = ExcessMapEstimator(correlation_radius=settings.correlation_radius_deg * u.deg, selection_optional=[])
     significance = estimator.run(stacked)["sqrt_ts"].get_image_by_idx((0,))
     sig = np.asarray(significance.data, dtype=np.float64)
-    outside = keep & stacked.mask_safe.data.any(axis=0) & np.isfinite(sig)
+    outside = far & stacked.mask_safe.data.any(axis=0) & np.isfinite(sig)
     summed = np.sum(spectra, axis=0)
     edges = np.asarray(settings.energy_edges_tev)
     spectrum = pd.DataFrame(dict(zip(SPECTRUM_COLUMNS, (edges[:-1], edges[1:], *summed), strict=True)))

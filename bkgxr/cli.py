@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import xarray as xr
 
+    from .exclusion import ExclusionRegions
     from .io.store import Store
 
 
@@ -36,9 +37,39 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", type=Path, help="folder with hdu-index.fits[.gz] and obs-index.fits[.gz]")
     p.add_argument(
         "--query",
-        help="pandas query on the obs index (default: 'TARGET_NAME == \"Off data\"' when "
-        "that column exists, else every run)",
+        help="pandas query on the obs index (default: the runs of --runs)",
     )
+    p.add_argument(
+        "--runs",
+        choices=("off", "all"),
+        default="off",
+        help="off: the off runs, TARGET_NAME == \"Off data\" (default; every run if the column is missing); "
+        "all: every run, those with a target used outside their exclusion regions",
+    )
+    p.add_argument(
+        "--exclude",
+        type=Path,
+        help="DS9/CRTF file of sky circles every run is used outside of (events dropped, exposure reduced)",
+    )
+    p.add_argument(
+        "--exclude-circles",
+        help="sky circles every run is used outside of, 'ra,dec,radius[;ra,dec,radius...]' in deg (ICRS)",
+    )
+    p.add_argument(
+        "--exclude-radius",
+        type=float,
+        default=0.5,
+        help="radius (deg) of the circle excluded around the target (RA_OBJ, DEC_OBJ) of every run "
+        "that is not an off run; 0 for none (default: 0.5)",
+    )
+    p.add_argument(
+        "--fov",
+        choices=("offset", "altaz"),
+        default="offset",
+        help="offset: 2D models (BKG_2D, radial); altaz: 3D models in FoV lon/lat aligned with Alt/Az "
+        "(BKG_3D, FOVALIGN = 'ALTAZ'; not smoothed unless --smooth) (default: offset)",
+    )
+    p.add_argument("--fov-edges", type=_edges_arg, help="deg, edges of FoV lon and lat with --fov altaz (default: -3 to 3 by 0.5)")
     p.add_argument("--energy-edges", type=_edges_arg, help="TeV, comma-separated (default: 19 log bins 0.1-100)")
     p.add_argument("--offset-edges", type=_edges_arg, help="deg (default: 9 bins 0-3, even in offset^2)")
     p.add_argument("--zenith-edges", type=_edges_arg, help="deg (default: 0,20,40,90)")
@@ -138,7 +169,7 @@ def summary(cube: xr.Dataset, *, query: str | None, out: Path | None = None) -> 
     """Return the build summary: runs, events, ONTIME and LIVETIME per zenith band."""
     lines = [f"selection: {query}" if query else "selection: every run (no query)"]
     lines.append(f"{'zenith band (deg)':>18} {'runs':>6} {'events':>10} {'ontime (h)':>11} {'livetime (h)':>13}")
-    events = cube["counts"].sum(("energy", "offset")).values
+    events = cube["counts"].sum([d for d in cube["counts"].dims if d != "zenith"]).values
     for label, n, ev, on, live in zip(
         cube["zenith_band"].values, cube["n_runs"].values, events, cube["ontime"].values, cube["livetime"].values, strict=True
     ):
@@ -151,13 +182,25 @@ def summary(cube: xr.Dataset, *, query: str | None, out: Path | None = None) -> 
     return "\n".join(lines)
 
 
-def _select(data_dir: Path, query: str | None, *, skip_bad: bool) -> tuple[Store, pd.DataFrame, str | None]:
+def _select(data_dir: Path, query: str | None, runs: str, *, skip_bad: bool) -> tuple[Store, pd.DataFrame, str | None]:
     from . import OFF_QUERY, open_store
 
     store = open_store(data_dir)
-    if query is None and "TARGET_NAME" in store.obs_table.colnames:
+    if query is None and runs == "off" and "TARGET_NAME" in store.obs_table.colnames:
         query = OFF_QUERY
     return store, store.select(query, skip_bad=skip_bad), query
+
+
+def _exclusion(args: argparse.Namespace) -> ExclusionRegions | None:
+    """Return the regions of --exclude and --exclude-circles, None if neither is given."""
+    from .exclusion import ExclusionRegions
+
+    regions = ExclusionRegions()
+    if args.exclude is not None:
+        regions = regions | ExclusionRegions.from_file(args.exclude)
+    if args.exclude_circles:
+        regions = regions | ExclusionRegions.from_text(args.exclude_circles)
+    return regions if regions.circles else None
 
 
 def _cube(args: argparse.Namespace) -> tuple[Store, xr.Dataset, str | None]:
@@ -165,10 +208,17 @@ def _cube(args: argparse.Namespace) -> tuple[Store, xr.Dataset, str | None]:
     from . import Binning, build_cube
     from .cluster import compute, connect
 
-    store, runs, query = _select(args.data_dir, args.query, skip_bad=args.skip_bad)
-    binning = Binning(zenith=args.zenith_edges, energy=args.energy_edges, offset=args.offset_edges)
+    exclusion = _exclusion(args)  # a bad region file fails before any run is read
+    store, runs, query = _select(args.data_dir, args.query, args.runs, skip_bad=args.skip_bad)
+    binning = Binning(
+        zenith=args.zenith_edges, energy=args.energy_edges, offset=args.offset_edges,
+        fov=args.fov, fov_lon=args.fov_edges, fov_lat=args.fov_edges,
+    )
     with connect(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet):
-        cube = build_cube(runs, binning=binning, skip_bad=args.skip_bad, safe_energy=args.safe_energy)
+        cube = build_cube(
+            runs, binning=binning, skip_bad=args.skip_bad, safe_energy=args.safe_energy,
+            exclusion=exclusion, target_radius=args.exclude_radius or None,
+        )
         cube = compute(cube, progress=not args.quiet)
     return store, cube, query
 
@@ -184,6 +234,8 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         changes["time_sigma"] = args.time_sigma or None
     if args.smooth is not None:
         changes["smoothing"] = Smoothing() if args.smooth else None
+    elif getattr(args, "fov", "offset") == "altaz":
+        changes["smoothing"] = None  # the smoothing fits radial shapes
     if args.deadtime is not None:
         changes["deadtime"] = args.deadtime
     if args.outside is not None:
@@ -255,10 +307,10 @@ def _add_plot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .io.load import load_models
+    from .io.read import read_models
     from .plot import plot_overview
 
-    fig = plot_overview(load_models(args.file), offsets=args.offsets, energies=args.energies)
+    fig = plot_overview(read_models(args.file), offsets=args.offsets, energies=args.energies)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=args.dpi)
     print(f"written: {args.out}")
@@ -280,6 +332,13 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--workers", type=int, default=1, help="processes drawing and writing runs (default: 1)")
     p.add_argument("--date", help="DATE keyword of the files (default: today, UTC)")
     p.add_argument("--overwrite", action="store_true", help="replace a store already in OUT_DIR")
+    p.add_argument("--deadc-range", type=_edges_arg, default=[0.88, 0.94], help="'lo,hi' of the drawn DEADC (default: 0.88,0.94)")
+    p.add_argument(
+        "--truth-time",
+        choices=("ontime", "livetime"),
+        default="ontime",
+        help="the true rate is per ONTIME (events ~ ONTIME x rate) or per LIVETIME (default: ontime)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress")
     p.set_defaults(func=_simulate)
 
@@ -294,12 +353,14 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from .simulate import simulate_store
 
-    if len(args.zenith_range) != 2:
-        raise ValueError(f"--zenith-range needs two values 'lo,hi', got {args.zenith_range}")
+    for name in ("zenith_range", "deadc_range"):
+        if len(getattr(args, name)) != 2:
+            raise ValueError(f"--{name.replace('_', '-')} needs two values 'lo,hi', got {getattr(args, name)}")
     start = time.perf_counter()
     sim = simulate_store(
         args.out_dir, n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed,
         zenith_range=tuple(args.zenith_range), workers=args.workers, date=args.date, overwrite=args.overwrite,
+        deadc_range=tuple(args.deadc_range), truth_time=args.truth_time,
         progress=None if args.quiet else _progress,
     )
     seconds = time.perf_counter() - start

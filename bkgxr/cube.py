@@ -51,7 +51,7 @@ from .axes import (
     rate_from_counts,
 )
 from .exceptions import EmptySelectionError, InvalidRunError
-from .exclusion import ExclusionRegions
+from .exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
 from .io.events import open_events
 from .masking import kept_fractions, run_regions
 from .units import RATE_UNIT
@@ -141,7 +141,7 @@ def build_cube(
     skip_bad: bool = False,
     safe_energy: bool = False,
     exclusion: ExclusionRegions | None = None,
-    target_radius: float | None = None,
+    target_radius: float | None = DEFAULT_RADIUS_DEG,
 ) -> xr.Dataset:
     """Build the lazy background cube of ``runs``.
 
@@ -164,9 +164,10 @@ def build_cube(
         Sky regions every run contributes nothing from: their events are
         dropped and each FoV bin's exposure is reduced by the fraction they
         cover (:mod:`bkgxr.masking`).
-    target_radius : float, optional
-        Also exclude a circle of this radius (deg) around the target of every
-        run that is not an off run (``TARGET_NAME`` other than "Off data").
+    target_radius : float or None
+        Radius (deg) of the circle excluded around the target (``RA_OBJ``,
+        ``DEC_OBJ``) of every run that is not an off run (``TARGET_NAME``
+        other than "Off data"): 0.5 deg by default; None for no such circle.
 
     Returns
     -------

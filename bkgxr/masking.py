@@ -58,21 +58,25 @@ def run_regions(
     target_radius : float, optional
         Radius (deg) of the circle around ``RA_OBJ``/``DEC_OBJ`` of each run
         whose ``TARGET_NAME`` is not ``"Off data"``; None for no such circle.
+        A run table without TARGET_NAME gets no such circle.
 
     Raises
     ------
     ValueError
-        If ``target_radius`` is given and the run table lacks TARGET_NAME,
-        RA_OBJ or DEC_OBJ, or a target position is not finite.
+        If a run with a target lacks RA_OBJ or DEC_OBJ, or a target position
+        is not finite.
     """
     regions: list[ExclusionRegions | None] = [exclusion] * len(runs)
     if target_radius is None:
         return regions
-    missing = [c for c in ("TARGET_NAME", "RA_OBJ", "DEC_OBJ") if c not in runs]
-    if missing:
+    if "TARGET_NAME" not in runs:  # no way to tell off runs from runs with sources
+        return regions
+    missing = [c for c in ("RA_OBJ", "DEC_OBJ") if c not in runs]
+    on = runs["TARGET_NAME"].astype(str).str.strip() != OFF_TARGET
+    if missing and on.any():
         raise ValueError(f"a circle around each run's target needs the obs-index columns {missing}")
     for i, row in enumerate(runs.itertuples(index=False)):
-        if str(row.TARGET_NAME).strip() == OFF_TARGET:
+        if not on.iloc[i]:
             continue
         around = ExclusionRegions.around_target(float(row.RA_OBJ), float(row.DEC_OBJ), radius_deg=float(target_radius))
         regions[i] = around if exclusion is None else exclusion | around

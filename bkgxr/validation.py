@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import xarray as xr
 
+    from .axes import Binning
     from .recipe import Recipe
 
 #: Energy threshold (TeV) of runs without SAFE_ENERGY_LO.
@@ -126,7 +127,8 @@ def validate(
         How each held-out run's model is made (:data:`bkgxr.DEFAULT_RECIPE`
         if omitted).
     radius : float
-        Compare offsets up to this radius, deg (whole offset bins only).
+        Compare offsets up to this radius, deg (whole offset bins only; in 3D
+        the FoV pixels whose centre lies within it).
     default_threshold : float
         Energy threshold (TeV) of runs without SAFE_ENERGY_LO.
 
@@ -145,6 +147,15 @@ def validate(
     predicted = rate * time[:, None, None] * unit[None]
     name = recipe.zenith + ("+smooth" if recipe.smoothing is not None else "") + ("+deadc" if recipe.deadtime == "livetime" else "")
     return compare_runs(cube, held, predicted, n_eff, model=name, radius=radius, default_threshold=default_threshold)
+
+
+def fov_within(binning: Binning, radius: float) -> npt.NDArray[np.bool_]:
+    """Return which FoV bins lie within ``radius`` (deg): whole offset rings (2D), pixel centres (3D)."""
+    if binning.fov == "offset":
+        return np.asarray(binning.offset[1:] <= radius + 1e-9)
+    lon = 0.5 * (binning.fov_lon[1:] + binning.fov_lon[:-1])
+    lat = 0.5 * (binning.fov_lat[1:] + binning.fov_lat[:-1])
+    return np.asarray(np.hypot(lon[:, None], lat[None, :]) <= radius + 1e-9)
 
 
 def compare_runs(
@@ -166,7 +177,7 @@ def compare_runs(
     held : numpy.ndarray
         Runs compared. Shape: (n_held,).
     predicted : numpy.ndarray
-        Predicted counts per bin. Shape: (n_held, n_energy, n_offset).
+        Predicted counts per bin. Shape: (n_held, n_energy, *fov shape).
     n_eff : numpy.ndarray
         Effective number of runs behind each prediction (NaN if not defined).
     model, radius, default_threshold
@@ -176,10 +187,10 @@ def compare_runs(
     binning = binning_of(cube)
     threshold = np.nan_to_num(cube["run_threshold"].values[held], nan=default_threshold)
     in_energy = binning.energy[None, :-1] >= threshold[:, None] * (1 - 1e-6)
-    in_radius = binning.offset[1:] <= radius + 1e-9
+    in_radius = fov_within(binning, radius)
     rows = []
     for k, i in enumerate(held):
-        mask = in_energy[k][:, None] & in_radius[None, :]
+        mask = in_energy[k].reshape(-1, *([1] * in_radius.ndim)) & in_radius[None]
         observed = cube["run_counts"].values[i].astype(np.float64)
         rows.append(
             (int(cube["obs_id"].values[i]), float(cube["run_zenith"].values[i]), observed[mask].sum(),

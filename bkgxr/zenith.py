@@ -146,7 +146,7 @@ def predict_rates(
     Parameters
     ----------
     cube : xarray.Dataset
-        Computed cube of :func:`bkgxr.build_cube` (or :func:`bkgxr.load_models`).
+        Computed cube of :func:`bkgxr.build_cube`.
     zenith : array-like
         Target zenith angles, deg. Shape: (n_targets,).
     recipe : Recipe

@@ -114,10 +114,9 @@ def test_fov_inverse_matches_gammapys_fov_to_sky():
 
 
 def test_3d_counts_and_exposure_against_gammapy_fov_frame(sim_store):
+    from astropy.coordinates import AltAz, SkyCoord
     from gammapy.data import EventList
     from gammapy.utils.coordinates import sky_to_fov
-
-    from astropy.coordinates import AltAz, SkyCoord
 
     from bkgxr.fov import location_of
 

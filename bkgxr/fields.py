@@ -497,6 +497,7 @@ class FieldValidation:
             hist_ax.set_xlabel("significance outside exclusion")
             hist_ax.legend(fontsize=7)
         fig.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=90)
         plt.close(fig)
         return Path(path)

@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fields", default="", help="comma-separated field names (default: all)")
     parser.add_argument("--zenith-model", choices=("bands", "interpolate", "kernel"), default=None,
                         help="bkgxr recipe's zenith model (default: bkgxr.DEFAULT_RECIPE's)")
+    parser.add_argument("--time-sigma", type=float, default=None, help="kernel width in time, yr; 0: none (default: the recipe's)")
+    parser.add_argument("--no-smooth", action="store_true", help="no smoothing (always so with --fov altaz)")
+    parser.add_argument("--runs", choices=("off", "all"), default="off",
+                        help="train on the off runs, or on every run outside the fields' exclusion regions")
+    parser.add_argument("--fov", choices=("offset", "altaz"), default="offset", help="2D or 3D (ALTAZ) models")
+    parser.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
+                        help="also analyse the store's published models (default: yes)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -51,17 +58,31 @@ def main(argv: list[str] | None = None) -> int:
         validate_fields,
     )
 
-    recipe = bkgxr.DEFAULT_RECIPE if args.zenith_model is None else bkgxr.DEFAULT_RECIPE.replace(zenith=args.zenith_model)
-    fields = source_fields(bkgxr.open_store(args.data).select())
+    recipe = bkgxr.DEFAULT_RECIPE
+    if args.zenith_model is not None:
+        recipe = recipe.replace(zenith=args.zenith_model)
+    if args.time_sigma is not None:
+        recipe = recipe.replace(time_sigma=args.time_sigma or None)
+    if args.no_smooth or args.fov == "altaz":
+        recipe = recipe.replace(smoothing=None)
+    all_fields = source_fields(bkgxr.open_store(args.data).select())
+    fields = all_fields
     if args.fields:
         wanted = {name.strip() for name in args.fields.split(",")}
         fields = [f for f in fields if f.name in wanted]
+    exclusion = None
+    for f in all_fields:  # every field's regions apply to every training run (far ones cost nothing)
+        exclusion = f.regions() if exclusion is None else exclusion | f.regions()
+    make_models = models_from_recipe(
+        recipe, binning=bkgxr.Binning(fov=args.fov), exclusion=exclusion if args.runs == "all" else None
+    )
     print(f"store {args.data}: {len(fields)} field(s) {[f.name for f in fields]}, mode {args.mode}, "
-          f"pixel {args.binsz} deg; bkgxr recipe: {recipe.describe()}, 2D, trained on the off runs")
+          f"pixel {args.binsz} deg; bkgxr recipe: {recipe.describe()}, fov {args.fov}, trained on the {args.runs} runs")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # gammapy/astropy warn on the public files' headers
-        result = validate_fields(args.data, make_models=models_from_recipe(recipe), fields=fields, mode=args.mode,
-                                 settings=AnalysisSettings(binsz_deg=args.binsz))
+        result = validate_fields(args.data, make_models=make_models, fields=fields, mode=args.mode,
+                                 train_query=bkgxr.OFF_QUERY if args.runs == "off" else None,
+                                 published=args.published, settings=AnalysisSettings(binsz_deg=args.binsz))
     wall = time.perf_counter() - start
     print(result)
     print(f"wall time {wall:.0f} s (imports, model builds, {2 * sum(len(f.obs_ids) for f in fields)} run analyses, "

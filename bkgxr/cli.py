@@ -110,6 +110,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         f"(default: {d.deadtime})",
     )
     p.add_argument(
+        "--nodes",
+        action=argparse.BooleanOptionalAction,
+        help="write node values that gammapy's interpolation averages back to each bin's rate (default: on); "
+        "--no-nodes writes the bin averages, counts / (ONTIME x dE x dOmega)",
+    )
+    p.add_argument(
         "--outside",
         choices=("nearest", "none"),
         help="observations outside every zenith band get the nearest band's model (default) or none",
@@ -240,6 +246,8 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         changes["deadtime"] = args.deadtime
     if args.outside is not None:
         changes["outside"] = args.outside
+    if args.nodes is not None:
+        changes["nodes"] = args.nodes
     return DEFAULT_RECIPE.replace(**changes)
 
 

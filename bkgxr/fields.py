@@ -369,8 +369,38 @@ def analyse_field(
     return FieldResult(pd.DataFrame(rows, columns=list(RUN_COLUMNS)), significance, outside, spectrum)
 
 
+def honour_fov_alignment(observation: Any) -> Any:
+    """Return the observation with its bkg aligned as the model file's ``FOVALIGN`` says.
+
+    gammapy 2.1's ``Observation.bkg`` forces ``FoVAlignment.REVERSE_LON_RADEC`` on the
+    bkg of any observation whose EVENTS header has ``CREATOR = 'SASH FITS::EventListWriter'``
+    (a compatibility rule for the H.E.S.S. DR1 files and their published models), whatever
+    the model's own ``FOVALIGN``: an ALTAZ-aligned bkgxr model would be applied as if
+    RADEC-aligned. This returns an in-memory copy without that CREATOR and with the bkg's
+    alignment read from its header; other observations are returned as they are.
+    """
+    import copy
+
+    from gammapy.irf import FoVAlignment
+
+    bkg = observation.bkg
+    align = getattr(bkg, "meta", None) and bkg.meta.get("FOVALIGN")
+    if not align or bkg.fov_alignment == FoVAlignment(str(align).strip()):
+        return observation
+    fixed = observation.copy(in_memory=True)
+    fixed.meta.optional = {k: v for k, v in (fixed.meta.optional or {}).items() if k != "CREATOR"}
+    bkg = copy.copy(bkg)
+    bkg._fov_alignment = FoVAlignment(str(align).strip())
+    return fixed.copy(in_memory=True, bkg=bkg)
+
+
 def models_from_recipe(
-    recipe: Recipe = DEFAULT_RECIPE, *, binning: Binning | None = None, date: str = "2000-01-01"
+    recipe: Recipe = DEFAULT_RECIPE,
+    *,
+    binning: Binning | None = None,
+    exclusion: ExclusionRegions | None = None,
+    target_radius: float | None = DEFAULT_RADIUS_DEG,
+    date: str = "2000-01-01",
 ) -> MakeModels:
     """Return a ``make_models`` that builds a cube of the training runs and writes the recipe's models.
 
@@ -380,6 +410,10 @@ def models_from_recipe(
         How models are made from the cube (:func:`bkgxr.predict_models`).
     binning : Binning, optional
         Cube binning; :class:`bkgxr.Binning` defaults if omitted.
+    exclusion : ExclusionRegions, optional
+        Regions every training run is used outside of (e.g. the known sources of every field).
+    target_radius : float or None
+        Radius (deg) excluded around the target of each training run that is not an off run.
     date : str
         DATE keyword of the model files (reproducible output).
 
@@ -393,7 +427,7 @@ def models_from_recipe(
     from .models import predict_models
 
     def make_models(store: Store, train_runs: pd.DataFrame, field_runs: pd.DataFrame, path: Path) -> Path:
-        cube = build_cube(train_runs, binning=binning).compute()
+        cube = build_cube(train_runs, binning=binning, exclusion=exclusion, target_radius=target_radius).compute()
         # write_models needs a model for every observation of the store; the field's are among them
         return write_models(predict_models(cube, store, recipe), path, store=store, date=date)
 
@@ -592,7 +626,7 @@ def validate_fields(
             source.update(dict.fromkeys(held, data_store))
         results: dict[tuple[str, str], FieldResult] = {}
         for f in fields:
-            observations = [source[i].obs(i, required_irf=required) for i in f.obs_ids]
+            observations = [honour_fov_alignment(source[i].obs(i, required_irf=required)) for i in f.obs_ids]
             results[f.name, label] = analyse_field(observations, ra_deg=f.ra_deg, dec_deg=f.dec_deg,
                                                    exclusion=f.exclusion, settings=settings)
         if published:

@@ -17,7 +17,10 @@ it returns an :class:`xarray.Dataset` holding
 
 and the recipe's header keywords as attributes (:meth:`bkgxr.Recipe.from_header`
 reads them back). Every rate is per observation time (ONTIME): gammapy
-predicts an observation's counts as ``obs_rate x ONTIME``.
+predicts an observation's counts as ``obs_rate x ONTIME``. With the recipe's
+``nodes`` (the default), ``rate`` and ``obs_rate`` are the values at the bin
+centres whose gammapy interpolation averages back to each bin's measured rate
+(:mod:`bkgxr.nodes`); the bin averages are ``counts / exposure``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import xarray as xr
 from .axes import assign_bands, binning_of
 from .cube import RATE_TIME
 from .io.store import Store
+from .nodes import to_node_values
 from .recipe import DEFAULT_RECIPE
 from .units import RATE_UNIT
 from .zenith import predict_rates
@@ -146,6 +150,12 @@ def predict_models(
     if recipe.smoothing is not None and binning.fov != "offset":
         raise ValueError("smoothing fits radial shapes: use a recipe with smoothing=None for 3D (fov='altaz') cubes")
     per_obs = observation_models(cube, obs, recipe, bands["rate"].transpose("zenith", "energy", *binning.fov_dims).values)
+    if recipe.nodes:  # what gammapy's interpolation needs; bin averages stay in counts / exposure
+        edges = [binning.edges(d) for d in binning.fov_dims]
+        node_rate = to_node_values(bands["rate"].transpose("zenith", "energy", *binning.fov_dims).values, binning.energy, *edges, fov=binning.fov)
+        bands = bands.assign(rate=bands["rate"].transpose("zenith", "energy", *binning.fov_dims).copy(data=node_rate))
+        dims, values, attrs = per_obs["obs_rate"]
+        per_obs["obs_rate"] = (dims, to_node_values(values, binning.energy, *edges, fov=binning.fov), attrs)
     lost = obs.loc[per_obs["obs_band"][1] < 0, "OBS_ID"].astype(int).tolist()
     if lost:
         warnings.warn(f"{len(lost)} observation(s) outside every zenith band or unreadable get no bkg model: {lost}", stacklevel=2)

@@ -6,7 +6,7 @@ from bkgxr.cli import main
 
 def test_build_writes_models_and_prints_the_summary(hess_dir, hess_cube, tmp_path, capsys):
     out = tmp_path / "bkg.fits"
-    args = ["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01", "--zenith-model", "bands", "--no-smooth"]
+    args = ["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01", "--zenith-model", "bands", "--no-smooth", "--no-nodes"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert 'TARGET_NAME == "Off data"' in text
@@ -50,10 +50,10 @@ def test_cli_options_make_the_recipe_with_the_api_defaults():
     assert recipe_of(parser.parse_args(["validate", "x"])) == bkgxr.DEFAULT_RECIPE
     given = parser.parse_args(
         ["build", "x", "--out", "y", "--zenith-model", "bands", "--no-smooth", "--time-sigma", "0", "--deadtime", "livetime",
-         "--kernel-sigma", "0.1", "--outside", "none"]
+         "--kernel-sigma", "0.1", "--outside", "none", "--no-nodes"]
     )
     assert recipe_of(given) == bkgxr.Recipe(
-        zenith="bands", smoothing=None, time_sigma=None, deadtime="livetime", kernel_sigma=0.1, outside="none"
+        zenith="bands", smoothing=None, time_sigma=None, deadtime="livetime", kernel_sigma=0.1, outside="none", nodes=False
     )
 
 

@@ -42,16 +42,21 @@ def stores(tmp_path_factory):
 
 def _analyse(stores, tmp_path, truth_time: str, deadtime: str, binning: list[str]) -> pd.DataFrame:
     """Build with the CLI, then the gammapy chain per observation: one row per run."""
+    sim, out = stores[truth_time], tmp_path / "bkg-models.fits"
+    argv = ["build", str(sim.path), "--out", str(out), "--quiet", "--date", "2026-01-01", "--deadtime", deadtime, *binning]
+    assert main(argv) == 0
+    return _gammapy_chain(sim, out)
+
+
+def _gammapy_chain(sim, models_file) -> pd.DataFrame:
+    """The gammapy chain per observation of ``sim`` with the models of ``models_file``: one row per run."""
     import astropy.units as u
     from gammapy.data import DataStore
     from gammapy.datasets import MapDataset
     from gammapy.makers import FoVBackgroundMaker, MapDatasetMaker, SafeMaskMaker
     from gammapy.maps import MapAxis, WcsGeom
 
-    sim, out = stores[truth_time], tmp_path / "bkg-models.fits"
-    argv = ["build", str(sim.path), "--out", str(out), "--quiet", "--date", "2026-01-01", "--deadtime", deadtime, *binning]
-    assert main(argv) == 0
-    data_store = DataStore.from_file(out)
+    data_store = DataStore.from_file(models_file)
     energy = MapAxis.from_energy_bounds(0.5, 30, 12, unit="TeV")
     maker = MapDatasetMaker(selection=["counts", "background", "exposure"], background_oversampling=4)
     rows = []

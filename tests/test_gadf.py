@@ -281,3 +281,22 @@ def test_bkg_3d_hdu_refuses_bad_rates():
     rate[1, 2, 3] = -1.0
     with pytest.raises(ValueError, match="non-finite or negative"):
         create_bkg_3d_hdu(rate, energy, lon, lat, extname="BKG")
+
+
+def test_a_model_file_of_bkgxr_0_1_stays_readable():
+    """tests/data/bkgxr-0.1-models.fits: written by bkgxr 0.1 (commit a9f3de3, rates per LIVETIME, no checksums)
+    from 4 simulated runs: `write_models(cube, path, store=store, smooth={}, date="2026-01-01")`."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "bkgxr-0.1-models.fits"
+    with pytest.warns(UserWarning, match="bkgxr 0.1: its rates are per LIVETIME"):
+        models = bkgxr.read_models(path)
+    assert models.attrs["checksum"] == "absent" and models.attrs["rate_time"].startswith("LIVETIME")
+    recipe = bkgxr.Recipe.from_header(models.attrs)
+    assert recipe.zenith == "kernel" and recipe.smoothing == bkgxr.Smoothing() and not recipe.nodes
+    for i, name in enumerate(("BKG_ZEN_0_20", "BKG_ZEN_20_40")):
+        np.testing.assert_array_equal(models["rate"].isel(zenith=i).values, fits.getdata(path, name)["BKG"][0].T)
+    for obs_id in models["obs_id"].values:
+        stored = fits.getdata(path, f"BKG_OBS_{obs_id}")["BKG"][0].T
+        np.testing.assert_array_equal(models["obs_rate"].sel(obs_id=obs_id).values, stored)
+    assert int(models["run_counts"].sum()) == sum(fits.getheader(path, n)["NEVENTS"] for n in ("BKG_ZEN_0_20", "BKG_ZEN_20_40"))

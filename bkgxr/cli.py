@@ -155,6 +155,14 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="also print the summary of every recipe, smoothed or not, and of the store's own bkg models if it has them",
     )
+    p.add_argument(
+        "--fields",
+        action="store_true",
+        help="validate on the source fields instead, as analysers use a model (gammapy map chain, FoV norms, "
+        "significance outside exclusion; bkgxr.fields), each field's models built without its runs (from "
+        "--runs), the store's published models beside them; --out is then a folder for one CSV per field",
+    )
+    p.add_argument("--png", type=Path, help="with --fields: significance maps and distributions to this PNG")
     _add_cluster_options(p)
     p.set_defaults(func=_validate)
 
@@ -275,10 +283,34 @@ def _compared(recipe: Recipe) -> list[Recipe]:
     return [r for r in variants if r != recipe]
 
 
+def _validate_fields(args: argparse.Namespace, recipe: Recipe) -> int:
+    from . import OFF_QUERY, Binning, open_store
+    from .fields import models_from_recipe, source_fields, validate_fields
+
+    fields = source_fields(open_store(args.data_dir).select())
+    exclusion = _exclusion(args)
+    for f in fields:  # every field's regions apply to every training run
+        exclusion = f.regions() if exclusion is None else exclusion | f.regions()
+    binning = Binning(zenith=args.zenith_edges, energy=args.energy_edges, offset=args.offset_edges,
+                      fov=args.fov, fov_lon=args.fov_edges, fov_lat=args.fov_edges)
+    make_models = models_from_recipe(recipe, binning=binning, exclusion=exclusion, target_radius=args.exclude_radius or None)
+    result = validate_fields(args.data_dir, make_models=make_models, fields=fields,
+                             train_query=OFF_QUERY if args.runs == "off" else args.query)
+    print(recipe.describe(), f"(fov {args.fov}, trained on the {args.runs} runs)")
+    print(result)
+    if args.out is not None:
+        print(f"written: {', '.join(str(p) for p in result.write(args.out))}")
+    if args.png is not None:
+        print(f"written: {result.plot(args.png)}")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .validation import validate
 
     recipe = recipe_of(args)
+    if args.fields:
+        return _validate_fields(args, recipe)
     store, cube, query = _cube(args)
     result = validate(cube, recipe=recipe, radius=args.radius)
     print(summary(cube, query=query))

@@ -144,7 +144,7 @@ def validate(
     unit = exposure_s_mev_sr(np.ones(1), binning)[0]
     # gammapy's prediction, rate per ONTIME x ONTIME: the recipe's own time of the run
     time = cube["run_ontime" if recipe.deadtime == "ontime" else "run_livetime"].values[held]
-    predicted = rate * time[:, None, None] * unit[None]
+    predicted = rate * time.reshape(-1, *([1] * unit.ndim)) * unit[None]
     name = recipe.zenith + ("+smooth" if recipe.smoothing is not None else "") + ("+deadc" if recipe.deadtime == "livetime" else "")
     return compare_runs(cube, held, predicted, n_eff, model=name, radius=radius, default_threshold=default_threshold)
 

@@ -21,6 +21,14 @@ gammapy's evaluation, reproduced here (gammapy 2.1, ``IRF._interpolate`` and
   values from the two outermost nodes; beyond the outermost edges, 0;
 - an axis with a single bin is constant along it.
 
+``MapDatasetMaker`` (``make_background``, its defaults, ``maker=True`` here) first
+changes the IRF: ``background_interp_missing_data`` fills zero nodes lying between
+non-zero ones along energy by linear interpolation of their log in bin index, and
+``background_pad_offset`` pads the offset axis with one bin of the edge values on
+each side, so that the outer offset half bins are flat (and the rate goes on, flat,
+for one bin width beyond the last offset edge). ``maker=False`` reproduces
+``Background2D.evaluate`` / ``Background3D.evaluate`` alone.
+
 The bin average of that interpolant is, in energy, its integral over the bin
 divided by the bin width (exact: at fixed FoV position the interpolant is a
 power law between the bin's edge and centre, the integral gammapy's
@@ -39,13 +47,17 @@ so the output is finite and non-negative. Zeros:
 - bins with zero rate get zero nodes. gammapy interpolates a zero node as
   ``tiny``: the rate falls by ~700 e-folds towards it, so the zero bin stays
   essentially empty and its neighbour keeps only its half bin on the other side;
-  the fixed point makes up for that by raising the neighbour's node (x2 per axis);
+  the fixed point makes up for that by raising the neighbour's node (x2 per axis).
+  With ``maker=True`` a zero between non-zero bins along energy is filled by
+  gammapy instead (predicted at the log interpolation of its neighbours, which
+  then need no raise); zeros beyond the last non-zero energy stay empty;
 - an isolated non-zero bin (zeros on both sides along an axis) would need a spike
   far above its average: its node stops at ``max_gain r``, and gammapy then
   predicts less than its average there;
-- an outermost non-zero bin whose inward neighbour (along any axis) is zero is
-  written 0: gammapy extrapolates it away from ``tiny``, up to ``e^350`` times its
-  value at the outer edge. Its counts are lost rather than blown up.
+- an outermost non-zero bin whose inward neighbour (along any axis; along energy
+  after gammapy's filling) is zero is written 0: gammapy extrapolates it away from
+  ``tiny``, up to ``e^350`` times its value at the outer edge. Its counts are lost
+  rather than blown up.
 """
 
 from __future__ import annotations
@@ -90,10 +102,12 @@ def _interp_matrix(nodes: npt.NDArray[np.float64], points: npt.NDArray[np.float6
     return matrix
 
 
-def _fov_axis(edges_deg: npt.NDArray[np.float64], jacobian: str) -> _Axis:
+def _fov_axis(edges_deg: npt.NDArray[np.float64], jacobian: str, flat_ends: bool) -> _Axis:
     """Return the quadrature of a linear FoV axis: Gauss-Legendre points on each half bin.
 
     ``jacobian`` is ``"sin"`` (offset: ring solid angle), ``"cos"`` (latitude) or ``"one"`` (longitude).
+    ``flat_ends``: the outer half bins take the outer node's value (gammapy's edge padding) instead
+    of extrapolating.
     """
     x, w = np.polynomial.legendre.leggauss(_GL)
     n = edges_deg.size - 1
@@ -113,7 +127,11 @@ def _fov_axis(edges_deg: npt.NDArray[np.float64], jacobian: str) -> _Axis:
     # the outer halves extrapolate from the two outermost nodes
     half = np.tile([0, 1], n)
     pair = np.clip(np.repeat(np.arange(n), 2) - 1 + half, 0, max(n - 2, 0)).repeat(_GL)
-    return _Axis(_interp_matrix(centres, points, pair), average)
+    interp = _interp_matrix(centres, points, pair)
+    if flat_ends:
+        interp[:_GL] = np.eye(n)[0]
+        interp[-_GL:] = np.eye(n)[-1]
+    return _Axis(interp, average)
 
 
 def _energy_axis(edges_tev: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -153,9 +171,10 @@ class _Grid(NamedTuple):
     energy_points: npt.NDArray[np.float64]  #: ln(E / E_0) of edges and centres, interleaved
     energy_widths: npt.NDArray[np.float64]  #: bin widths / E_0
     fov: tuple[_Axis, ...]
+    fill_missing: bool  #: zero nodes between non-zero ones along energy are interpolated (MapDatasetMaker)
 
 
-def _grid(energy_edges: npt.ArrayLike, fov_edges: tuple[npt.ArrayLike, ...], fov: str) -> _Grid:
+def _grid(energy_edges: npt.ArrayLike, fov_edges: tuple[npt.ArrayLike, ...], fov: str, maker: bool) -> _Grid:
     if fov not in _FOV_AXES:
         raise ValueError(f"fov must be 'offset' (2D) or 'altaz' (3D), not {fov!r}")
     if len(fov_edges) != _FOV_AXES[fov]:
@@ -168,7 +187,8 @@ def _grid(energy_edges: npt.ArrayLike, fov_edges: tuple[npt.ArrayLike, ...], fov
     if energy[0] <= 0:
         raise ValueError("energy edges must be positive (the energy axis interpolates in log)")
     jacobians = ("sin",) if fov == "offset" else ("one", "cos")
-    return _Grid(*_energy_axis(energy), tuple(_fov_axis(e, j) for e, j in zip(edges, jacobians, strict=True)))
+    axes = tuple(_fov_axis(e, j, maker and fov == "offset") for e, j in zip(edges, jacobians, strict=True))
+    return _Grid(*_energy_axis(energy), axes, maker)
 
 
 def _averages_of_logs(log_nodes: npt.NDArray[np.float64], grid: _Grid) -> npt.NDArray[np.float64]:
@@ -189,10 +209,36 @@ def _averages_of_logs(log_nodes: npt.NDArray[np.float64], grid: _Grid) -> npt.ND
     return energy  # type: ignore[no-any-return]
 
 
-def _chunked_averages(nodes: npt.NDArray[np.float64], grid: _Grid) -> npt.NDArray[np.float64]:
-    """:func:`_averages_of_logs` of ``log(max(nodes, TINY))``, over the leading dims in chunks of bounded memory."""
+def _between(valid: npt.NDArray[np.bool_], axis: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Return, along ``axis``, the index of the last valid entry at or before each one and of the first at or after (-1, n if none)."""
+    n = valid.shape[axis]
+    index = np.arange(n).reshape(-1, *[1] * (-axis - 1))
+    before = np.maximum.accumulate(np.where(valid, index, -1), axis=axis)
+    after = np.flip(np.minimum.accumulate(np.flip(np.where(valid, index, n), axis=axis), axis=axis), axis=axis)
+    return before, after
+
+
+def _filled_logs(nodes: npt.NDArray[np.float64], n_fov: int) -> npt.NDArray[np.float64]:
+    """Return ``log(max(nodes, TINY))`` with zeros between non-zero nodes along energy interpolated linearly
+    in bin index, as gammapy's ``IRF.interp_missing_data(axis_name="energy")`` fills them."""
+    axis = -n_fov - 1
     logs = np.log(np.maximum(nodes, TINY))
+    valid = nodes > 0
+    before, after = _between(valid, axis)
+    inside = ~valid & (before >= 0) & (after < nodes.shape[axis])
+    if not np.any(inside):
+        return logs
+    lo, hi = np.maximum(before, 0), np.minimum(after, nodes.shape[axis] - 1)
+    index = np.arange(nodes.shape[axis]).reshape(-1, *[1] * n_fov)
+    t = (index - lo) / np.maximum(hi - lo, 1)
+    filled = (1 - t) * np.take_along_axis(logs, lo, axis=axis) + t * np.take_along_axis(logs, hi, axis=axis)
+    return np.where(inside, filled, logs)
+
+
+def _chunked_averages(nodes: npt.NDArray[np.float64], grid: _Grid) -> npt.NDArray[np.float64]:
+    """:func:`_averages_of_logs` of the log nodes as gammapy sees them, over the leading dims in chunks of bounded memory."""
     n_fov = len(grid.fov)
+    logs = _filled_logs(nodes, n_fov) if grid.fill_missing else np.log(np.maximum(nodes, TINY))
     per_model = grid.energy_interp.shape[0] * int(np.prod([a.interp.shape[0] for a in grid.fov]))
     flat = logs.reshape(-1, *logs.shape[-n_fov - 1 :])
     step = max(1, _CHUNK_VALUES // per_model)
@@ -201,7 +247,7 @@ def _chunked_averages(nodes: npt.NDArray[np.float64], grid: _Grid) -> npt.NDArra
 
 
 def bin_averages(
-    nodes: npt.ArrayLike, energy_edges: npt.ArrayLike, *fov_edges: npt.ArrayLike, fov: str = "offset"
+    nodes: npt.ArrayLike, energy_edges: npt.ArrayLike, *fov_edges: npt.ArrayLike, fov: str = "offset", maker: bool = True
 ) -> npt.NDArray[np.float64]:
     """Return the bin averages of gammapy's evaluation of background nodes (see the module docstring).
 
@@ -216,6 +262,9 @@ def bin_averages(
         Offset edges (deg) for ``fov="offset"``; FoV longitude and latitude edges (deg) for ``fov="altaz"``.
     fov : {"offset", "altaz"}
         Radial (``Background2D``) or FoV longitude/latitude (``Background3D``) model.
+    maker : bool
+        Evaluate as ``MapDatasetMaker`` does by default (zeros filled along energy, offset
+        padded); else as ``Background2D.evaluate`` / ``Background3D.evaluate`` alone.
 
     Returns
     -------
@@ -227,7 +276,7 @@ def bin_averages(
     ValueError
         If the nodes are negative or not finite, their shape does not match the edges, or the edges are invalid.
     """
-    grid = _grid(energy_edges, fov_edges, fov)
+    grid = _grid(energy_edges, fov_edges, fov, maker)
     values = _checked(nodes, grid, "nodes")
     return _chunked_averages(values, grid)
 
@@ -242,11 +291,17 @@ def _checked(values: npt.ArrayLike, grid: _Grid, what: str) -> npt.NDArray[np.fl
     return array
 
 
-def _stranded(positive: npt.NDArray[np.bool_], n_axes: int) -> npt.NDArray[np.bool_]:
-    """Return where an outermost non-zero bin's inward neighbour along some axis is zero (see :func:`to_node_values`)."""
+def _stranded(positive: npt.NDArray[np.bool_], n_axes: int, *, fill: bool) -> npt.NDArray[np.bool_]:
+    """Return where an outermost non-zero bin's inward neighbour along some axis is zero (see :func:`to_node_values`).
+
+    With ``fill``, zeros between non-zero bins along energy count as non-zero (gammapy fills them).
+    """
     stranded = np.zeros_like(positive)
     kept = positive.copy()
     while True:
+        if fill:
+            before, after = _between(kept, -n_axes)
+            kept = (before >= 0) & (after < kept.shape[-n_axes]) & ~stranded
         for axis in range(-n_axes, 0):
             n = kept.shape[axis]
             if n < 2:
@@ -264,6 +319,7 @@ def to_node_values(
     energy_edges: npt.ArrayLike,
     *fov_edges: npt.ArrayLike,
     fov: str = "offset",
+    maker: bool = True,
     max_gain: float | None = None,
     rtol: float = 1e-4,
     max_iter: int = 100,
@@ -282,6 +338,10 @@ def to_node_values(
         Offset edges (deg) for ``fov="offset"``; FoV longitude and latitude edges (deg) for ``fov="altaz"``.
     fov : {"offset", "altaz"}
         Radial (``BKG_2D``) or FoV longitude/latitude (``BKG_3D``) model.
+    maker : bool
+        Match gammapy's evaluation in ``MapDatasetMaker`` with its defaults
+        (``background_interp_missing_data``, ``background_pad_offset``), the analysis
+        chain; else ``Background2D.evaluate`` / ``Background3D.evaluate`` alone.
     max_gain : float, optional
         Bound on each node relative to its bin average, ``r / max_gain <= v <= r max_gain``;
         ``2 ** n_axes`` (4 in 2D, 8 in 3D) if omitted. At least 1.
@@ -317,13 +377,13 @@ def to_node_values(
     >>> bool(np.allclose(bin_averages(nodes, energy, offset), rate, rtol=1e-3))
     True
     """
-    grid = _grid(energy_edges, fov_edges, fov)
+    grid = _grid(energy_edges, fov_edges, fov, maker)
     target = _checked(rate, grid, "rate")
     gain = float(2 ** (1 + len(grid.fov)) if max_gain is None else max_gain)
     if not gain >= 1.0:
         raise ValueError(f"max_gain must be at least 1, got {max_gain}")
     n_model_dims = len(grid.fov) + 1
-    target = np.where(_stranded(target > 0, n_model_dims), 0.0, target)
+    target = np.where(_stranded(target > 0, n_model_dims, fill=maker), 0.0, target)
     flat = target.reshape(-1, *target.shape[-n_model_dims:])  # (models, energy, *fov)
     low, high = flat / gain, flat * gain
     nodes = flat.copy()

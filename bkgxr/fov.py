@@ -4,7 +4,9 @@ Float64 numpy kernels over event arrays (deg in, deg out). astropy computes
 the full ICRS → AltAz transformation (precession, nutation, aberration, light
 deflection, Earth rotation, polar motion; no refraction) only at a few node
 times; every event is then mapped by the node's affine map, turned by the
-Earth's rotation since the node (see :func:`az_alt_deg`).
+Earth's rotation since the node (see :func:`az_alt_deg`). The node maps of many
+runs can be computed in one astropy call (:func:`run_node_maps`) and handed to
+:func:`event_fov_deg`, which then maps a run's events with numpy only.
 
 FoV coordinates follow gammapy's ``FoVAltAzFrame`` (``FOVALIGN = 'ALTAZ'``)
 and :func:`gammapy.utils.coordinates.sky_to_fov`: the pointing is at (0, 0),
@@ -15,10 +17,12 @@ Spec: https://gamma-astro-data-formats.readthedocs.io/en/latest/general/coordina
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import astropy.units as u
+import erfa
 import numpy as np
 from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
@@ -55,6 +59,22 @@ class EventFoV(NamedTuple):
     zenith_pnt: npt.NDArray[np.float64]
 
 
+class NodeMaps(NamedTuple):
+    """astropy's ICRS → AltAz transformation at node times, as affine maps (see :func:`node_maps_for`).
+
+    Plain numbers only, so that a dask task carrying one is cheap to hash and send.
+    """
+
+    #: Node times, s since the reference, increasing. Shape: (n_nodes,).
+    time_s: npt.NDArray[np.float64]
+    #: Affine map ICRS unit vector → north, east, up at each node. Shape: (n_nodes, 3, 4).
+    maps: npt.NDArray[np.float64]
+    #: The reference time as TT Julian date in two parts (jd1, jd2).
+    reference_jd_tt: tuple[float, float]
+    #: The observatory, geocentric x, y, z in m.
+    location_m: tuple[float, float, float]
+
+
 def location_of(header: Mapping[str, Any]) -> EarthLocation:
     """Return the observatory of an EVENTS header (GEOLON, GEOLAT in deg, optional ALTITUDE in m).
 
@@ -66,11 +86,9 @@ def location_of(header: Mapping[str, Any]) -> EarthLocation:
     for key in ("GEOLON", "GEOLAT"):
         if key not in header:
             raise KeyError(key)
-    return EarthLocation.from_geodetic(
-        lon=float(header["GEOLON"]) * u.deg,
-        lat=float(header["GEOLAT"]) * u.deg,
-        height=float(header.get("ALTITUDE", 0.0)) * u.m,
-    )
+    lon, lat = np.radians(float(header["GEOLON"])), np.radians(float(header["GEOLAT"]))
+    # what EarthLocation.from_geodetic computes, without its ~1 ms of overhead per run
+    return EarthLocation.from_geocentric(*erfa.gd2gc(1, lon, lat, float(header.get("ALTITUDE", 0.0))), unit=u.m)
 
 
 def reference_time(header: Mapping[str, Any]) -> Time:
@@ -105,7 +123,7 @@ def _local_axes(location: EarthLocation) -> npt.NDArray[np.float64]:
     The frame's x lies in the observatory's meridian: only the axis matters,
     the node maps carry the longitude.
     """
-    phi = float(location.to_geodetic("WGS84").lat.to_value(u.rad))
+    phi = float(erfa.gc2gd(1, np.array(_location_m(location)))[1])  # WGS84 latitude, as location.to_geodetic()
     return np.array(
         [[-np.sin(phi), 0.0, np.cos(phi)], [0.0, 1.0, 0.0], [np.cos(phi), 0.0, np.sin(phi)]]
     )
@@ -140,6 +158,127 @@ def _node_maps(
     return np.asarray(maps * scale[:, None, None], dtype=np.float64)
 
 
+#: Nodes per astropy call in :func:`node_maps_for`: bounds the memory of the fit (~2 kB per node and probe).
+_NODE_BATCH = 2048
+
+
+def _reference_jd_tt(reference: Time) -> tuple[float, float]:
+    tt = reference.tt
+    return float(tt.jd1), float(tt.jd2)
+
+
+def _location_m(location: EarthLocation) -> tuple[float, float, float]:
+    x, y, z = (float(c.to_value(u.m)) for c in location.geocentric)
+    return x, y, z
+
+
+def node_maps_for(node_times_s: npt.ArrayLike, *, reference: Time, location: EarthLocation) -> NodeMaps:
+    """Return the node maps of astropy's ICRS → AltAz transformation at given node times.
+
+    One astropy call per 2048 nodes; each node's map is the one that
+    :func:`event_fov_deg` computes for that node time on its own.
+
+    Parameters
+    ----------
+    node_times_s : array-like
+        Node times, s since ``reference``; multiples of the ``node_step_s``
+        that the maps will serve (see :func:`event_fov_deg`). Shape: (n_nodes,).
+    reference : astropy.time.Time
+        Time origin (see :func:`reference_time`).
+    location : astropy.coordinates.EarthLocation
+        Observatory (see :func:`location_of`).
+
+    Returns
+    -------
+    NodeMaps
+        The maps at the sorted, distinct node times.
+
+    Raises
+    ------
+    ValueError
+        If a node time is not finite.
+    """
+    times = np.unique(np.asarray(node_times_s, dtype=np.float64).ravel())
+    if not np.all(np.isfinite(times)):
+        raise ValueError("node times must be finite")
+    maps = np.empty((times.size, 3, 4), dtype=np.float64)
+    for first in range(0, times.size, _NODE_BATCH):
+        maps[first:first + _NODE_BATCH] = _node_maps(times[first:first + _NODE_BATCH], reference, location)
+    return NodeMaps(times, maps, _reference_jd_tt(reference), _location_m(location))
+
+
+def run_node_maps(
+    tstart_s: npt.ArrayLike,
+    tstop_s: npt.ArrayLike,
+    *,
+    reference: Time,
+    location: EarthLocation,
+    node_step_s: float = NODE_STEP_S,
+) -> list[NodeMaps]:
+    """Return each run's node maps, all computed together (:func:`node_maps_for`).
+
+    A run gets the multiples of ``node_step_s`` from ``tstart - node_step_s``
+    to ``tstop + node_step_s``: the nearest node of every time in
+    [tstart, tstop] and of times up to half a step beyond. Runs sharing a
+    node time share its astropy evaluation.
+
+    Parameters
+    ----------
+    tstart_s, tstop_s : array-like
+        Run start and stop, s since ``reference``. Shape: (n_runs,).
+    reference, location, node_step_s
+        As in :func:`az_alt_deg`.
+
+    Returns
+    -------
+    list of NodeMaps
+        One per run, in input order.
+
+    Raises
+    ------
+    ValueError
+        If a time is not finite, a run stops before it starts or ``node_step_s`` is not positive.
+    """
+    start = np.atleast_1d(np.asarray(tstart_s, dtype=np.float64))
+    stop = np.atleast_1d(np.asarray(tstop_s, dtype=np.float64))
+    if start.shape != stop.shape or start.ndim != 1:
+        raise ValueError(f"tstart {start.shape} and tstop {stop.shape} must be 1-d of one shape")
+    if not (np.all(np.isfinite(start)) and np.all(np.isfinite(stop))):
+        raise ValueError("run start and stop times must be finite")
+    if np.any(stop < start):
+        raise ValueError("a run stops before it starts")
+    if not node_step_s > 0:
+        raise ValueError(f"node_step_s must be positive, got {node_step_s}")
+    first = np.ceil(start / node_step_s - 1.0).astype(np.int64)
+    last = np.floor(stop / node_step_s + 1.0).astype(np.int64)
+    steps = np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in zip(first, last, strict=True)])
+    # node times as _nodes makes them, so that an event's node is found by equality
+    nodes = node_maps_for(steps * float(node_step_s), reference=reference, location=location)
+    lo = np.searchsorted(nodes.time_s, first * float(node_step_s))
+    hi = np.searchsorted(nodes.time_s, last * float(node_step_s), side="right")
+    return [nodes._replace(time_s=nodes.time_s[a:b], maps=nodes.maps[a:b]) for a, b in zip(lo, hi, strict=True)]
+
+
+def _maps_from(
+    nodes: NodeMaps, node_s: npt.NDArray[np.float64], reference: Time, location: EarthLocation
+) -> npt.NDArray[np.float64] | None:
+    """Return the maps of ``nodes`` at the times ``node_s``; None if one is missing or the site differs.
+
+    The reference must agree within 1 µs and the location within 1 mm.
+    """
+    jd1, jd2 = _reference_jd_tt(reference)
+    if abs((jd1 - nodes.reference_jd_tt[0]) + (jd2 - nodes.reference_jd_tt[1])) * 86400.0 > 1e-6:
+        return None
+    if math.dist(_location_m(location), nodes.location_m) > 1e-3:
+        return None
+    if node_s.size == 0:
+        return np.zeros((0, 3, 4), dtype=np.float64)
+    if nodes.time_s.size == 0:
+        return None
+    index = np.minimum(np.searchsorted(nodes.time_s, node_s), nodes.time_s.size - 1)
+    return nodes.maps[index] if np.array_equal(nodes.time_s[index], node_s) else None
+
+
 def _nodes(time: npt.NDArray[np.float64], node_step_s: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
     """Return the node times (s) nearest to some time, and each time's node index (shape of ``time``)."""
     step = np.rint(time / node_step_s).astype(np.int64)
@@ -160,12 +299,13 @@ def _nodes(time: npt.NDArray[np.float64], node_step_s: float) -> tuple[npt.NDArr
 
 def _horizontal_vectors(
     directions: list[tuple[npt.ArrayLike, npt.ArrayLike]], time_s: npt.ArrayLike,
-    *, reference: Time, location: EarthLocation, node_step_s: float,
+    *, reference: Time, location: EarthLocation, node_step_s: float, nodes: NodeMaps | None = None,
 ) -> list[Vectors]:
     """Return north, east, up of ICRS directions (RA, Dec in deg) at times; see :func:`az_alt_deg`.
 
     The node maps and the Earth rotation since each node are computed once
-    for all ``directions`` (e.g. the events and the pointing).
+    for all ``directions`` (e.g. the events and the pointing); taken from
+    ``nodes`` when it holds every node needed, for the same reference and location.
     """
     if not node_step_s > 0:
         raise ValueError(f"node_step_s must be positive, got {node_step_s}")
@@ -173,9 +313,12 @@ def _horizontal_vectors(
     if not np.all(np.isfinite(time)):
         raise ValueError("times must be finite")
     node_s, which = _nodes(time, node_step_s)
+    maps = None if nodes is None else _maps_from(nodes, node_s, reference, location)
+    if maps is None:
+        maps = _node_maps(node_s, reference, location)
     axes = _local_axes(location)
     # node maps in the Earth-fixed frame, where the rotation since the node is about z
-    fixed = np.einsum("ji,njk->nik", axes, _node_maps(node_s, reference, location)).reshape(-1, 12)
+    fixed = np.einsum("ji,njk->nik", axes, maps).reshape(-1, 12)
     coefficients = [fixed[which, k] for k in range(12)]
     # a fixed sky direction moves west: its Earth-fixed longitude drops by the rotation angle
     angle = EARTH_ROTATION_RAD_S * (time - node_s[which])
@@ -318,6 +461,7 @@ def event_fov_deg(
     reference: Time,
     location: EarthLocation,
     node_step_s: float = NODE_STEP_S,
+    nodes: NodeMaps | None = None,
 ) -> EventFoV:
     """Return each event's ALTAZ-aligned FoV coordinates and the pointing's zenith at its time.
 
@@ -332,6 +476,12 @@ def event_fov_deg(
         Pointing position (ICRS), deg.
     reference, location, node_step_s
         As in :func:`az_alt_deg`.
+    nodes : NodeMaps, optional
+        Precomputed node maps (:func:`run_node_maps`), used when they hold
+        the node of every event and were made for ``reference`` and
+        ``location`` (within 1 µs and 1 mm): astropy is then not called.
+        Otherwise, and when omitted, astropy computes the nodes. The result
+        is the same either way.
 
     Returns
     -------
@@ -340,7 +490,7 @@ def event_fov_deg(
     """
     event, pointing = _horizontal_vectors(
         [(ra_deg, dec_deg), (ra_pnt_deg, dec_pnt_deg)], time_s,
-        reference=reference, location=location, node_step_s=node_step_s,
+        reference=reference, location=location, node_step_s=node_step_s, nodes=nodes,
     )
     lon, lat = _fov_of_vectors(event, pointing)
     return EventFoV(lon, lat, 90.0 - _altitude_deg(pointing))

@@ -26,7 +26,7 @@ from dask.highlevelgraph import HighLevelGraph
 from ..axes import DIMS, DIMS_3D
 from ..exceptions import InvalidRunError, UnitError
 from ..exclusion import ExclusionRegions, excluded
-from ..fov import event_fov_deg, location_of, reference_time
+from ..fov import NodeMaps, event_fov_deg, location_of, reference_time, run_node_maps
 from ..geometry import offset_deg
 from ..units import ANGLE_UNIT, ENERGY_UNIT, TIME_UNIT, parse_unit, scale_to
 from ._rawfits import Unsupported, read_table_columns
@@ -185,6 +185,7 @@ def read_run(
     e_max: float = np.inf,
     fov: str = "offset",
     exclude: ExclusionRegions | None = None,
+    nodes: NodeMaps | None = None,
 ) -> npt.NDArray[np.float64]:
     """Read one run and return its events as rows of (zenith, energy, FoV coordinates).
 
@@ -196,7 +197,9 @@ def read_run(
     from TIME, the header's MJDREF and observatory location GEOLON/GEOLAT/ALTITUDE).
     The zenith of every event is the run's pointing zenith. Events outside
     ``[e_min, e_max)`` TeV (the run's safe energy bins) and inside any region
-    of ``exclude`` are dropped.
+    of ``exclude`` are dropped. ``nodes``: the run's precomputed node maps
+    (:func:`bkgxr.fov.run_node_maps`), used when made for the header's MJDREF
+    and location and holding every event's node, else astropy computes them here.
 
     Returns
     -------
@@ -227,7 +230,9 @@ def read_run(
             reference, location = reference_time(header), location_of(header)
         except KeyError as err:
             raise InvalidRunError(obs_id, path, f"{hdu} lacks {err.args[0]}, needed for FoV coordinates") from err
-        lon, lat, _ = event_fov_deg(columns["RA"], columns["DEC"], columns["TIME"], ra_pnt, dec_pnt, reference=reference, location=location)
+        lon, lat, _ = event_fov_deg(
+            columns["RA"], columns["DEC"], columns["TIME"], ra_pnt, dec_pnt, reference=reference, location=location, nodes=nodes
+        )
         out[:, 2], out[:, 3] = lon, lat
     else:
         out[:, 2] = offset_deg(columns["RA"], columns["DEC"], ra_pnt, dec_pnt)
@@ -240,6 +245,30 @@ def _read_or_skip(*args: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.o
         return read_run(*args), np.array([""], dtype=object)
     except InvalidRunError as err:
         return np.empty((0, len(DIMS_3D if args[9] == "altaz" else DIMS))), np.array([err.reason], dtype=object)
+
+
+def _index_node_maps(runs: pd.DataFrame) -> list[NodeMaps | None]:
+    """Return each run's node maps from one astropy call, on the obs-index's MJDREF and site.
+
+    These come from ``runs.attrs["OBS_META"]`` (the obs-index header, set by
+    :meth:`bkgxr.Store.select`) and the runs' TSTART/TSTOP (s since that
+    MJDREF); None for every run when the header lacks them, for a run
+    without finite TSTART <= TSTOP.
+    """
+    meta = runs.attrs.get("OBS_META", {})
+    out: list[NodeMaps | None] = [None] * len(runs)
+    try:
+        reference, location = reference_time(meta), location_of(meta)
+    except (KeyError, ValueError, TypeError):  # no usable header: each task computes its nodes
+        return out
+    if "TSTART" not in runs or "TSTOP" not in runs:
+        return out
+    start, stop = runs["TSTART"].to_numpy(np.float64), runs["TSTOP"].to_numpy(np.float64)
+    good = np.flatnonzero(np.isfinite(start) & np.isfinite(stop) & (start <= stop))
+    if good.size:
+        for i, maps in zip(good, run_node_maps(start[good], stop[good], reference=reference, location=location), strict=True):
+            out[i] = maps
+    return out
 
 
 def open_events(
@@ -260,7 +289,9 @@ def open_events(
         A run that fails to read contributes no events and its error message
         instead of raising :class:`~bkgxr.InvalidRunError` at compute time.
     fov : {"offset", "altaz"}
-        FoV coordinates of the events (see :func:`read_run`).
+        FoV coordinates of the events (see :func:`read_run`). For "altaz",
+        astropy computes the node maps of all runs here, in one call (see
+        :func:`_index_node_maps`), and each task maps its events with numpy.
     exclude : sequence of ExclusionRegions or None, optional
         Regions whose events each run drops, one entry per run (None: none).
 
@@ -275,10 +306,13 @@ def open_events(
     """
     limits = runs.reindex(columns=["E_MIN", "E_MAX"]).fillna({"E_MIN": -np.inf, "E_MAX": np.inf})
     regions = [None] * len(runs) if exclude is None else list(exclude)
+    nodes = _index_node_maps(runs) if fov == "altaz" else [None] * len(runs)
     args = [
         (str(r.EVENTS_PATH), str(r.EVENTS_HDU), str(getattr(r, "GTI_HDU", "")), int(r.OBS_ID),
-         float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region)
-        for r, lo, hi, region in zip(runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], regions, strict=True)
+         float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region, node)
+        for r, lo, hi, region, node in zip(
+            runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], regions, nodes, strict=True
+        )
     ]
     if not args:
         raise ValueError("open_events needs at least one run")

@@ -177,6 +177,7 @@ class Store:
         if obs_ids is not None:
             frame = frame[frame["OBS_ID"].isin(list(obs_ids))]
         frame = _complete(self, frame.sort_values("OBS_ID").reset_index(drop=True), skip_bad=skip_bad)
+        frame.attrs["OBS_META"] = dict(self.obs_table.meta)  # MJDREF and site for 3D reads (bkgxr.io.events)
         if zenith is not None:
             lo, hi = zenith
             frame = frame[(frame["ZEN_PNT"] >= lo) & (frame["ZEN_PNT"] < hi) | (frame["ERROR"] != "")]

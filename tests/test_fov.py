@@ -3,7 +3,7 @@
 import astropy.units as u
 import numpy as np
 import pytest
-from astropy.coordinates import AltAz, SkyCoord, get_sun
+from astropy.coordinates import AltAz, EarthLocation, SkyCoord, get_sun
 from astropy.utils import iers
 from gammapy.data import FixedPointingInfo
 from gammapy.irf import Background3D
@@ -138,6 +138,11 @@ def test_header_helpers_name_the_missing_keyword():
         fov.reference_time({})
     assert fov.reference_time(HESS).scale == "tt"
     assert fov.location_of(HESS).lat.deg == pytest.approx(HESS["GEOLAT"])
+    # location_of calls erfa directly: the same place as astropy's from_geodetic
+    astropy_site = EarthLocation.from_geodetic(HESS["GEOLON"] * u.deg, HESS["GEOLAT"] * u.deg, HESS["ALTITUDE"] * u.m)
+    np.testing.assert_allclose(
+        u.Quantity(fov.location_of(HESS).geocentric).to_value(u.m), u.Quantity(astropy_site.geocentric).to_value(u.m), rtol=0, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("axis", ["fov_lat", "fov_lon"])
@@ -183,3 +188,112 @@ def test_gammapy_background_map_rotates_as_bkgxr_fov(site, axis):
     # the physical reading: fov_lat grows with altitude, fov_lon towards smaller azimuth
     toward = alt[0] if axis == "fov_lat" else -((az[0] - np.median(az[0]) + 180) % 360 - 180)
     assert np.corrcoef(counts.ravel(), toward)[0, 1] > 0.9
+
+
+@pytest.fixture
+def astropy_calls(monkeypatch):
+    """The number of nodes of each call of bkgxr.fov's astropy transformation, as the calls happen."""
+    calls = []
+    real = fov._node_maps
+
+    def counted(node_s, reference, location):
+        calls.append(node_s.size)
+        return real(node_s, reference, location)
+
+    monkeypatch.setattr(fov, "_node_maps", counted)
+    return calls
+
+
+def test_run_node_maps_give_each_run_its_fov_without_astropy(site, astropy_calls):
+    reference, location = site
+    # runs across the DR1 years, of 0 s to 1 h, at starts on and off the node grid; two overlap
+    start = np.array([RUN_START, RUN_START + 1000.0, 1.3e8 + 600.0, 9.5e7 + 17.3, 1.1e8 + 599.999])
+    stop = start + np.array([RUN_LENGTH, 1682.0, 0.0, 3600.0, 1.0])
+    per_run = fov.run_node_maps(start, stop, reference=reference, location=location)
+    assert astropy_calls == [len(np.unique(np.concatenate([n.time_s for n in per_run])))]  # one call, shared nodes once
+    rng = np.random.default_rng(6)
+    for a, b, nodes in zip(start, stop, per_run):
+        # every multiple of the step within half a step of the run, and nothing more than one step beyond
+        first, last = np.ceil((a - fov.NODE_STEP_S / 2) / fov.NODE_STEP_S), np.floor((b + fov.NODE_STEP_S / 2) / fov.NODE_STEP_S)
+        assert set(np.arange(first, last + 1) * fov.NODE_STEP_S) <= set(nodes.time_s)
+        assert nodes.time_s.min() >= a - fov.NODE_STEP_S and nodes.time_s.max() <= b + fov.NODE_STEP_S
+        # events of the run, and up to half a step beyond it
+        time = np.concatenate([[a, b, a - 299.0, b + 299.0], rng.uniform(a, b, 500)])
+        ra = RA_PNT + rng.normal(0, 2, time.size) / np.cos(np.radians(DEC_PNT))
+        dec = DEC_PNT + rng.normal(0, 2, time.size)
+        before = len(astropy_calls)
+        got = fov.event_fov_deg(ra, dec, time, RA_PNT, DEC_PNT, reference=reference, location=location, nodes=nodes)
+        assert len(astropy_calls) == before  # numpy only
+        alone = fov.event_fov_deg(ra, dec, time, RA_PNT, DEC_PNT, reference=reference, location=location)
+        assert len(astropy_calls) == before + 1
+        for x, y in zip(got, alone):
+            np.testing.assert_array_equal(x, y)  # the same maps: bit for bit
+    # and against astropy's full transformation into gammapy's FoV frame, for the last run's events
+    with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
+        obstime = reference + time * u.s
+        origin = SkyCoord(RA_PNT * u.deg, DEC_PNT * u.deg).transform_to(AltAz(obstime=obstime, location=location))
+        truth = SkyCoord(ra * u.deg, dec * u.deg).transform_to(FoVAltAzFrame(origin=origin.altaz, location=location, obstime=obstime))
+    assert np.abs(got.fov_lon - truth.fov_lon.deg).max() < 5e-5
+    assert np.abs(got.fov_lat - truth.fov_lat.deg).max() < 5e-5
+
+
+def test_event_fov_computes_its_nodes_when_given_ones_do_not_fit(site, astropy_calls):
+    reference, location = site
+    time = RUN_START + np.linspace(0, RUN_LENGTH, 101)
+    ra, dec = RA_PNT + np.linspace(-2, 2, 101), DEC_PNT + np.linspace(2, -2, 101)
+    kw = {"reference": reference, "location": location}
+    alone = fov.event_fov_deg(ra, dec, time, RA_PNT, DEC_PNT, **kw)
+    elsewhere = fov.location_of({**HESS, "GEOLAT": HESS["GEOLAT"] + 1e-6})  # 11 cm north
+    misfits = {
+        "reference 1 ms later": fov.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference + 1 * u.ms, location=location),
+        "another site": fov.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference, location=elsewhere),
+        "another run": fov.run_node_maps([RUN_START + 3600], [RUN_START + 3600 + RUN_LENGTH], **kw),
+        "half the run": fov.run_node_maps([RUN_START], [RUN_START + 100.0], **kw),
+        "none": [fov.NodeMaps(np.zeros(0), np.zeros((0, 3, 4)), *fov.run_node_maps([0.0], [0.0], **kw)[0][2:])],
+    }
+    for why, [nodes] in misfits.items():
+        before = len(astropy_calls)
+        got = fov.event_fov_deg(ra, dec, time, RA_PNT, DEC_PNT, nodes=nodes, **kw)
+        assert len(astropy_calls) == before + 1, why
+        for x, y in zip(got, alone):
+            np.testing.assert_array_equal(x, y, err_msg=why)
+    # nodes within 1 µs and 1 mm are the same site: used
+    [close] = fov.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference + 0.1 * u.us, location=location)
+    before = len(astropy_calls)
+    fov.event_fov_deg(ra, dec, time, RA_PNT, DEC_PNT, nodes=close, **kw)
+    assert len(astropy_calls) == before
+
+
+def test_run_node_maps_refuse_bad_runs(site):
+    reference, location = site
+    kw = {"reference": reference, "location": location}
+    with pytest.raises(ValueError, match="stops before it starts"):
+        fov.run_node_maps([10.0], [5.0], **kw)
+    with pytest.raises(ValueError, match="finite"):
+        fov.run_node_maps([np.nan], [5.0], **kw)
+    with pytest.raises(ValueError, match="1-d of one shape"):
+        fov.run_node_maps([0.0, 1.0], [5.0], **kw)
+    with pytest.raises(ValueError, match="positive"):
+        fov.run_node_maps([0.0], [5.0], node_step_s=0.0, **kw)
+    with pytest.raises(ValueError, match="finite"):
+        fov.node_maps_for([np.inf], **kw)
+
+
+def test_3d_cube_reads_with_one_astropy_call(sim_store, astropy_calls):
+    """The obs-index's MJDREF and site give every run its nodes when the graph is built; counts as per run."""
+    import bkgxr
+
+    runs = sim_store.select()
+    binning = bkgxr.Binning(zenith=[0, 30, 60], energy=np.geomspace(0.3, 30, 5), fov="altaz",
+                            fov_lon=np.linspace(-2, 2, 41), fov_lat=np.linspace(-2, 2, 41))
+    lazy = bkgxr.build_cube(runs, binning=binning)
+    assert len(astropy_calls) == 1
+    cube = lazy.compute(scheduler="sync")
+    assert len(astropy_calls) == 1  # the read tasks called no astropy
+    withheld = runs.copy()
+    withheld.attrs.clear()  # a run table without the obs-index header: each task computes its nodes
+    per_run = bkgxr.build_cube(withheld, binning=binning).compute(scheduler="sync")
+    assert len(astropy_calls) == 1 + len(runs)
+    assert int(cube["counts"].sum()) > 10 * len(runs) * binning.shape[1]  # events in every run and energy
+    np.testing.assert_array_equal(cube["counts"].values, per_run["counts"].values)
+    np.testing.assert_array_equal(cube["run_counts"].values, per_run["run_counts"].values)

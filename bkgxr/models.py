@@ -153,7 +153,10 @@ def predict_models(
     if recipe.nodes:  # what gammapy's interpolation needs; bin averages stay in counts / exposure
         edges = [binning.edges(d) for d in binning.fov_dims]
         node_rate = to_node_values(bands["rate"].transpose("zenith", "energy", *binning.fov_dims).values, binning.energy, *edges, fov=binning.fov)
-        bands = bands.assign(rate=bands["rate"].transpose("zenith", "energy", *binning.fov_dims).copy(data=node_rate))
+        average = bands["rate"].transpose("zenith", "energy", *binning.fov_dims)
+        relative = np.divide(bands["rate_err"].transpose(*average.dims).values, average.values,
+                             out=np.zeros(average.shape), where=average.values > 0)
+        bands = bands.assign(rate=average.copy(data=node_rate), rate_err=average.copy(data=relative * node_rate))
         dims, values, attrs = per_obs["obs_rate"]
         per_obs["obs_rate"] = (dims, to_node_values(values, binning.energy, *edges, fov=binning.fov), attrs)
     lost = obs.loc[per_obs["obs_band"][1] < 0, "OBS_ID"].astype(int).tolist()

@@ -7,9 +7,10 @@ from typing import Any
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import AltAz, EarthLocation, SkyCoord
-from astropy.time import Time
+from astropy.coordinates import AltAz, SkyCoord
 from astropy.utils import iers
+
+from .fov import location_of, reference_time
 
 
 def mean_zenith(header: Mapping[str, Any], ra_deg: float, dec_deg: float) -> float:
@@ -37,23 +38,12 @@ def mean_zenith(header: Mapping[str, Any], ra_deg: float, dec_deg: float) -> flo
     Uses only the Earth-orientation tables installed with astropy (no
     download); precision is far better than a zenith band needs.
     """
-    for key in ("TSTART", "TSTOP", "GEOLON", "GEOLAT"):
+    for key in ("TSTART", "TSTOP"):
         if key not in header:
             raise KeyError(key)
-    if "MJDREFI" in header:
-        mjdref = float(header["MJDREFI"]) + float(header.get("MJDREFF", 0.0))
-    elif "MJDREF" in header:
-        mjdref = float(header["MJDREF"])
-    else:
-        raise KeyError("MJDREFI")
-    scale = str(header.get("TIMESYS", "TT")).strip().lower() or "tt"
+    location = location_of(header)
     seconds = np.linspace(float(header["TSTART"]), float(header["TSTOP"]), 11)
-    times = Time(mjdref, format="mjd", scale=scale) + seconds * u.s
-    location = EarthLocation.from_geodetic(
-        lon=float(header["GEOLON"]) * u.deg,
-        lat=float(header["GEOLAT"]) * u.deg,
-        height=float(header.get("ALTITUDE", 0.0)) * u.m,
-    )
+    times = reference_time(header) + seconds * u.s
     with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
         altaz = SkyCoord(ra_deg * u.deg, dec_deg * u.deg, frame="icrs").transform_to(
             AltAz(obstime=times, location=location)

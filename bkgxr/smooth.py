@@ -52,6 +52,7 @@ import numpy as np
 
 from .axes import to_edges
 from .geometry import ring_solid_angle_sr
+from .recipe import Smoothing
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -128,12 +129,7 @@ def smooth_rate(
     >>> bool(np.all(rate[2] > 0))  # the sparse bin's zero is no hole
     True
     """
-    if (int(degree) != degree or degree < 1 or not min_counts >= 1 or not shape_counts > 0
-            or int(n_tail) != n_tail or n_tail < 2):
-        raise ValueError(
-            f"need an integer degree >= 1, min_counts >= 1, shape_counts > 0 and an integer n_tail >= 2; "
-            f"got degree={degree}, min_counts={min_counts}, shape_counts={shape_counts}, n_tail={n_tail}"
-        )
+    Smoothing(degree=degree, min_counts=min_counts, shape_counts=shape_counts, n_tail=n_tail)  # checks the options
     offset = to_edges(offset_edges, "offset")
     energy = to_edges(energy_edges, "energy")
     n, e = np.broadcast_arrays(np.asarray(counts, dtype=np.float64), np.asarray(exposure, dtype=np.float64))

@@ -27,8 +27,8 @@ def _close_figures():
     plt.close("all")
 
 
-#: Not smoothed: the band models written are the cube's own rates.
-RECIPE = bkgxr.Recipe(smoothing=None)
+#: Not smoothed, bin averages: the band models written are the cube's own rates.
+RECIPE = bkgxr.Recipe(smoothing=None, nodes=False)
 
 
 @pytest.fixture(scope="module")

@@ -62,35 +62,7 @@ def create_bkg_2d_hdu(
     ValueError
         If the rate (or error) is not finite and non-negative, or its shape does not match.
     """
-    rate = np.asarray(rate, dtype=np.float64)
-    energy_edges = np.asarray(energy_edges, dtype=np.float64)
-    offset_edges = np.asarray(offset_edges, dtype=np.float64)
-    if rate.shape != (energy_edges.size - 1, offset_edges.size - 1):
-        raise ValueError(f"rate shape {rate.shape} does not match the edges")
-    if not np.all(np.isfinite(rate)) or np.any(rate < 0):
-        raise ValueError(f"{extname}: refusing to write a non-finite or negative rate")
-    n_e, n_o = rate.shape
-    columns = [
-        fits.Column("ENERG_LO", f"{n_e}D", unit=str(ENERGY_UNIT), array=energy_edges[None, :-1]),
-        fits.Column("ENERG_HI", f"{n_e}D", unit=str(ENERGY_UNIT), array=energy_edges[None, 1:]),
-        fits.Column("THETA_LO", f"{n_o}D", unit=str(ANGLE_UNIT), array=offset_edges[None, :-1]),
-        fits.Column("THETA_HI", f"{n_o}D", unit=str(ANGLE_UNIT), array=offset_edges[None, 1:]),
-        # FITS stores the last numpy axis fastest: the (energy, offset) array is written
-        # transposed, TDIM = (n_energy, n_offset), as gammapy's IRF.to_table does.
-        fits.Column("BKG", f"{n_e * n_o}D", unit=RATE_UNIT.to_string("fits"), dim=f"({n_e},{n_o})", array=rate.T[None]),
-    ]
-    if error is not None:
-        error = np.asarray(error, dtype=np.float64)
-        if error.shape != rate.shape or not np.all(np.isfinite(error)) or np.any(error < 0):
-            raise ValueError(f"{extname}: refusing to write a non-finite or negative error, or one of another shape")
-        unit = RATE_UNIT.to_string("fits")
-        columns.append(fits.Column("BKG_ERR", f"{n_e * n_o}D", unit=unit, dim=f"({n_e},{n_o})", array=error.T[None]))
-    header = fits.Header(
-        {**DEFAULT_HEADER, "HDUCLAS1": "RESPONSE", "HDUCLAS2": "BKG", "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": "BKG_2D"}
-    )
-    for key, value in (meta or {}).items():
-        header[key] = value
-    return fits.BinTableHDU.from_columns(columns, header=header, name=extname)
+    return _bkg_hdu(rate, {"ENERG": energy_edges, "THETA": offset_edges}, extname=extname, meta=meta, error=error)
 
 
 def create_bkg_3d_hdu(
@@ -133,29 +105,41 @@ def create_bkg_3d_hdu(
     --------
     create_bkg_2d_hdu : the radial model.
     """
+    edges = {"ENERG": energy_edges, "DETX": lon_edges, "DETY": lat_edges}
+    return _bkg_hdu(rate, edges, extname=extname, meta={"FOVALIGN": "ALTAZ", **(meta or {})}, error=error)
+
+
+def _bkg_hdu(
+    rate: npt.ArrayLike,
+    edges: Mapping[str, npt.ArrayLike],
+    *,
+    extname: str,
+    meta: Mapping[str, object] | None,
+    error: npt.ArrayLike | None,
+) -> fits.BinTableHDU:
+    """Build a BKG_2D (edges ENERG, THETA) or BKG_3D (ENERG, DETX, DETY) HDU, checking the rate and error."""
     rate = np.asarray(rate, dtype=np.float64)
-    edges = {name: np.asarray(e, dtype=np.float64) for name, e in (("ENERG", energy_edges), ("DETX", lon_edges), ("DETY", lat_edges))}
-    if rate.shape != tuple(e.size - 1 for e in edges.values()):
+    grid = {name: np.asarray(e, dtype=np.float64) for name, e in edges.items()}
+    if rate.shape != tuple(e.size - 1 for e in grid.values()):
         raise ValueError(f"{extname}: rate shape {rate.shape} does not match the edges")
-    units = {"ENERG": str(ENERGY_UNIT), "DETX": str(ANGLE_UNIT), "DETY": str(ANGLE_UNIT)}
     columns = [
-        fits.Column(f"{name}_{side}", f"{e.size - 1}D", unit=units[name], array=(e[:-1] if side == "LO" else e[1:])[None])
-        for name, e in edges.items() for side in ("LO", "HI")
+        fits.Column(f"{name}_{side}", f"{e.size - 1}D", unit=str(ENERGY_UNIT if name == "ENERG" else ANGLE_UNIT),
+                    array=(e[:-1] if side == "LO" else e[1:])[None])
+        for name, e in grid.items() for side in ("LO", "HI")
     ]
-    # FITS stores the last numpy axis fastest: the (energy, lon, lat) array is written
-    # transposed, TDIM = (n_energy, n_lon, n_lat), as gammapy's IRF.to_table does.
-    dim = "({},{},{})".format(*rate.shape)
-    unit = RATE_UNIT.to_string("fits")
+    # FITS stores the last numpy axis fastest: the (energy, *fov) array is written with its
+    # axes reversed, TDIM = (n_energy, *fov), as gammapy's IRF.to_table does.
+    dim = "(" + ",".join(str(n) for n in rate.shape) + ")"
     for name, values in (("BKG", rate), ("BKG_ERR", error)):
         if values is None:
             continue
         values = np.asarray(values, dtype=np.float64)
         if values.shape != rate.shape or not np.all(np.isfinite(values)) or np.any(values < 0):
             raise ValueError(f"{extname}: refusing to write a non-finite or negative {name}, or one of another shape")
-        columns.append(fits.Column(name, f"{rate.size}D", unit=unit, dim=dim, array=values.T[None]))
+        columns.append(fits.Column(name, f"{rate.size}D", unit=RATE_UNIT.to_string("fits"), dim=dim, array=values.T[None]))
+    hduclas4 = "BKG_3D" if "DETX" in grid else "BKG_2D"
     header = fits.Header(
-        {**DEFAULT_HEADER, "HDUCLAS1": "RESPONSE", "HDUCLAS2": "BKG", "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": "BKG_3D",
-         "FOVALIGN": "ALTAZ"}
+        {**DEFAULT_HEADER, "HDUCLAS1": "RESPONSE", "HDUCLAS2": "BKG", "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": hduclas4}
     )
     for key, value in (meta or {}).items():
         header[key] = value

@@ -18,7 +18,7 @@ Spec: https://gamma-astro-data-formats.readthedocs.io/en/latest/general/coordina
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import astropy.units as u
@@ -297,6 +297,15 @@ def _nodes(time: npt.NDArray[np.float64], node_step_s: float) -> tuple[npt.NDArr
     return np.asarray(node_index * float(node_step_s), dtype=np.float64), np.asarray(which, dtype=np.intp)
 
 
+def _affine(coefficients: Sequence[npt.NDArray[np.float64]], u: Vectors) -> Vectors:
+    """Return ``M u + c`` of maps given as 12 arrays (rows of M and c: m00, m01, m02, c0, m10, ...)."""
+    x, y, z = (
+        coefficients[4 * i] * u[0] + coefficients[4 * i + 1] * u[1] + coefficients[4 * i + 2] * u[2] + coefficients[4 * i + 3]
+        for i in range(3)
+    )
+    return x, y, z
+
+
 def _horizontal_vectors(
     directions: list[tuple[npt.ArrayLike, npt.ArrayLike]], time_s: npt.ArrayLike,
     *, reference: Time, location: EarthLocation, node_step_s: float, nodes: NodeMaps | None = None,
@@ -319,21 +328,21 @@ def _horizontal_vectors(
     axes = _local_axes(location)
     # node maps in the Earth-fixed frame, where the rotation since the node is about z
     fixed = np.einsum("ji,njk->nik", axes, maps).reshape(-1, 12)
-    coefficients = [fixed[which, k] for k in range(12)]
     # a fixed sky direction moves west: its Earth-fixed longitude drops by the rotation angle
     angle = EARTH_ROTATION_RAD_S * (time - node_s[which])
     cos, sin = np.cos(angle), np.sin(angle)
+    # each time's coefficients, for directions given per time (one direction is mapped once per node)
+    per_time = [fixed[which, k] for k in range(12)] if any(np.ndim(d[0]) or np.ndim(d[1]) for d in directions) else []
     out = []
     for lon_deg, lat_deg in directions:
         lon = np.radians(np.asarray(lon_deg, dtype=np.float64))
         lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
         cos_lat = np.cos(lat)
-        u_x, u_y, u_z = cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)
-        x, y, z = (
-            coefficients[4 * i] * u_x + coefficients[4 * i + 1] * u_y + coefficients[4 * i + 2] * u_z
-            + coefficients[4 * i + 3]
-            for i in range(3)
-        )
+        u = (cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat))
+        if lon.ndim == 0 and lat.ndim == 0:
+            x, y, z = (row[which] for row in _affine(fixed.T, u))
+        else:
+            x, y, z = _affine(per_time, u)
         x, y = x * cos + y * sin, y * cos - x * sin
         # back to north, east, up: the local axes have no y in north and up, east is y
         out.append((axes[0, 0] * x + axes[0, 2] * z, y, axes[2, 0] * x + axes[2, 2] * z))

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zenith-model", choices=("bands", "interpolate", "kernel"), default=None,
                         help="bkgxr recipe's zenith model (default: bkgxr.DEFAULT_RECIPE's)")
     parser.add_argument("--time-sigma", type=float, default=None, help="kernel width in time, yr; 0: none (default: the recipe's)")
+    parser.add_argument("--efficiency-sigma", type=float, default=None, help="kernel width in ln MUONEFF (default: none)")
     parser.add_argument("--no-smooth", action="store_true", help="no smoothing (always so with --fov altaz)")
     parser.add_argument("--runs", choices=("off", "all"), default="off",
                         help="train on the off runs, or on every run outside the fields' exclusion regions")
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = recipe.replace(zenith=args.zenith_model)
     if args.time_sigma is not None:
         recipe = recipe.replace(time_sigma=args.time_sigma or None)
+    if args.efficiency_sigma:
+        recipe = recipe.replace(efficiency_sigma=args.efficiency_sigma)
     if args.no_smooth or args.fov == "altaz":
         recipe = recipe.replace(smoothing=None)
     all_fields = source_fields(bkgxr.open_store(args.data).select())

@@ -96,6 +96,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--kernel-sigma", type=float, help=f"kernel width in cos(zenith) (default: {d.kernel_sigma:g})")
     p.add_argument("--time-sigma", type=float, help=f"kernel width in time, years; 0 for none (default: {d.time_sigma:g})")
+    p.add_argument("--efficiency-sigma", type=float,
+                   help="kernel width in ln(optical efficiency), MUONEFF of the obs index; 0 for none (default: none)")
     p.add_argument(
         "--smooth",
         action=argparse.BooleanOptionalAction,
@@ -246,6 +248,8 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         changes["kernel_sigma"] = args.kernel_sigma
     if args.time_sigma is not None:
         changes["time_sigma"] = args.time_sigma or None
+    if args.efficiency_sigma is not None:
+        changes["efficiency_sigma"] = args.efficiency_sigma or None
     if args.smooth is not None:
         changes["smoothing"] = Smoothing() if args.smooth else None
     elif getattr(args, "fov", "offset") == "altaz":

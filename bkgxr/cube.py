@@ -253,6 +253,7 @@ def build_cube(
         run_livetime=runs["LIVETIME"].to_numpy(np.float64),
         run_threshold=threshold,
         run_tstart=runs.get("TSTART", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
+        run_muoneff=runs.get("MUONEFF", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy)},
         run_kept=kept_fractions(runs, binning, [r if i in read_set else None for i, r in enumerate(regions)]),
     )
@@ -276,6 +277,7 @@ def assemble_cube(
     run_tstart: npt.ArrayLike,
     attrs: dict[str, Any],
     run_kept: npt.ArrayLike | None = None,
+    run_muoneff: npt.ArrayLike | None = None,
 ) -> xr.Dataset:
     """Return the cube Dataset from counts and per-run values (numpy or dask).
 
@@ -305,6 +307,8 @@ def assemble_cube(
         Fraction of each FoV bin's solid angle outside the run's exclusion
         regions, averaged over the run (1 without regions). Shape: (n_runs,
         *fov shape).
+    run_muoneff : array-like, optional
+        Optical efficiency (MUONEFF) of each run, NaN where unknown (the default).
     """
     n_bands, n_energy, *fov_shape = binning.shape
     fov_dims = binning.fov_dims
@@ -350,6 +354,8 @@ def assemble_cube(
             "run_ontime": ("obs_id", run_ontime, {"units": "s", "long_name": "ONTIME (GTI sum)"}),
             "run_livetime": ("obs_id", run_livetime, {"units": "s", "long_name": "LIVETIME"}),
             "run_tstart": ("obs_id", np.asarray(run_tstart, dtype=np.float64), {"units": "s", "long_name": "TSTART (since MJDREF)"}),
+            "run_muoneff": ("obs_id", np.full(run_ontime.size, np.nan) if run_muoneff is None else np.asarray(run_muoneff, dtype=np.float64),
+                            {"units": "", "long_name": "optical efficiency MUONEFF"}),
             "run_threshold": ("obs_id", np.asarray(run_threshold, dtype=np.float64), {"units": "TeV", "long_name": "safe energy threshold"}),
             "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: none)"}),
             "run_used": ("obs_id", used, {"units": "", "long_name": "run counted in the model"}),

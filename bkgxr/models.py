@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 #: Variables of a cube that describe its runs, carried into the models along dim ``run``.
 RUN_VARIABLES = (
-    "run_counts", "run_kept", "run_safe", "run_zenith", "run_ontime", "run_livetime", "run_tstart",
+    "run_counts", "run_kept", "run_safe", "run_zenith", "run_ontime", "run_livetime", "run_tstart", "run_muoneff",
     "run_threshold", "run_band", "run_used", "run_error",
 )
 #: Variables of a cube that describe its zenith bands, carried into the models.
@@ -93,8 +93,9 @@ def observation_models(
     n_eff = np.zeros(len(obs))
     if recipe.per_observation:
         index = np.flatnonzero(modelled)
+        efficiency = obs["MUONEFF"].to_numpy(np.float64)[index] if "MUONEFF" in obs else None
         rate[index], n_eff[index] = predict_rates(
-            cube, zenith[index], recipe=recipe, time=obs["TSTART"].to_numpy(np.float64)[index]
+            cube, zenith[index], recipe=recipe, time=obs["TSTART"].to_numpy(np.float64)[index], efficiency=efficiency
         )
         rate *= factor.reshape(-1, *([1] * (rate.ndim - 1)))
     else:

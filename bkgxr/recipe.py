@@ -89,6 +89,9 @@ class Recipe:
         Kernel width in cos(zenith).
     time_sigma : float or None
         Kernel width in time, years; None for no time term.
+    efficiency_sigma : float or None
+        Kernel width in ln(optical efficiency) (MUONEFF of the obs-index);
+        None for no such term.
     smoothing : Smoothing or None
         Smooth every model (:mod:`bkgxr.smooth`); None for the raw
         counts / exposure.
@@ -114,6 +117,7 @@ class Recipe:
     zenith: ZenithModel = "kernel"
     kernel_sigma: float = 0.03
     time_sigma: float | None = 1.0
+    efficiency_sigma: float | None = None
     smoothing: Smoothing | None = field(default_factory=Smoothing)
     outside: Outside = "nearest"
     deadtime: DeadTime = "ontime"
@@ -122,9 +126,11 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.zenith not in ZENITH_MODELS:
             raise ValueError(f"unknown zenith model {self.zenith!r}; choose from {ZENITH_MODELS}")
-        if not self.kernel_sigma > 0 or (self.time_sigma is not None and not self.time_sigma > 0):
+        widths = (self.kernel_sigma, self.time_sigma, self.efficiency_sigma)
+        if not self.kernel_sigma > 0 or any(w is not None and not w > 0 for w in widths):
             raise ValueError(
-                f"kernel widths must be positive, got kernel_sigma={self.kernel_sigma}, time_sigma={self.time_sigma}"
+                f"kernel widths must be positive, got kernel_sigma={self.kernel_sigma}, time_sigma={self.time_sigma}, "
+                f"efficiency_sigma={self.efficiency_sigma}"
             )
         if self.outside not in ("nearest", "none"):
             raise ValueError(f"outside must be 'nearest' or 'none', not {self.outside!r}")
@@ -146,7 +152,8 @@ class Recipe:
         """Return a one-line description, as printed by the CLI."""
         text = f"zenith model: {self.zenith}"
         if self.zenith == "kernel":
-            text += f" (kernel sigma {self.kernel_sigma:g} in cos z, time sigma {self.time_sigma or 'none'} yr)"
+            text += f" (kernel sigma {self.kernel_sigma:g} in cos z, time sigma {self.time_sigma or 'none'} yr"
+            text += f", efficiency sigma {self.efficiency_sigma:g})" if self.efficiency_sigma else ")"
         text += ", smoothed" if self.smoothing is not None else ", not smoothed"
         text += ", rate per LIVETIME x each observation's DEADC" if self.deadtime == "livetime" else ", rate per ONTIME"
         return text + (", node values for gammapy" if self.nodes else ", bin averages")
@@ -157,6 +164,7 @@ class Recipe:
             "ZENMODEL": (self.zenith, "zenith recipe: bands, interpolate or kernel"),
             "KSIGMA": (self.kernel_sigma, "kernel width in cos(zenith)"),
             "KTSIGMA": (self.time_sigma or 0.0, "[yr] kernel width in time (0: none)"),
+            "KESIGMA": (self.efficiency_sigma or 0.0, "kernel width in ln MUONEFF (0: none)"),
             "ZENRULE": (self.outside, "obs outside all bands: nearest or none"),
             "DEADTIME": (self.deadtime, "ontime: per ONTIME; livetime: x obs DEADC"),
             "SMOOTH": (self.smoothing is not None, "models smoothed by bkgxr.smooth (SM*)"),
@@ -188,10 +196,12 @@ class Recipe:
                 **{name: type(getattr(Smoothing(), name))(header[key]) for name, (key, _) in _SMOOTH_KEYWORDS.items()}
             )
         time_sigma = float(header.get("KTSIGMA", 0.0))
+        efficiency_sigma = float(header.get("KESIGMA", 0.0))
         return cls(
             zenith=cast("ZenithModel", str(header["ZENMODEL"]).strip()),
             kernel_sigma=float(header.get("KSIGMA", cls.kernel_sigma)),
             time_sigma=time_sigma if time_sigma > 0 else None,
+            efficiency_sigma=efficiency_sigma if efficiency_sigma > 0 else None,
             smoothing=smoothing,
             outside=cast("Outside", str(header.get("ZENRULE", "nearest")).strip()),
             deadtime=cast("DeadTime", str(header.get("DEADTIME", "ontime")).strip()),

@@ -139,7 +139,8 @@ def validate(
     binning = binning_of(cube)
     held = np.flatnonzero(cube["run_used"].values)
     rate, n_eff = predict_rates(
-        cube, cube["run_zenith"].values[held], recipe=recipe, time=cube["run_tstart"].values[held], leave_out=held
+        cube, cube["run_zenith"].values[held], recipe=recipe, time=cube["run_tstart"].values[held], leave_out=held,
+        efficiency=cube["run_muoneff"].values[held],
     )
     unit = exposure_s_mev_sr(np.ones(1), binning)[0]
     # gammapy's prediction, rate per ONTIME x ONTIME: the recipe's own time of the run

@@ -13,7 +13,9 @@ Three recipes, each a pure function of the cube's per-run counts and exposures:
     Every run weighted by a Gaussian in cos(zenith) distance,
     ``w = exp(-(cos z_run - cos z) ** 2 / (2 sigma ** 2))``, optionally times
     a Gaussian in time, ``exp(-(t_run - t) ** 2 / (2 time_sigma ** 2))``
-    (detectors age: H.E.S.S. DR1 runs predict each other better within a year):
+    (detectors age: H.E.S.S. DR1 runs predict each other better within a year),
+    and optionally in optical efficiency, ``exp(-ln(m_run / m) ** 2 / (2
+    efficiency_sigma ** 2))`` with ``m`` the MUONEFF of the obs-index:
     ``rate = sum(w * counts) / sum(w * exposure)``, with the effective number of
     runs ``(sum w) ** 2 / sum(w ** 2)``.
 
@@ -87,6 +89,26 @@ def _rate(
     return np.asarray(rate, dtype=np.float64)
 
 
+def _log_gaussian(
+    run: npt.NDArray[np.float64],
+    target: npt.ArrayLike | None,
+    sigma: float | None,
+    used: npt.NDArray[np.bool_],
+    what: str,
+) -> npt.NDArray[np.float64] | float:
+    """Return the log of a Gaussian kernel term (n_targets, n_runs), 0 when ``sigma`` is None.
+
+    Without a finite value for every used run and target the term is dropped, with a warning.
+    """
+    if sigma is None:
+        return 0.0
+    values = None if target is None else np.atleast_1d(np.asarray(target, dtype=np.float64))
+    if values is None or not np.all(np.isfinite(run[used])) or not np.all(np.isfinite(values)):
+        warnings.warn(f"no {what} for every run and target: the kernel leaves it out", stacklevel=5)
+        return 0.0
+    return np.asarray(-0.5 * ((run[None, :] - values[:, None]) / sigma) ** 2, dtype=np.float64)
+
+
 def kernel_weights(
     cube: xr.Dataset,
     zenith: npt.NDArray[np.float64],
@@ -94,35 +116,44 @@ def kernel_weights(
     sigma: float,
     time: npt.NDArray[np.float64] | None = None,
     time_sigma: float | None = None,
+    efficiency: npt.ArrayLike | None = None,
+    efficiency_sigma: float | None = None,
 ) -> npt.NDArray[np.float64]:
     """Return Gaussian kernel weights of the used runs per target, (n_targets, n_runs).
 
+    The product of Gaussians in cos(zenith) (width ``sigma``), in time (TSTART,
+    width ``time_sigma`` in years) and in optical efficiency (MUONEFF, relative
+    width ``efficiency_sigma``), the last two when their widths are given.
     Computed in log space and scaled to a maximum of 1 per target, so that a
     target far from every run still gets the nearest runs' model.
     """
+    used = cube["run_used"].values
     cos_run = np.cos(np.radians(cube["run_zenith"].values))
     log_w = -0.5 * ((cos_run[None, :] - np.cos(np.radians(zenith))[:, None]) / sigma) ** 2
-    if time_sigma is not None:
-        run_time = cube["run_tstart"].values
-        if time is None or not np.all(np.isfinite(run_time[cube["run_used"].values])) or not np.all(np.isfinite(time)):
-            warnings.warn("no TSTART for every run and target: the kernel weighs zenith only", stacklevel=4)
-            time_sigma = None
-    if time_sigma is not None:
-        time = cast("npt.NDArray[np.float64]", time)  # not None: time_sigma would be None
-        log_w = log_w - 0.5 * ((run_time[None, :] - time[:, None]) / (time_sigma * SECONDS_PER_YEAR)) ** 2
-    used = cube["run_used"].values
+    log_w = log_w + _log_gaussian(
+        cube["run_tstart"].values / SECONDS_PER_YEAR, None if time is None else np.asarray(time) / SECONDS_PER_YEAR,
+        time_sigma, used, "TSTART",
+    )
+    run_efficiency = cube["run_muoneff"].values if "run_muoneff" in cube else np.full(used.size, np.nan)
+    log_w = log_w + _log_gaussian(np.log(run_efficiency), None if efficiency is None else np.log(efficiency),
+                                  efficiency_sigma, used, "MUONEFF")
     log_w = np.where(used[None, :], log_w, -np.inf)
     peak = log_w.max(axis=1, keepdims=True)
     return np.asarray(np.exp(log_w - np.where(np.isfinite(peak), peak, 0.0)), dtype=np.float64)
 
 
 def _weights(
-    cube: xr.Dataset, zenith: npt.NDArray[np.float64], recipe: Recipe, time: npt.NDArray[np.float64] | None
+    cube: xr.Dataset,
+    zenith: npt.NDArray[np.float64],
+    recipe: Recipe,
+    time: npt.NDArray[np.float64] | None,
+    efficiency: npt.ArrayLike | None,
 ) -> npt.NDArray[np.float64]:
     """Return run weights per target (n_targets, n_runs) for ``bands`` and ``kernel``."""
     used = cube["run_used"].values
     if recipe.zenith == "kernel":
-        return kernel_weights(cube, zenith, sigma=recipe.kernel_sigma, time=time, time_sigma=recipe.time_sigma)
+        return kernel_weights(cube, zenith, sigma=recipe.kernel_sigma, time=time, time_sigma=recipe.time_sigma,
+                              efficiency=efficiency, efficiency_sigma=recipe.efficiency_sigma)
     band = assign_bands(zenith, binning_of(cube).zenith, outside="nearest")
     return np.asarray((cube["run_band"].values[None, :] == band[:, None]) & used[None, :], dtype=np.float64)
 
@@ -134,6 +165,7 @@ def predict_rates(
     recipe: Recipe = DEFAULT_RECIPE,
     time: npt.ArrayLike | None = None,
     leave_out: npt.ArrayLike | None = None,
+    efficiency: npt.ArrayLike | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Return the background rate at each target zenith, per the recipe's run time.
 
@@ -158,6 +190,9 @@ def predict_rates(
         Target times (TSTART, s, same reference as the runs'). Shape: (n_targets,).
     leave_out : array-like of int, optional
         Index along ``obs_id`` of a run to leave out per target, -1 for none.
+    efficiency : array-like, optional
+        Target optical efficiencies (MUONEFF), for the recipe's
+        ``efficiency_sigma``. Shape: (n_targets,).
 
     Returns
     -------
@@ -180,7 +215,7 @@ def predict_rates(
         times_run = run_times(cube, recipe.deadtime)
         return _interpolate(cube, zenith, counts, exposure, times_run, keep, lambda c, x: _rate(c, x, binning, recipe.smoothing))
     times = None if time is None else np.atleast_1d(np.asarray(time, dtype=np.float64))
-    weights = _weights(cube, zenith, recipe, times) * keep
+    weights = _weights(cube, zenith, recipe, times, efficiency) * keep
     shape = (zenith.size, *counts.shape[1:])
     flat = (counts.reshape(n_runs, -1), exposure.reshape(n_runs, -1))
     rate = _rate((weights @ flat[0]).reshape(shape), (weights @ flat[1]).reshape(shape), binning, recipe.smoothing)

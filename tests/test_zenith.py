@@ -158,3 +158,20 @@ def test_zenith_trend_is_recovered_between_band_centres_where_bands_are_biased(t
     pulls = ((rate - truth) / np.where(good, sigma, 1))[good]
     assert 0.8 < pulls.std() < 1.25, pulls.std()
     assert abs(pulls.mean()) < 0.25, pulls.mean()
+
+
+def test_efficiency_kernel_weights_runs_by_muoneff(hess_cube):
+    from bkgxr.zenith import kernel_weights
+
+    zen, m = hess_cube["run_zenith"].values, hess_cube["run_muoneff"].values
+    assert np.all(np.isfinite(m)) and m.std() > 0.03  # the DR1 obs index gives MUONEFF
+    expected = np.exp(-0.5 * ((np.cos(np.radians(zen)) - np.cos(np.radians(30.0))) / 0.03) ** 2
+                      - 0.5 * (np.log(m / 1.1) / 0.05) ** 2)
+    got = kernel_weights(hess_cube, np.array([30.0]), sigma=0.03, efficiency=[1.1], efficiency_sigma=0.05)[0]
+    np.testing.assert_allclose(got, expected / expected.max(), rtol=1e-10)
+    counts, exposure = _per_run(hess_cube)
+    rate, _ = predict_rates(hess_cube, [30.0], efficiency=[1.1], recipe=RAW.replace(efficiency_sigma=0.05))
+    np.testing.assert_allclose(rate[0], np.tensordot(got, counts, 1) / np.tensordot(got, exposure, 1), rtol=1e-10)
+    with pytest.warns(UserWarning, match="MUONEFF"):
+        no_target, _ = predict_rates(hess_cube, [30.0], recipe=RAW.replace(efficiency_sigma=0.05))
+    np.testing.assert_array_equal(no_target, predict_rates(hess_cube, [30.0], recipe=RAW)[0])

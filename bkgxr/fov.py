@@ -158,16 +158,18 @@ def _node_maps(
     return np.asarray(maps * scale[:, None, None], dtype=np.float64)
 
 
-#: Nodes per astropy call in :func:`node_maps_for`: bounds the memory of the fit (~2 kB per node and probe).
+#: Nodes per astropy call in :func:`node_maps_for`: bounds the memory of the fit (~16 kB per node, 32 MiB a call).
 _NODE_BATCH = 2048
 
 
 def _reference_jd_tt(reference: Time) -> tuple[float, float]:
+    """Return a time as TT Julian date (jd1, jd2)."""
     tt = reference.tt
     return float(tt.jd1), float(tt.jd2)
 
 
 def _location_m(location: EarthLocation) -> tuple[float, float, float]:
+    """Return a location's geocentric x, y, z in m."""
     x, y, z = (float(c.to_value(u.m)) for c in location.geocentric)
     return x, y, z
 
@@ -490,7 +492,9 @@ def event_fov_deg(
         the node of every event and were made for ``reference`` and
         ``location`` (within 1 µs and 1 mm): astropy is then not called.
         Otherwise, and when omitted, astropy computes the nodes. The result
-        is the same either way.
+        is the same either way, bit for bit when ``nodes`` were made for
+        this very reference and location (a node's map does not depend on
+        the other nodes computed with it).
 
     Returns
     -------

@@ -42,9 +42,9 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--runs",
         choices=("off", "all"),
-        default="off",
-        help="off: the off runs, TARGET_NAME == \"Off data\" (default; every run if the column is missing); "
-        "all: every run, those with a target used outside their exclusion regions",
+        default="all",
+        help="all: every run, those with a target used outside their exclusion regions (default: it validates "
+        "best on source fields); off: the off runs, TARGET_NAME == \"Off data\" (every run if the column is missing)",
     )
     p.add_argument(
         "--exclude",

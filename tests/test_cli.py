@@ -6,7 +6,8 @@ from bkgxr.cli import main
 
 def test_build_writes_models_and_prints_the_summary(hess_dir, hess_cube, tmp_path, capsys):
     out = tmp_path / "bkg.fits"
-    args = ["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01", "--zenith-model", "bands", "--no-smooth", "--no-nodes"]
+    args = ["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01", "--runs", "off",
+            "--zenith-model", "bands", "--no-smooth", "--no-nodes"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert 'TARGET_NAME == "Off data"' in text
@@ -71,10 +72,23 @@ def test_validate_prints_runs_and_summaries_and_writes_csv(hess_dir, tmp_path, c
     import pandas as pd
 
     out = tmp_path / "v.csv"
-    assert main(["validate", str(hess_dir), "--quiet", "--compare", "--zenith-model", "bands", "--out", str(out)]) == 0
+    assert main(["validate", str(hess_dir), "--runs", "off", "--quiet", "--compare", "--zenith-model", "bands", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "bands: 45 runs, obs/pred mean 0.987 std 0.320" in text
     assert "kernel: 45 runs, obs/pred mean 0.988 std 0.158" in text and "interpolate: 45 runs" in text
     assert "kernel+smooth+deadc: 45 runs, obs/pred mean 0.984 std 0.161" in text
     table = pd.read_csv(out, comment="#")
     assert len(table) == 45 and abs(table["RATIO"].std() - 0.320) < 0.001
+
+
+def test_build_uses_every_run_outside_its_target_circle_by_default(hess_dir, hess_store, tmp_path, capsys):
+    out = tmp_path / "all.fits"
+    assert main(["build", str(hess_dir), "--out", str(out), "--quiet", "--date", "2026-01-01"]) == 0
+    text = capsys.readouterr().out
+    assert "selection: every run (no query)" in text
+    runs = fits.getdata(out, "RUNS")
+    assert len(runs) == 105 and runs["USED"].all()
+    on = np.asarray([str(t).strip() != "Off data" for t in hess_store.obs_table["TARGET_NAME"]])
+    kept = dict(zip(runs["OBS_ID"], runs["KEPT"]))  # per run, the fraction of each offset ring kept
+    assert all(kept[i].min() < 1 for i in hess_store.obs_table["OBS_ID"][on])  # 0.5 deg around each target
+    assert all((kept[i] == 1).all() for i in hess_store.obs_table["OBS_ID"][~on])

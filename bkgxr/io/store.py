@@ -4,7 +4,7 @@ A store is the folder of ``hdu-index.fits[.gz]`` and ``obs-index.fits[.gz]``.
 :func:`open_store` reads both; :meth:`Store.select` turns a query on the
 observation table into a *run table*: one row per selected run with the
 columns the engine needs (``OBS_ID``, ``RA_PNT``, ``DEC_PNT``, ``ZEN_PNT``,
-``LIVETIME``, ``EVENTS_PATH``, ``EVENTS_HDU``), filled from the EVENTS header
+``ONTIME``, ``LIVETIME``, ``EVENTS_PATH``, ``EVENTS_HDU``), filled from the EVENTS header
 where the observation index lacks them, and ``PNT_SOURCE``, where the read
 task takes the pointing from (:mod:`bkgxr.io.events`).
 """
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 #: Columns of a run table that the engine reads; all other obs-index columns are kept too.
 RUN_COLUMNS = (
-    "OBS_ID", "RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME", "EVENTS_PATH", "EVENTS_HDU", "GTI_HDU", "PNT_SOURCE"
+    "OBS_ID", "RA_PNT", "DEC_PNT", "ZEN_PNT", "ONTIME", "LIVETIME", "EVENTS_PATH", "EVENTS_HDU", "GTI_HDU", "PNT_SOURCE"
 )
 
 #: Query the tutorial uses to select off runs, applied when the column exists.
@@ -156,7 +156,9 @@ class Store:
             one, and ``PNT_SOURCE`` says so: ``"EVENTS header"`` where the
             obs-index lacks the pointing (it was read from the header here),
             ``"EVENTS header, else obs-index"`` where the header is read only
-            by the read task, '' for an unusable run.
+            by the read task, '' for an unusable run. ``attrs["OBS_META"]``
+            holds the obs-index header (MJDREF, observatory), which 3D reads
+            use to map every run's events from one astropy call.
 
         Raises
         ------

@@ -11,22 +11,29 @@ regions given for every run, plus, for a run that is not an off run
 In 2D the kept fraction of an offset ring does not change during a run (the
 pointing is fixed on the sky). In 3D the regions turn in the ALTAZ-aligned FoV
 frame as the sky turns: the fraction is averaged over :data:`TRACK_NODES`
-times spread evenly over the run.
+times spread evenly over the run. The FoV → sky mapping at those times comes
+from node maps of astropy's transformation (:mod:`bkgxr.fov`), computed for all
+runs in one astropy call on the obs-index's MJDREF and site.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import astropy.units as u
 import numpy as np
-from astropy.coordinates import AltAz, SkyCoord
 from astropy.io import fits
-from astropy.utils import iers
 
 from .exceptions import InvalidRunError
 from .exclusion import ExclusionRegions, kept_fraction_pixels, kept_fraction_rings
-from .fov import az_alt_deg, location_of, reference_time
+from .fov import (
+    az_alt_deg,
+    location_of,
+    nodes_serve,
+    ra_dec_deg,
+    reference_time,
+    run_node_maps,
+)
+from .io.events import _index_node_maps
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
     from astropy.time import Time
 
     from .axes import Binning
+    from .fov import NodeMaps
 
 #: Target name of off runs (runs without a source), as in :data:`bkgxr.OFF_QUERY`.
 OFF_TARGET = "Off data"
@@ -101,32 +109,46 @@ def altaz_of_fov(
 
 
 def sky_of_fov(
-    ra_pnt: float, dec_pnt: float, *, reference: Time, location: EarthLocation
+    ra_pnt: float, dec_pnt: float, *, reference: Time, location: EarthLocation, nodes: NodeMaps | None = None
 ) -> Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64], float], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
-    """Return ``f(lon, lat, t) -> (ra, dec)``: ICRS of ALTAZ-aligned FoV coordinates (deg) at time ``t`` (s since ``reference``)."""
+    """Return ``f(lon, lat, t) -> (ra, dec)``: ICRS of ALTAZ-aligned FoV coordinates (deg) at time ``t`` (s since ``reference``).
+
+    The pointing's alt/az at ``t`` (:func:`bkgxr.fov.az_alt_deg`) places the
+    FoV points in the horizontal system (:func:`altaz_of_fov`), which
+    :func:`bkgxr.fov.ra_dec_deg` takes back to ICRS. With ``nodes`` that
+    serve ``t`` (:func:`bkgxr.fov.nodes_serve`) ``f`` is numpy only; without,
+    each call of ``f`` computes its nodes with astropy.
+    """
 
     def mapping(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], time: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        az_pnt, alt_pnt = az_alt_deg(ra_pnt, dec_pnt, np.array([time]), reference=reference, location=location)
+        az_pnt, alt_pnt = az_alt_deg(ra_pnt, dec_pnt, np.array([time]), reference=reference, location=location, nodes=nodes)
         az, alt = altaz_of_fov(lon, lat, az_pnt[0], alt_pnt[0])
-        frame = AltAz(obstime=reference + time * u.s, location=location)
-        with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
-            sky = SkyCoord(az=az * u.deg, alt=alt * u.deg, frame=frame).icrs
-        return np.asarray(sky.ra.deg, dtype=np.float64), np.asarray(sky.dec.deg, dtype=np.float64)
+        return ra_dec_deg(az, alt, time, reference=reference, location=location, nodes=nodes)
 
     return mapping
 
 
-def _pixel_fraction(row: pd.Series, binning: Binning, regions: ExclusionRegions) -> npt.NDArray[np.float64]:
-    """Return one run's time-averaged kept fraction of each FoV pixel (3D)."""
+def _pixel_fraction(
+    row: pd.Series, binning: Binning, regions: ExclusionRegions, nodes: NodeMaps | None
+) -> npt.NDArray[np.float64]:
+    """Return one run's time-averaged kept fraction of each FoV pixel (3D).
+
+    The times and the site come from the EVENTS header. ``nodes`` (from the
+    obs-index) are used when made for the header's MJDREF and site and
+    holding the node of every time; else this run's nodes are computed here,
+    in one astropy call.
+    """
     obs_id, path, hdu = int(row["OBS_ID"]), str(row["EVENTS_PATH"]), str(row["EVENTS_HDU"])
     try:
         header = fits.getheader(path, hdu)
         reference, location = reference_time(header), location_of(header)
         start, stop = float(header["TSTART"]), float(header["TSTOP"])
+        times = start + (np.arange(TRACK_NODES) + 0.5) * (stop - start) / TRACK_NODES
+        if nodes is None or not nodes_serve(nodes, times, reference=reference, location=location):
+            [nodes] = run_node_maps([start], [stop], reference=reference, location=location)
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise InvalidRunError(obs_id, path, f"cannot place the exclusion regions in the FoV: {err}") from err
-    times = start + (np.arange(TRACK_NODES) + 0.5) * (stop - start) / TRACK_NODES
-    mapping = sky_of_fov(float(row["RA_PNT"]), float(row["DEC_PNT"]), reference=reference, location=location)
+    mapping = sky_of_fov(float(row["RA_PNT"]), float(row["DEC_PNT"]), reference=reference, location=location, nodes=nodes)
     weights = np.full(TRACK_NODES, 1.0 / TRACK_NODES)
     return kept_fraction_pixels(binning.fov_lon, binning.fov_lat, mapping, times, weights, regions)
 
@@ -140,7 +162,9 @@ def kept_fractions(
     ----------
     runs : pandas.DataFrame
         Run table (RA_PNT, DEC_PNT; in 3D also EVENTS_PATH, EVENTS_HDU, whose
-        header gives the times and the observatory).
+        header gives the times and the observatory, and TSTART, TSTOP and
+        ``attrs["OBS_META"]``, from which the node maps of all runs with
+        regions come in one astropy call; see :func:`_pixel_fraction`).
     binning : Binning
     regions : sequence of ExclusionRegions or None
         One entry per run, as :func:`run_regions` returns.
@@ -152,12 +176,14 @@ def kept_fractions(
     """
     fov_shape = binning.shape[2:]
     kept = np.ones((len(runs), *fov_shape))
-    for i, region in enumerate(regions):
-        if region is None or (not region.circles and not region.masks):
-            continue
-        row = runs.iloc[i]
-        if binning.fov == "offset":
+    chosen = [(i, region) for i, region in enumerate(regions) if region is not None and (region.circles or region.masks)]
+    if binning.fov == "offset":
+        for i, region in chosen:
+            row = runs.iloc[i]
             kept[i] = kept_fraction_rings(binning.offset, float(row["RA_PNT"]), float(row["DEC_PNT"]), region)
-        else:
-            kept[i] = _pixel_fraction(row, binning, region)
+        return kept
+    # the node maps of all these runs in one astropy call
+    nodes = _index_node_maps(runs.iloc[[i for i, _ in chosen]]) if chosen else []
+    for (i, region), run_nodes in zip(chosen, nodes, strict=True):
+        kept[i] = _pixel_fraction(runs.iloc[i], binning, region, run_nodes)
     return kept

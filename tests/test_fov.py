@@ -297,3 +297,49 @@ def test_3d_cube_reads_with_one_astropy_call(sim_store, astropy_calls):
     assert int(cube["counts"].sum()) > 10 * len(runs) * binning.shape[1]  # events in every run and energy
     np.testing.assert_array_equal(cube["counts"].values, per_run["counts"].values)
     np.testing.assert_array_equal(cube["run_counts"].values, per_run["run_counts"].values)
+
+
+def test_ra_dec_inverts_az_alt_and_matches_astropys_altaz_to_icrs(site, astropy_calls):
+    reference, location = site
+    rng = np.random.default_rng(11)
+    n = 1500
+    time = rng.uniform(94_672_800.0, 94_672_800.0 + 4 * 3.156e7, n)  # 2004-2008, the DR1 years
+    az, alt = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(0.1, 1, n)))
+    ra, dec = fov.ra_dec_deg(az, alt, time, reference=reference, location=location)
+    assert np.all((ra >= 0) & (ra < 360)) and ra.shape == time.shape
+    with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
+        frame = AltAz(obstime=reference + time * u.s, location=location, pressure=0 * u.hPa)
+        truth = SkyCoord(az=az * u.deg, alt=alt * u.deg, frame=frame).icrs
+        sun = get_sun(frame.obstime).transform_to(frame)
+    far = separation_deg(az, alt, sun.az.deg, sun.alt.deg) > 30  # as for az_alt_deg: no light bending near the Sun
+    assert far.sum() > 0.8 * n
+    assert SkyCoord(ra * u.deg, dec * u.deg).separation(truth).deg[far].max() < 5e-5  # measured 1.1e-5
+    # the inverse of az_alt_deg through the same nodes
+    az_back, alt_back = fov.az_alt_deg(ra, dec, time, reference=reference, location=location)
+    assert separation_deg(az_back, alt_back, az, alt).max() < 1e-9
+
+
+def test_ra_dec_with_run_node_maps_calls_no_astropy(site, astropy_calls):
+    reference, location = site
+    [nodes] = fov.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference, location=location)
+    time = RUN_START + np.linspace(0, RUN_LENGTH, 7)
+    az, alt = np.linspace(100, 250, 35).reshape(5, 7), np.linspace(30, 80, 35).reshape(5, 7)
+    kw = {"reference": reference, "location": location}
+    assert fov.nodes_serve(nodes, time, **kw)
+    before = len(astropy_calls)
+    got = fov.ra_dec_deg(az, alt, time, nodes=nodes, **kw)  # times broadcast with the directions
+    track = fov.az_alt_deg(RA_PNT, DEC_PNT, time, nodes=nodes, **kw)
+    assert len(astropy_calls) == before
+    for x, y in zip((*got, *track), (*fov.ra_dec_deg(az, alt, time, **kw), *fov.az_alt_deg(RA_PNT, DEC_PNT, time, **kw))):
+        np.testing.assert_array_equal(x, y)  # the same maps: bit for bit
+    assert got[0].shape == (5, 7)
+    # nodes of another run, site or time origin do not serve
+    elsewhere = fov.location_of({**HESS, "GEOLAT": HESS["GEOLAT"] + 1e-6})
+    assert not fov.nodes_serve(nodes, time + 3600.0, **kw)
+    assert not fov.nodes_serve(nodes, time, reference=reference, location=elsewhere)
+    assert not fov.nodes_serve(nodes, time, reference=reference + 1 * u.ms, location=location)
+    before = len(astropy_calls)
+    np.testing.assert_array_equal(
+        fov.ra_dec_deg(az, alt, time + 3600.0, nodes=nodes, **kw), fov.ra_dec_deg(az, alt, time + 3600.0, **kw)
+    )
+    assert len(astropy_calls) == before + 2  # nodes that do not serve are recomputed

@@ -10,11 +10,13 @@ kept pixel fractions of each run with a target), and prints the 3D / 2D ratios
     ``Binning()``: offset.
 ``3D``
     ``Binning(fov="altaz")``: the node maps of all runs come from one astropy
-    call when the graph is built (the obs-index header has MJDREF and the site).
+    call when the graph is built (the obs-index header has MJDREF and the site),
+    and those of the runs with regions from one more, for their kept pixel
+    fractions (:func:`bkgxr.masking.kept_fractions`).
 ``3D per run``
     The same with the obs-index header withheld from the run table
-    (``runs.attrs``): each read task calls astropy for its own nodes, as
-    bkgxr did before the one-shot call.
+    (``runs.attrs``): each read task, and each run's kept fractions, call
+    astropy for their own nodes.
 
 All three 3D cubes of a case must have identical counts, else the script
 prints "counts DIFFER" and exits 1. ``--sim DIR`` adds a case for a

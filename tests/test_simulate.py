@@ -358,7 +358,10 @@ def test_demo_writes_models_gammapy_loads_and_a_png(tmp_path, capsys):
     cube = bkgxr.build_cube(store.select(bkgxr.OFF_QUERY)).compute()
     data_store = DataStore.from_file(out / "bkg_models.fits")
     # the demo writes the default recipe: each observation's smoothed kernel model at its zenith and time
-    expected, _ = predict_rates(cube, cube["run_zenith"].values, recipe=bkgxr.DEFAULT_RECIPE, time=cube["run_tstart"].values)
+    from bkgxr.nodes import to_node_values
+
+    averages, _ = predict_rates(cube, cube["run_zenith"].values, recipe=bkgxr.DEFAULT_RECIPE, time=cube["run_tstart"].values)
+    expected = to_node_values(averages, np.geomspace(0.1, 100, 20), np.sqrt(np.linspace(0, 9, 10)))  # written for gammapy
     for obs_id, rate in zip(cube["obs_id"].values, expected, strict=True):
         obs = data_store.obs(int(obs_id))  # a whole DL3 observation: events, GTI, aeff, edisp, psf and bkg
         np.testing.assert_allclose(obs.bkg.quantity.to_value("MeV-1 s-1 sr-1"), rate, rtol=1e-10)

@@ -90,3 +90,19 @@ def sim_store(simulation):
     import bkgxr
 
     return bkgxr.open_store(simulation.path)
+
+
+@pytest.fixture
+def astropy_calls(monkeypatch):
+    """The number of nodes of each call of bkgxr.fov's astropy transformation, as the calls happen."""
+    from bkgxr import fov
+
+    calls = []
+    real = fov._node_maps
+
+    def counted(node_s, reference, location):
+        calls.append(node_s.size)
+        return real(node_s, reference, location)
+
+    monkeypatch.setattr(fov, "_node_maps", counted)
+    return calls

@@ -190,19 +190,6 @@ def test_gammapy_background_map_rotates_as_bkgxr_fov(site, axis):
     assert np.corrcoef(counts.ravel(), toward)[0, 1] > 0.9
 
 
-@pytest.fixture
-def astropy_calls(monkeypatch):
-    """The number of nodes of each call of bkgxr.fov's astropy transformation, as the calls happen."""
-    calls = []
-    real = fov._node_maps
-
-    def counted(node_s, reference, location):
-        calls.append(node_s.size)
-        return real(node_s, reference, location)
-
-    monkeypatch.setattr(fov, "_node_maps", counted)
-    return calls
-
 
 def test_run_node_maps_give_each_run_its_fov_without_astropy(site, astropy_calls):
     reference, location = site

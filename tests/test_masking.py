@@ -144,7 +144,7 @@ def test_3d_counts_and_exposure_against_gammapy_fov_frame(sim_store):
     np.testing.assert_allclose(cube["exposure"].values[0], runs["ONTIME"].sum() * d_e[:, None, None] * pixel[None], rtol=1e-12)
 
 
-def test_3d_kept_fractions_of_dr1_runs_match_astropys_altaz_to_icrs(hess_store, monkeypatch):
+def test_3d_kept_fractions_of_dr1_runs_match_astropys_altaz_to_icrs(hess_store, astropy_calls):
     """The node-map path (one astropy call for all runs) against astropy's transformations at every time."""
     import astropy.units as u
     from astropy.coordinates import AltAz, SkyCoord
@@ -154,14 +154,7 @@ def test_3d_kept_fractions_of_dr1_runs_match_astropys_altaz_to_icrs(hess_store, 
     from bkgxr.exclusion import DEFAULT_RADIUS_DEG, kept_fraction_pixels
     from bkgxr.masking import TRACK_NODES, kept_fractions
 
-    calls = []
-    real = fov._node_maps
-
-    def counted(node_s, reference, location):
-        calls.append(node_s.size)
-        return real(node_s, reference, location)
-
-    monkeypatch.setattr(fov, "_node_maps", counted)
+    calls = astropy_calls
     runs = hess_store.select()
     binning = bkgxr.Binning(fov="altaz")
     regions = run_regions(runs, target_radius=DEFAULT_RADIUS_DEG)  # build_cube's default

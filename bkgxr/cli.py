@@ -37,7 +37,8 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", type=Path, help="folder with hdu-index.fits[.gz] and obs-index.fits[.gz]")
     p.add_argument(
         "--query",
-        help="pandas query on the obs index (default: the runs of --runs)",
+        help="selection on the obs index, e.g. 'ZEN_PNT < 40 and TARGET_NAME != \"Crab\"': column names, literals, "
+        "comparisons, in [...], and/or/not; parsed, never evaluated (default: the runs of --runs)",
     )
     p.add_argument(
         "--runs",
@@ -264,11 +265,11 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from . import predict_models, write_models
+    from . import open_store, predict_models, write_models
     from .io.write import check_output
 
     recipe = recipe_of(args)
-    check_output(args.out)  # before the build, not after it
+    check_output(args.out, store=open_store(args.data_dir))  # before the build, not after it; never an input
     store, cube, query = _cube(args)
     out = write_models(predict_models(cube, store, recipe), args.out, store=store, date=args.date)
     print(summary(cube, query=query, out=out))

@@ -43,7 +43,6 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .axes import (
-    DIMS,
     Binning,
     band_index,
     band_labels,

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from .exclusion import DEFAULT_RADIUS_DEG, Circle, ExclusionRegions
+from .io.selection import select_rows
 from .io.store import OFF_QUERY, Store, open_store
 from .recipe import DEFAULT_RECIPE
 
@@ -154,7 +155,7 @@ def source_fields(runs: pd.DataFrame, *, off_query: str = OFF_QUERY) -> list[Fie
     missing = [c for c in ("OBS_ID", "TARGET_NAME", "RA_OBJ", "DEC_OBJ") if c not in runs]
     if missing:
         raise ValueError(f"the run table lacks column(s) {missing}")
-    sources = runs.drop(runs.query(off_query).index)
+    sources = runs.drop(select_rows(runs, off_query).index)
     fields = []
     for name, group in sources.groupby(sources["TARGET_NAME"].map(target_name), sort=True):
         # the target's position is the one most of its runs give (DR1 has scan runs of the

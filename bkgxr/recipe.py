@@ -18,6 +18,7 @@ fraction into its model, ``rate_live x DEADC``, so that gammapy predicts
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -127,9 +128,9 @@ class Recipe:
         if self.zenith not in ZENITH_MODELS:
             raise ValueError(f"unknown zenith model {self.zenith!r}; choose from {ZENITH_MODELS}")
         widths = (self.kernel_sigma, self.time_sigma, self.efficiency_sigma)
-        if not self.kernel_sigma > 0 or any(w is not None and not w > 0 for w in widths):
+        if not 0 < self.kernel_sigma < math.inf or any(w is not None and not 0 < w < math.inf for w in widths):
             raise ValueError(
-                f"kernel widths must be positive, got kernel_sigma={self.kernel_sigma}, time_sigma={self.time_sigma}, "
+                f"kernel widths must be positive and finite, got kernel_sigma={self.kernel_sigma}, time_sigma={self.time_sigma}, "
                 f"efficiency_sigma={self.efficiency_sigma}"
             )
         if self.outside not in ("nearest", "none"):

@@ -2,12 +2,11 @@ import dask
 import numpy as np
 import pytest
 import xarray as xr
+from reference import numpy_counts
 
 import bkgxr
-from bkgxr.cube import build_cube
 from bkgxr.axes import band_index, exposure_s_mev_sr
-
-from reference import numpy_counts
+from bkgxr.cube import build_cube
 
 
 def test_counts_equal_a_plain_numpy_histogram(hess_runs, hess_cube):

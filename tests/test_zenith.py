@@ -175,3 +175,9 @@ def test_efficiency_kernel_weights_runs_by_muoneff(hess_cube):
     with pytest.warns(UserWarning, match="MUONEFF"):
         no_target, _ = predict_rates(hess_cube, [30.0], recipe=RAW.replace(efficiency_sigma=0.05))
     np.testing.assert_array_equal(no_target, predict_rates(hess_cube, [30.0], recipe=RAW)[0])
+
+
+def test_infinite_kernel_widths_are_refused_when_the_recipe_is_made():
+    for widths in ({"kernel_sigma": float("inf")}, {"time_sigma": float("inf")}, {"efficiency_sigma": float("nan")}):
+        with pytest.raises(ValueError, match="positive and finite"):
+            bkgxr.Recipe(**widths)

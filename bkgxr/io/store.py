@@ -25,6 +25,7 @@ from astropy.table import Table
 from ..exceptions import EmptySelectionError, InvalidRunError, StoreError
 from ..pointing import mean_zenith
 from .events import PNT_HEADER, PNT_HEADER_ELSE_INDEX
+from .selection import select_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -122,6 +123,13 @@ class Store:
             for d, n in zip(file_dirs, file_names, strict=True)
         ]
 
+    def files(self) -> set[Path]:
+        """Return every file of the store, symlinks resolved: its two index files and each file the HDU index names."""
+        hdus = self.hdus
+        dirs = hdus["FILE_DIR"] if "FILE_DIR" in hdus else [""] * len(hdus)
+        paths = {*self.file_paths(dirs, hdus["FILE_NAME"]), str(_find_index(self.root, "hdu")), str(_find_index(self.root, "obs"))}
+        return {Path(os.path.realpath(p)) for p in paths}
+
     def select(
         self,
         query: str | None = None,
@@ -135,9 +143,10 @@ class Store:
         Parameters
         ----------
         query : str, optional
-            A :meth:`pandas.DataFrame.query` expression on the observation
-            index, e.g. ``'TARGET_NAME == "Off data"'`` (see :data:`OFF_QUERY`).
-            ``None`` keeps every run.
+            A selection on the observation index in the language of
+            :mod:`bkgxr.io.selection` (column names, literals, comparisons,
+            ``in``, ``and``/``or``/``not``), e.g. ``'TARGET_NAME == "Off data"'``
+            (see :data:`OFF_QUERY`). ``None`` keeps every run.
         obs_ids : iterable of int, optional
             Keep only these observations.
         zenith : (float, float), optional
@@ -169,13 +178,7 @@ class Store:
         """
         frame = self.obs
         if query is not None:
-            try:
-                frame = frame.query(query)
-            except Exception as err:  # pandas raises many types for a bad expression
-                raise ValueError(
-                    f"cannot apply query {query!r} to the observation index "
-                    f"(columns: {', '.join(frame.columns)}): {err}"
-                ) from err
+            frame = select_rows(frame, query)  # parsed, never evaluated: no code runs from a query
         if obs_ids is not None:
             frame = frame[frame["OBS_ID"].isin(list(obs_ids))]
         frame = _complete(self, frame.sort_values("OBS_ID").reset_index(drop=True), skip_bad=skip_bad)

@@ -40,18 +40,22 @@ if TYPE_CHECKING:
     import xarray as xr
 
     from ..axes import Binning
-
     from .store import Store
 
 #: Keyword and comment stating the time every rate in the file is per.
 BKGTIME_CARD = ("ONTIME", "rate per obs. time (GTI sum), no deadtime corr.")
 
 
-def check_output(path: str | Path, *, overwrite: bool = True) -> Path:
+def check_output(path: str | Path, *, overwrite: bool = True, store: Store | None = None) -> Path:
     """Check, without writing anything, that ``path`` can become the output file.
+
+    With ``store``, a path that resolves (symlinks followed) to one of the
+    store's files is refused: the output never replaces an input.
 
     Raises
     ------
+    ValueError
+        If ``path`` is a file of ``store``.
     IsADirectoryError
         If ``path`` is a folder.
     FileExistsError
@@ -60,6 +64,8 @@ def check_output(path: str | Path, *, overwrite: bool = True) -> Path:
         If the nearest existing folder above ``path`` is not a writable folder.
     """
     path = Path(path)
+    if store is not None and Path(os.path.realpath(path)) in store.files():
+        raise ValueError(f"{path} is a file of the store being read ({store.root}); write the models elsewhere")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the name of the output file")
     if path.exists() and not overwrite:
@@ -239,7 +245,7 @@ def write_models(
     missing = [n for n in ("rate", "obs_rate", "obs_own", "obs_band", "run_counts") if n not in models]
     if missing:
         raise ValueError(f"models lack {missing}: pass the Dataset of bkgxr.predict_models (not a cube)")
-    path = check_output(path, overwrite=overwrite)
+    path = check_output(path, overwrite=overwrite, store=store)
     recipe = Recipe.from_header(models.attrs)
     binning = binning_of(models)
     bands, names = _hdu_names(models)

@@ -300,3 +300,18 @@ def test_a_model_file_of_bkgxr_0_1_stays_readable():
         stored = fits.getdata(path, f"BKG_OBS_{obs_id}")["BKG"][0].T
         np.testing.assert_array_equal(models["obs_rate"].sel(obs_id=obs_id).values, stored)
     assert int(models["run_counts"].sum()) == sum(fits.getheader(path, n)["NEVENTS"] for n in ("BKG_ZEN_0_20", "BKG_ZEN_20_40"))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask_as_open_would(tmp_path, umask):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        path = write_atomic(b"\0" * 2880, tmp_path / "m.fits")
+        with open(tmp_path / "reference", "wb"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "reference").stat().st_mode) == 0o666 & ~umask

@@ -78,6 +78,19 @@ def check_output(path: str | Path, *, overwrite: bool = True, store: Store | Non
     return path
 
 
+def _umask() -> int:
+    """Return the process umask, read from /proc where it can be (setting it to read it races with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def write_atomic(data: bytes, path: str | Path, *, overwrite: bool = True) -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place.
 
@@ -96,6 +109,7 @@ def write_atomic(data: bytes, path: str | Path, *, overwrite: bool = True) -> Pa
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it: mkstemp's 0600 hides models from a cluster's users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -34,6 +34,7 @@ import xarray as xr
 
 from .axes import assign_bands, binning_of
 from .cube import RATE_TIME
+from .exceptions import EmptySelectionError
 from .io.store import Store
 from .nodes import to_node_values
 from .recipe import DEFAULT_RECIPE
@@ -134,6 +135,11 @@ def predict_models(
     xarray.Dataset
         See the module docstring; every rate in MeV-1 s-1 sr-1 per ONTIME.
 
+    Raises
+    ------
+    EmptySelectionError
+        If no run of the cube is usable (e.g. every run was skipped as unreadable).
+
     Warns
     -----
     UserWarning
@@ -145,6 +151,9 @@ def predict_models(
     >>> models["obs_rate"].sel(obs_id=23523, offset=0.5, method="nearest")  # doctest: +SKIP
     """
     cube = cube.compute()
+    if not cube["run_used"].values.any():
+        reasons = "; ".join(f"run {int(o)}: {e}" for o, e in zip(cube["obs_id"].values[:5], cube["run_error"].values[:5], strict=True))
+        raise EmptySelectionError(f"no usable run is left to model the background from ({reasons})")
     obs = _observations(targets)
     bands = band_models(cube, recipe)
     binning = binning_of(cube)

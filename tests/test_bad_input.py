@@ -924,3 +924,19 @@ def test_any_values_give_finite_models_equal_to_numpy_or_a_bkgxr_error(
         assert np.isfinite(cube[name].values).all()
     assert (cube["rate"].values >= 0).all()
     event(f"built: {'some' if counts.any() else 'no'} events binned")
+
+
+def test_skip_bad_with_every_run_unreadable_is_an_error_and_writes_nothing(base, tmp_path, capsys):
+    """Issue 14, item 4: all runs skipped must not replace an existing output with all-zero models."""
+    import shutil
+
+    root = tmp_path / "store"
+    shutil.copytree(base.path, root)
+    for events in (root / "data").glob("*.fits.gz"):
+        events.write_bytes(b"not a FITS file")
+    out = tmp_path / "bkg.fits"
+    out.write_bytes(b"previous models")
+    code, stdout, stderr = cli(capsys, root, out, "--skip-bad")
+    assert code == 1 and stderr.startswith("bkgxr: error:") and "no usable run" in stderr and stderr.count("\n") == 1
+    assert out.read_bytes() == b"previous models"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]

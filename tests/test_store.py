@@ -98,3 +98,9 @@ def test_duplicate_obs_id_is_a_store_error(hess_dir, tmp_path):
 def test_missing_index_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="hdu-index"):
         bkgxr.open_store(tmp_path)
+
+
+def test_an_unset_gammapy_data_gets_a_hint(monkeypatch):
+    monkeypatch.delenv("GAMMAPY_DATA", raising=False)
+    with pytest.raises(bkgxr.StoreError, match="GAMMAPY_DATA is not set"):
+        bkgxr.open_store("/hess-dl3-dr1")

@@ -213,7 +213,9 @@ def open_store(path: str | Path) -> Store:
     """
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
-        raise StoreError("not a folder", path=root)
+        # "$GAMMAPY_DATA/hess-dl3-dr1" with the variable unset reaches us as "/hess-dl3-dr1"
+        unset = Path(path).parent == Path("/") and not os.environ.get("GAMMAPY_DATA")
+        raise StoreError("not a folder" + (" (GAMMAPY_DATA is not set: export it, see the README)" if unset else ""), path=root)
     hdu_table = _read_table(_find_index(root, "hdu"))
     obs_path = _find_index(root, "obs")
     obs_table = _read_table(obs_path)

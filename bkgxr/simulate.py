@@ -6,21 +6,12 @@ observation time (ONTIME, the GTI sum: the time GADF background rates are per
 and gammapy multiplies them by), or per LIVETIME with ``truth_time="livetime"``.
 :func:`simulate_store` writes a data store of off runs drawn from it through
 :mod:`bkgxr.io.dl3`, Poisson-exact and reproducible from a seed;
-:func:`truth_cube` returns the expected counts and the bin-averaged rate per
-ONTIME in the layout of :func:`bkgxr.build_cube`, which the engine must
-recover on average.
+:func:`bkgxr.truth.truth_cube` returns the expected counts and the bin-averaged
+rate per ONTIME in the layout of :func:`bkgxr.build_cube`, which the engine
+must recover on average.
 
-Every run file also holds the simple response of :class:`IrfModel`, so that a
-gammapy analysis runs on the store (the background events are drawn in
-reconstructed coordinates; the IRFs do not shape them):
-
-- ``AEFF_2D``: ``area / (1 + (E_thr(z) / E)^sharpness) exp(-r^2 / (2 offset_sigma^2))``
-  m2, with the rate model's turn-on ``E_thr(z)`` at the run's zenith, at bin
-  centres (geometric in energy); ``LO_THRES = E_thr(z)``, ``HI_THRES = energy_max``.
-- ``EDISP_2D``: migra = E_reco / E_true is Gaussian, mean 1 (no bias), sigma
-  ``energy_resolution``, at every energy and offset; a bin holds the mean density over it.
-- ``PSF_TABLE``: a Gaussian of sigma ``psf_sigma``, ``exp(-r^2 / (2 s^2)) / (2 pi s^2)``
-  sr-1 (s in rad), at every energy and offset, at bin centres.
+Every run file also holds the simple response of :class:`bkgxr.simirf.IrfModel`
+(formulas in :mod:`bkgxr.simirf`), so that a gammapy analysis runs on the store.
 """
 
 from __future__ import annotations
@@ -29,49 +20,33 @@ import concurrent.futures
 import dataclasses
 import datetime as dt
 import functools
-import math
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import astropy.units as u
 import numpy as np
 import pandas as pd
-import xarray as xr
 from astropy.coordinates import ICRS, AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
 from astropy.utils import iers
 
-from .axes import (
-    DIMS,
-    Binning,
-    band_index,
-    band_labels,
-    exposure_s_mev_sr,
-    rate_from_counts,
-)
 from .io.dl3 import (
-    HduBytes,
-    create_aeff_2d_hdu,
-    create_edisp_2d_hdu,
     create_events_hdu,
     create_gti_hdu,
-    create_psf_table_hdu,
     hdu_index,
     obs_index,
-    to_bytes,
     write_index_tables,
     write_run,
 )
-from .io.store import Store
-from .units import ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, scale_to
+from .simirf import IrfModel, irf_hdus
+from .units import ENERGY_UNIT, RATE_ENERGY_UNIT, scale_to
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     import numpy.typing as npt
-    from astropy.io import fits
 
     #: Sampling grid: nodes, normalised CDF on them, integral of the density.
     Grid = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]
@@ -87,18 +62,16 @@ MJDREF = (51910, 0.000742870370370241)
 FIRST_TSTART, RUNS_PER_NIGHT, SLOT_S = 94_672_800.0, 8, 1800.0
 #: Closed range of a run's ONTIME (integer s) and default range of its DEADC = LIVETIME/ONTIME, drawn uniformly.
 ONTIME_RANGE_S, DEADC_RANGE = (1500, 1800), (0.88, 0.94)
-#: IRF axes: true energy (TeV), offset of AEFF and of EDISP/PSF (deg), migra, PSF radius (deg).
-IRF_ENERGY, IRF_OFFSET, IRF_OFFSET_FLAT = np.geomspace(0.01, 300.0, 46), np.linspace(0.0, 5.0, 21), np.array([0.0, 2.5, 5.0])
-IRF_MIGRA, IRF_RAD = np.linspace(0.2, 2.0, 91), np.linspace(0.0, 0.6, 61)
 
-_GRID, _GL = 8193, 12  # nodes of the sampling grids; Gauss-Legendre nodes per bin and dim in the truth
+_GRID = 8193  # nodes of the sampling grids
 _MEV_PER_TEV = scale_to(ENERGY_UNIT, RATE_ENERGY_UNIT)
 _META = {  # RateModel field -> obs-index header keyword
     "norm": "SIMNORM", "index": "SIMINDEX", "threshold": "SIMETHR", "threshold_sec_power": "SIMETHRP",
     "sharpness": "SIMSHARP", "norm_sec_power": "SIMNORMP", "offset_sigma": "SIMSIGMA",
     "energy_min": "SIMEMIN", "energy_max": "SIMEMAX", "max_offset": "SIMOFMAX",
 }
-_TIME_COLUMN = {"ontime": "ONTIME", "livetime": "LIVETIME"}
+#: Run-table column of each truth time.
+TIME_COLUMN = {"ontime": "ONTIME", "livetime": "LIVETIME"}
 _KEYWORDS = ("OBS_ID", "TSTART", "TSTOP", "ONTIME", "LIVETIME", "DEADC", "RA_PNT", "DEC_PNT", "ALT_PNT", "AZ_PNT",
              "OBJECT", "RA_OBJ", "DEC_OBJ", "DATE-OBS", "TIME-OBS", "DATE-END", "TIME-END", "N_TELS", "TELLIST")
 _TIME_CARDS = {"MJDREFI": MJDREF[0], "MJDREFF": MJDREF[1], "TIMEUNIT": "s", "TIMESYS": "TT", "TIMEREF": "LOCAL"}
@@ -236,7 +209,7 @@ def draw_events(
     and time. Returns the columns EVENT_ID, TIME, RA, DEC, ENERGY and OFFSET
     (deg, not written), shape (n_events,), and the expected count.
     """
-    expected = float(run[_TIME_COLUMN[truth_time]]) * model.counts_per_second(float(run["ZEN_PNT"]))
+    expected = float(run[TIME_COLUMN[truth_time]]) * model.counts_per_second(float(run["ZEN_PNT"]))
     n = int(rng.poisson(expected))
     log_e, cdf_e, _ = _energy_grid(model, float(run["ZEN_PNT"]))
     x, cdf_x, _ = _offset_grid(model)
@@ -247,75 +220,6 @@ def draw_events(
     ids = np.arange(1, n + 1, dtype=np.int64)
     return {"EVENT_ID": ids, "TIME": time, "RA": ra, "DEC": dec, "ENERGY": energy, "OFFSET": offset}, expected
 
-
-
-@dataclass(frozen=True)
-class IrfModel:
-    """Instrument response written with every simulated run (formulas in the module docstring)."""
-
-    area: float = 1.0e5  #: effective area on axis, far above the turn-on (m2)
-    sharpness: float = 4.0  #: steepness of the effective area's turn-on at the rate model's E_thr(zenith)
-    offset_sigma: float = 1.5  #: width of the effective area's Gaussian fall-off with offset (deg)
-    energy_resolution: float = 0.1  #: sigma of migra = E_reco / E_true
-    psf_sigma: float = 0.1  #: sigma of the Gaussian PSF (deg)
-
-    def __post_init__(self) -> None:
-        values = np.array(dataclasses.astuple(self), dtype=np.float64)
-        if not np.all(np.isfinite(values) & (values > 0)):
-            raise ValueError(f"{self}: every parameter must be finite and positive")
-
-    def effective_area(
-        self, energy_tev: npt.ArrayLike, offset_deg: npt.ArrayLike, threshold_tev: float
-    ) -> npt.NDArray[np.float64]:
-        """Return the effective area (m2) at true energy (TeV) and offset (deg); arguments broadcast."""
-        energy, offset = np.asarray(energy_tev, dtype=np.float64), np.asarray(offset_deg, dtype=np.float64)
-        return self.area / (1.0 + (threshold_tev / energy) ** self.sharpness) * np.exp(-0.5 * (offset / self.offset_sigma) ** 2)
-
-    def migra_density(self, migra_edges: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Return the mean of the Gaussian density dP/dmigra over each bin. Shape: (n_edges - 1,)."""
-        edges = np.asarray(migra_edges, dtype=np.float64)
-        cdf = np.array([math.erf((m - 1.0) / (math.sqrt(2.0) * self.energy_resolution)) for m in edges])
-        density: npt.NDArray[np.float64] = 0.5 * np.diff(cdf) / np.diff(edges)
-        return density
-
-    def psf_density(self, rad_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Return the PSF density dP/dOmega (sr-1) at angular distances (deg) from the true direction."""
-        rad = np.asarray(rad_deg, dtype=np.float64)
-        density: npt.NDArray[np.float64] = np.exp(-0.5 * (rad / self.psf_sigma) ** 2) / (2 * np.pi * np.radians(self.psf_sigma) ** 2)
-        return density
-
-
-def _centres(edges: npt.NDArray[np.float64], log: bool = False) -> npt.NDArray[np.float64]:
-    return np.sqrt(edges[1:] * edges[:-1]) if log else 0.5 * (edges[1:] + edges[:-1])
-
-
-_WHERE = "at every true energy and offset (bkgxr.simulate.IrfModel)"
-
-
-@functools.lru_cache(maxsize=4)
-def _flat_irfs(irf: IrfModel) -> tuple[HduBytes, HduBytes]:
-    """EDISP_2D and PSF_TABLE HDUs, the same in every run: laid out once per process."""
-    n_e, n_o = IRF_ENERGY.size - 1, IRF_OFFSET_FLAT.size - 1
-    edisp = np.broadcast_to(irf.migra_density(IRF_MIGRA)[None, :, None], (n_e, IRF_MIGRA.size - 1, n_o))
-    psf = np.broadcast_to(irf.psf_density(_centres(IRF_RAD))[None, None, :], (n_e, n_o, IRF_RAD.size - 1))
-    edisp_text = (f"migra = E_reco / E_true Gaussian, mean 1, sigma {irf.energy_resolution:g}, {_WHERE}; "
-                  "a bin holds the mean density over it")
-    psf_text = f"Gaussian PSF, sigma {irf.psf_sigma:g} deg: exp(-r^2 / (2 s^2)) / (2 pi s^2) sr-1, s in rad, {_WHERE}"
-    meta = {"CREATOR": "bkgxr.simulate"}
-    return (to_bytes(create_edisp_2d_hdu(edisp, IRF_ENERGY, IRF_MIGRA, IRF_OFFSET_FLAT, meta=meta, comments=[edisp_text])),
-            to_bytes(create_psf_table_hdu(psf, IRF_ENERGY, IRF_OFFSET_FLAT, IRF_RAD, meta=meta, comments=[psf_text])))
-
-
-def _irf_hdus(irf: IrfModel, model: RateModel, run: Mapping[str, Any]) -> list[fits.BinTableHDU | HduBytes]:
-    """AEFF_2D (at the run's zenith), EDISP_2D and PSF_TABLE HDUs of a run, with COMMENT cards stating the formulas."""
-    zenith = float(run["ZEN_PNT"])
-    threshold = float(model.energy_threshold(zenith))
-    area = irf.effective_area(_centres(IRF_ENERGY, log=True)[:, None], _centres(IRF_OFFSET)[None, :], threshold)
-    aeff_text = (f"A = {irf.area:g} m2 / (1 + (E_thr / E)^{irf.sharpness:g}) x exp(-r^2 / (2 x ({irf.offset_sigma:g} deg)^2)), "
-                 f"E_thr = {threshold:.6g} TeV, the background model's turn-on at ZENITH; values at bin centres")
-    meta = {"OBS_ID": run["OBS_ID"], "ZENITH": zenith, "CREATOR": "bkgxr.simulate", "LO_THRES": threshold,
-            "HI_THRES": model.energy_max}
-    return [create_aeff_2d_hdu(area, IRF_ENERGY, IRF_OFFSET, meta=meta, comments=[aeff_text]), *_flat_irfs(irf)]
 
 
 class _Setup(NamedTuple):
@@ -340,7 +244,7 @@ def _simulate_run(task: tuple[_Setup, int, dict[str, Any], Path]) -> tuple[int, 
               "RADECSYS": "ICRS", "EQUINOX": 2000.0, **_TIME_CARDS, "TELAPSE": float(run["ONTIME"]),
               **{k: run[k] for k in _KEYWORDS}, **SITE, "EUNIT": "TeV", "DATE": setup.date}
     gti = create_gti_hdu(run["TSTART"], run["TSTOP"], {"TSTART": run["TSTART"], "TSTOP": run["TSTOP"], **_TIME_CARDS})
-    sizes = write_run(path, [create_events_hdu(columns, header), gti, *_irf_hdus(setup.irf, setup.model, run)])
+    sizes = write_run(path, [create_events_hdu(columns, header), gti, *irf_hdus(setup.irf, setup.model, run)])
     return columns["ENERGY"].size, expected, sizes
 
 
@@ -389,8 +293,8 @@ class Simulation:
     path: Path  #: the store folder, for :func:`bkgxr.open_store`
     model: RateModel  #: the truth, normalised to the requested events per run
     runs: pd.DataFrame  #: the obs index as written, plus EXPECTED_COUNT per run
-    irf: IrfModel = IrfModel()  #: the response written with every run
-    truth_time: TruthTime = "ontime"  #: the time ``model`` is a rate per (see :func:`truth_cube`)
+    irf: IrfModel = dataclasses.field(default_factory=IrfModel)  #: the response written with every run
+    truth_time: TruthTime = "ontime"  #: the time ``model`` is a rate per (see :func:`bkgxr.truth.truth_cube`)
 
 
 def simulate_store(
@@ -513,101 +417,3 @@ def simulate_store(
                       irf=setup.irf, truth_time=truth_time)
 
 
-def bin_integrals(model: RateModel, zenith_deg: float, binning: Binning) -> npt.NDArray[np.float64]:
-    """Return the integral of the rate dE (MeV) dOmega (sr) over each energy x offset bin (s-1).
-
-    Gauss-Legendre in ln E and cos(offset) over each bin clipped to the model's support.
-    Shape: (n_energy, n_offset).
-    """
-    nodes, weights = np.polynomial.legendre.leggauss(_GL)
-    lo, hi = (np.log(np.clip(e, model.energy_min, model.energy_max)) for e in (binning.energy[:-1], binning.energy[1:]))
-    log_e = 0.5 * (lo + hi)[:, None] + 0.5 * (hi - lo)[:, None] * nodes
-    w_energy = 0.5 * (hi - lo)[:, None] * weights * np.exp(log_e) * _MEV_PER_TEV
-    cos = np.cos(np.radians(np.minimum(binning.offset, model.max_offset)))
-    offset = np.degrees(np.arccos(0.5 * (cos[:-1] + cos[1:])[:, None] + 0.5 * (cos[:-1] - cos[1:])[:, None] * nodes))
-    w_offset = 0.5 * (cos[:-1] - cos[1:])[:, None] * weights * 2.0 * np.pi
-    rate = model.rate(np.exp(log_e)[:, :, None, None], offset[None, None], zenith_deg)
-    return np.einsum("ik,jl,ikjl->ij", w_energy, w_offset, rate)  # type: ignore[no-any-return]
-
-
-def truth_cube(
-    runs: pd.DataFrame | Store,
-    model: RateModel | None = None,
-    binning: Binning | None = None,
-    *,
-    truth_time: TruthTime | None = None,
-) -> xr.Dataset:
-    """Return the expected counts and the bin-averaged rate per ONTIME in the layout of :func:`bkgxr.build_cube`.
-
-    Per zenith band (``lo <= ZEN_PNT < hi``), ``counts`` sums over its runs
-    T x :func:`bin_integrals`, T each run's ONTIME or LIVETIME as ``truth_time``
-    says; ``exposure`` is the summed ONTIME x dE x dOmega, so ``rate = counts /
-    exposure`` is the rate per observation time a model file holds and
-    ``build_cube`` recovers on average (for ``truth_time="livetime"``,
-    ``sum(LIVETIME x rate) / sum(ONTIME)`` over the band's runs);
-    ``rate_err = sqrt(counts) / exposure``.
-
-    Parameters
-    ----------
-    runs : pandas.DataFrame or Store
-        Run table (OBS_ID, ZEN_PNT, ONTIME, LIVETIME) or a simulated store (all its runs).
-    model : RateModel, optional
-        The truth; read from the store's obs-index header if omitted.
-    binning : Binning, optional
-        Edges; the tutorial's defaults if omitted.
-    truth_time : {"ontime", "livetime"}, optional
-        The time ``model`` is a rate per. Default: a store's ``SIMTIME`` keyword
-        (``"livetime"`` in stores written before it existed), else ``"ontime"``.
-
-    Returns
-    -------
-    xarray.Dataset
-        Dims (zenith, energy, offset) and obs_id, numpy-backed.
-
-    Raises
-    ------
-    ValueError
-        If the model is missing, a column is missing or ``truth_time`` contradicts the store.
-    """
-    if isinstance(runs, Store):
-        meta = runs.obs_table.meta
-        model = RateModel.from_meta(meta) if model is None else model
-        stored = str(meta.get("SIMTIME", "livetime")).strip()
-        if truth_time not in (None, stored):
-            raise ValueError(f"{runs.root}: the store's truth is per {stored} (SIMTIME), not {truth_time}")
-        truth_time, runs = cast("TruthTime", stored), runs.select()
-    truth_time = "ontime" if truth_time is None else truth_time
-    if model is None:
-        raise ValueError("truth_cube needs a model unless given a simulated Store")
-    if truth_time not in TRUTH_TIMES:
-        raise ValueError(f"truth_time must be one of {TRUTH_TIMES}, not {truth_time!r}")
-    missing = [name for name in ("OBS_ID", "ZEN_PNT", "ONTIME", "LIVETIME") if name not in runs]
-    if missing:
-        raise ValueError(f"the run table lacks {', '.join(missing)}")
-    binning = Binning() if binning is None else binning
-    band = band_index(runs["ZEN_PNT"].to_numpy(np.float64), binning.zenith)
-    used, band = runs[band >= 0].reset_index(drop=True), band[band >= 0]
-    run_time = {name: used[column].to_numpy(np.float64) for name, column in _TIME_COLUMN.items()}
-    expected = np.zeros(binning.shape)
-    for b, zenith, time in zip(band, used["ZEN_PNT"].to_numpy(np.float64), run_time[truth_time], strict=True):
-        expected[b] += time * bin_integrals(model, zenith, binning)
-    ontime, livetime = (np.bincount(band, weights=run_time[name], minlength=binning.shape[0]) for name in TRUTH_TIMES)
-    counts = xr.DataArray(expected, dims=DIMS, attrs={"units": "", "long_name": "expected event counts"})
-    exposure = xr.DataArray(exposure_s_mev_sr(ontime, binning), dims=DIMS, attrs={"units": "MeV s sr", "long_name": "ONTIME x dE x dOmega"})
-    rate, rate_err = rate_from_counts(counts, exposure)
-    rate.attrs = {"units": str(RATE_UNIT), "long_name": "true bin-averaged rate per observation time"}
-    rate_err.attrs = {"units": str(RATE_UNIT), "long_name": "expected Poisson error of the rate"}
-    return xr.Dataset(
-        {"counts": counts, "exposure": exposure, "rate": rate, "rate_err": rate_err, "has_exposure": exposure > 0,
-         "ontime": ("zenith", ontime, {"units": "s", "long_name": "summed ONTIME"}),
-         "livetime": ("zenith", livetime, {"units": "s", "long_name": "summed LIVETIME"}),
-         "n_runs": ("zenith", np.bincount(band, minlength=binning.shape[0]), {"units": "", "long_name": "runs per band"}),
-         "run_zenith": ("obs_id", used["ZEN_PNT"].to_numpy(np.float64), {"units": "deg"}),
-         "run_ontime": ("obs_id", run_time["ontime"], {"units": "s", "long_name": "ONTIME (GTI sum)"}),
-         "run_livetime": ("obs_id", run_time["livetime"], {"units": "s", "long_name": "LIVETIME"}),
-         "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index"})},
-        coords={**binning.coords(), "obs_id": ("obs_id", used["OBS_ID"].to_numpy(np.int64)),
-                "zenith_band": ("zenith", band_labels(binning.zenith.tolist()), {"long_name": "zenith band (deg)"})},
-        attrs={"truth": repr(model), "truth_time": truth_time, "rate_time": "ONTIME",
-               "excluded_runs": runs["OBS_ID"][~runs["OBS_ID"].isin(used["OBS_ID"])].astype(int).tolist()},
-    )

@@ -19,15 +19,15 @@ from bkgxr.io.dl3 import (
     write_gz,
     write_run,
 )
-from bkgxr.simulate import (
+from bkgxr.simirf import (
     IRF_ENERGY,
     IRF_MIGRA,
     IRF_OFFSET,
     IRF_OFFSET_FLAT,
     IRF_RAD,
     IrfModel,
-    RateModel,
 )
+from bkgxr.simulate import RateModel
 
 #: Irregular edges: true energy (TeV), offset (deg), migra, PSF radius (deg).
 ENERGY, OFFSET, MIGRA, RAD = np.array([0.1, 0.3, 1.0, 2.0, 10.0, 50.0]), np.array([0.0, 0.7, 1.5, 3.0]), \

@@ -8,7 +8,8 @@ from astropy.io import fits
 
 import bkgxr
 from bkgxr.masking import altaz_of_fov, run_regions
-from bkgxr.simulate import destination, truth_cube
+from bkgxr.simulate import destination
+from bkgxr.truth import truth_cube
 
 #: A source 0.7 deg from each "on" run's pointing, excluded with 0.45 deg.
 SOURCE_OFFSET, RADIUS = 0.7, 0.45

@@ -23,7 +23,8 @@ import pytest
 from bkgxr.axes import Binning
 from bkgxr.geometry import ring_solid_angle_sr
 from bkgxr.nodes import TINY, bin_averages, to_node_values
-from bkgxr.simulate import RateModel, bin_integrals
+from bkgxr.simulate import RateModel
+from bkgxr.truth import bin_integrals
 
 BINNING = Binning()
 ENERGY, OFFSET = BINNING.energy, BINNING.offset

@@ -12,12 +12,11 @@ from bkgxr.geometry import offset_deg
 from bkgxr.simulate import (
     RateModel,
     _draw_run_params,
-    bin_integrals,
     destination,
     draw_events,
     simulate_store,
-    truth_cube,
 )
+from bkgxr.truth import bin_integrals, truth_cube
 from bkgxr.zenith import predict_rates
 
 #: Recovery binning: about 1,100 bins of the tiny store expect more than 50 events.

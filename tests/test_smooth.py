@@ -9,8 +9,9 @@ import pytest
 
 import bkgxr
 from bkgxr.geometry import ring_solid_angle_sr
-from bkgxr.simulate import RateModel, simulate_store, truth_cube
+from bkgxr.simulate import RateModel, simulate_store
 from bkgxr.smooth import smooth_cube, smooth_rate
+from bkgxr.truth import truth_cube
 from bkgxr.units import RATE_UNIT
 
 #: At seed 4 the six runs fall two by two in the bands 0-30-45-60 deg; 60-90 has none (zero exposure).

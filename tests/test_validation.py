@@ -5,7 +5,7 @@ from scipy import stats
 
 import bkgxr
 from bkgxr.axes import binning_of, exposure_s_mev_sr
-from bkgxr.simulate import bin_integrals
+from bkgxr.truth import bin_integrals
 from bkgxr.validation import compare, validate
 
 

@@ -3,7 +3,8 @@ import pytest
 
 import bkgxr
 from bkgxr.axes import binning_of, exposure_s_mev_sr
-from bkgxr.simulate import bin_integrals, simulate_store
+from bkgxr.simulate import simulate_store
+from bkgxr.truth import bin_integrals
 from bkgxr.zenith import predict_rates, run_exposures
 
 #: The raw recipes: no smoothing, no time kernel (each test adds what it checks).

@@ -97,6 +97,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--kernel-sigma", type=float, help=f"kernel width in cos(zenith) (default: {d.kernel_sigma:g})")
     p.add_argument("--time-sigma", type=float, help=f"kernel width in time, years; 0 for none (default: {d.time_sigma:g})")
+    p.add_argument("--track", action=argparse.BooleanOptionalAction,
+                   help="follow the pointing's zenith over each run (kernel weights and models averaged over the "
+                   "run's track) instead of its ZEN_PNT (default: off)")
     p.add_argument("--efficiency-sigma", type=float,
                    help="kernel width in ln(optical efficiency), MUONEFF of the obs index; 0 for none (default: none)")
     p.add_argument(
@@ -249,6 +252,8 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         changes["kernel_sigma"] = args.kernel_sigma
     if args.time_sigma is not None:
         changes["time_sigma"] = args.time_sigma or None
+    if args.track is not None:
+        changes["track"] = args.track
     if args.efficiency_sigma is not None:
         changes["efficiency_sigma"] = args.efficiency_sigma or None
     if args.smooth is not None:

@@ -53,6 +53,7 @@ from .exceptions import EmptySelectionError, InvalidRunError
 from .exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
 from .io.events import open_events
 from .masking import kept_fractions, run_regions
+from .track import zenith_tracks
 from .units import RATE_UNIT
 
 if TYPE_CHECKING:
@@ -253,6 +254,7 @@ def build_cube(
         run_threshold=threshold,
         run_tstart=runs.get("TSTART", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         run_muoneff=runs.get("MUONEFF", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
+        run_track=zenith_tracks(runs),
         attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy)},
         run_kept=kept_fractions(runs, binning, [r if i in read_set else None for i, r in enumerate(regions)]),
     )
@@ -277,6 +279,7 @@ def assemble_cube(
     attrs: dict[str, Any],
     run_kept: npt.ArrayLike | None = None,
     run_muoneff: npt.ArrayLike | None = None,
+    run_track: npt.ArrayLike | None = None,
 ) -> xr.Dataset:
     """Return the cube Dataset from counts and per-run values (numpy or dask).
 
@@ -308,6 +311,9 @@ def assemble_cube(
         *fov shape).
     run_muoneff : array-like, optional
         Optical efficiency (MUONEFF) of each run, NaN where unknown (the default).
+    run_track : array-like, optional
+        Pointing zenith (deg) at equal-time nodes of each run (:func:`bkgxr.track.zenith_tracks`);
+        ``run_zenith`` at one node if omitted. Shape: (n_runs, n_nodes).
     """
     n_bands, n_energy, *fov_shape = binning.shape
     fov_dims = binning.fov_dims
@@ -353,6 +359,8 @@ def assemble_cube(
             "run_ontime": ("obs_id", run_ontime, {"units": "s", "long_name": "ONTIME (GTI sum)"}),
             "run_livetime": ("obs_id", run_livetime, {"units": "s", "long_name": "LIVETIME"}),
             "run_tstart": ("obs_id", np.asarray(run_tstart, dtype=np.float64), {"units": "s", "long_name": "TSTART (since MJDREF)"}),
+            "run_track": (("obs_id", "track"), np.asarray(run_zenith, dtype=np.float64)[:, None] if run_track is None
+                          else np.asarray(run_track, dtype=np.float64), {"units": "deg", "long_name": "pointing zenith over the run"}),
             "run_muoneff": ("obs_id", np.full(run_ontime.size, np.nan) if run_muoneff is None else np.asarray(run_muoneff, dtype=np.float64),
                             {"units": "", "long_name": "optical efficiency MUONEFF"}),
             "run_threshold": ("obs_id", np.asarray(run_threshold, dtype=np.float64), {"units": "TeV", "long_name": "safe energy threshold"}),

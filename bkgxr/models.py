@@ -37,6 +37,7 @@ from .cube import RATE_TIME
 from .exceptions import EmptySelectionError
 from .io.store import Store
 from .nodes import to_node_values
+from .track import zenith_tracks
 from .recipe import DEFAULT_RECIPE
 from .units import RATE_UNIT
 from .zenith import predict_rates
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 #: Variables of a cube that describe its runs, carried into the models along dim ``run``.
 RUN_VARIABLES = (
-    "run_counts", "run_kept", "run_safe", "run_zenith", "run_ontime", "run_livetime", "run_tstart", "run_muoneff",
+    "run_counts", "run_kept", "run_safe", "run_zenith", "run_track", "run_ontime", "run_livetime", "run_tstart", "run_muoneff",
     "run_threshold", "run_band", "run_used", "run_error",
 )
 #: Variables of a cube that describe its zenith bands, carried into the models.
@@ -95,8 +96,9 @@ def observation_models(
     if recipe.per_observation:
         index = np.flatnonzero(modelled)
         efficiency = obs["MUONEFF"].to_numpy(np.float64)[index] if "MUONEFF" in obs else None
+        targets = zenith_tracks(obs)[index] if recipe.track else zenith[index]
         rate[index], n_eff[index] = predict_rates(
-            cube, zenith[index], recipe=recipe, time=obs["TSTART"].to_numpy(np.float64)[index], efficiency=efficiency
+            cube, targets, recipe=recipe, time=obs["TSTART"].to_numpy(np.float64)[index], efficiency=efficiency
         )
         rate *= factor.reshape(-1, *([1] * (rate.ndim - 1)))
     else:

@@ -93,6 +93,11 @@ class Recipe:
     efficiency_sigma : float or None
         Kernel width in ln(optical efficiency) (MUONEFF of the obs-index);
         None for no such term.
+    track : bool
+        Follow the pointing's zenith over each run (:mod:`bkgxr.track`): a
+        run's kernel weight is its Gaussian averaged over its track, and an
+        observation's model the average of the models at its track's zeniths
+        (``kernel`` and ``interpolate``); otherwise each run stands at its ZEN_PNT.
     smoothing : Smoothing or None
         Smooth every model (:mod:`bkgxr.smooth`); None for the raw
         counts / exposure.
@@ -119,6 +124,7 @@ class Recipe:
     kernel_sigma: float = 0.03
     time_sigma: float | None = 1.0
     efficiency_sigma: float | None = None
+    track: bool = False
     smoothing: Smoothing | None = field(default_factory=Smoothing)
     outside: Outside = "nearest"
     deadtime: DeadTime = "ontime"
@@ -155,6 +161,7 @@ class Recipe:
         if self.zenith == "kernel":
             text += f" (kernel sigma {self.kernel_sigma:g} in cos z, time sigma {self.time_sigma or 'none'} yr"
             text += f", efficiency sigma {self.efficiency_sigma:g})" if self.efficiency_sigma else ")"
+        text += ", zenith tracks" if self.track else ""
         text += ", smoothed" if self.smoothing is not None else ", not smoothed"
         text += ", rate per LIVETIME x each observation's DEADC" if self.deadtime == "livetime" else ", rate per ONTIME"
         return text + (", node values for gammapy" if self.nodes else ", bin averages")
@@ -166,6 +173,7 @@ class Recipe:
             "KSIGMA": (self.kernel_sigma, "kernel width in cos(zenith)"),
             "KTSIGMA": (self.time_sigma or 0.0, "[yr] kernel width in time (0: none)"),
             "KESIGMA": (self.efficiency_sigma or 0.0, "kernel width in ln MUONEFF (0: none)"),
+            "KTRACK": (self.track, "zenith followed over each run's track"),
             "ZENRULE": (self.outside, "obs outside all bands: nearest or none"),
             "DEADTIME": (self.deadtime, "ontime: per ONTIME; livetime: x obs DEADC"),
             "SMOOTH": (self.smoothing is not None, "models smoothed by bkgxr.smooth (SM*)"),
@@ -203,6 +211,7 @@ class Recipe:
             kernel_sigma=float(header.get("KSIGMA", cls.kernel_sigma)),
             time_sigma=time_sigma if time_sigma > 0 else None,
             efficiency_sigma=efficiency_sigma if efficiency_sigma > 0 else None,
+            track=bool(header.get("KTRACK", False)),
             smoothing=smoothing,
             outside=cast("Outside", str(header.get("ZENRULE", "nearest")).strip()),
             deadtime=cast("DeadTime", str(header.get("DEADTIME", "ontime")).strip()),

@@ -138,8 +138,9 @@ def validate(
     """
     binning = binning_of(cube)
     held = np.flatnonzero(cube["run_used"].values)
+    targets = cube["run_track"].values[held] if recipe.track else cube["run_zenith"].values[held]
     rate, n_eff = predict_rates(
-        cube, cube["run_zenith"].values[held], recipe=recipe, time=cube["run_tstart"].values[held], leave_out=held,
+        cube, targets, recipe=recipe, time=cube["run_tstart"].values[held], leave_out=held,
         efficiency=cube["run_muoneff"].values[held],
     )
     unit = exposure_s_mev_sr(np.ones(1), binning)[0]

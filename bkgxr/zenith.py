@@ -25,7 +25,7 @@ Three recipes, each a pure function of the cube's per-run counts and exposures:
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -118,18 +118,24 @@ def kernel_weights(
     time_sigma: float | None = None,
     efficiency: npt.ArrayLike | None = None,
     efficiency_sigma: float | None = None,
+    track: bool = False,
 ) -> npt.NDArray[np.float64]:
     """Return Gaussian kernel weights of the used runs per target, (n_targets, n_runs).
 
     The product of Gaussians in cos(zenith) (width ``sigma``), in time (TSTART,
     width ``time_sigma`` in years) and in optical efficiency (MUONEFF, relative
-    width ``efficiency_sigma``), the last two when their widths are given.
+    width ``efficiency_sigma``), the last two when their widths are given. With
+    ``track``, a run's zenith term is its Gaussian averaged over the run's
+    track (``run_track``: the pointing's zenith at equal-time nodes).
     Computed in log space and scaled to a maximum of 1 per target, so that a
     target far from every run still gets the nearest runs' model.
     """
     used = cube["run_used"].values
-    cos_run = np.cos(np.radians(cube["run_zenith"].values))
-    log_w = -0.5 * ((cos_run[None, :] - np.cos(np.radians(zenith))[:, None]) / sigma) ** 2
+    run_zenith = cube["run_track"].values if track and "run_track" in cube else cube["run_zenith"].values[:, None]
+    cos_run = np.cos(np.radians(run_zenith))  # (n_runs, n_nodes)
+    terms = -0.5 * ((cos_run[None, :, :] - np.cos(np.radians(zenith))[:, None, None]) / sigma) ** 2
+    top = terms.max(axis=2, keepdims=True)
+    log_w = (top + np.log(np.mean(np.exp(terms - top), axis=2, keepdims=True)))[:, :, 0]  # log of the mean over the track
     log_w = log_w + _log_gaussian(
         cube["run_tstart"].values / SECONDS_PER_YEAR, None if time is None else np.asarray(time) / SECONDS_PER_YEAR,
         time_sigma, used, "TSTART",
@@ -153,7 +159,7 @@ def _weights(
     used = cube["run_used"].values
     if recipe.zenith == "kernel":
         return kernel_weights(cube, zenith, sigma=recipe.kernel_sigma, time=time, time_sigma=recipe.time_sigma,
-                              efficiency=efficiency, efficiency_sigma=recipe.efficiency_sigma)
+                              efficiency=efficiency, efficiency_sigma=recipe.efficiency_sigma, track=recipe.track)
     band = assign_bands(zenith, binning_of(cube).zenith, outside="nearest")
     return np.asarray((cube["run_band"].values[None, :] == band[:, None]) & used[None, :], dtype=np.float64)
 
@@ -180,7 +186,9 @@ def predict_rates(
     cube : xarray.Dataset
         Computed cube of :func:`bkgxr.build_cube`.
     zenith : array-like
-        Target zenith angles, deg. Shape: (n_targets,).
+        Target zenith angles, deg. Shape: (n_targets,), or (n_targets,
+        n_nodes) for targets' tracks: each target's rate is then the mean of
+        the rates at its track's zeniths.
     recipe : Recipe
         Zenith model, kernel widths, smoothing (each model, each band before
         ``interpolate``, is smoothed from its weighted counts and exposure)
@@ -204,6 +212,17 @@ def predict_rates(
 
     """
     zenith = np.atleast_1d(np.asarray(zenith, dtype=np.float64))
+    if zenith.ndim == 2:  # a track per target: the mean of the models along it
+        n_targets, n_nodes = zenith.shape
+
+        def per_node(values: npt.ArrayLike | None) -> npt.NDArray[Any] | None:
+            return None if values is None else np.repeat(np.broadcast_to(np.asarray(values), (n_targets,)), n_nodes)
+
+        rate, n_eff = predict_rates(
+            cube, zenith.ravel(), recipe=recipe, time=per_node(time), leave_out=per_node(leave_out),
+            efficiency=per_node(efficiency),
+        )
+        return rate.reshape(n_targets, n_nodes, *rate.shape[1:]).mean(axis=1), n_eff.reshape(n_targets, n_nodes).mean(axis=1)
     counts = cube["run_counts"].values.astype(np.float64)
     exposure = run_exposures(cube, recipe.deadtime)
     n_runs = counts.shape[0]

@@ -204,6 +204,7 @@ def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
         run_threshold=np.asarray(runs["SAFE_ENERGY_LO"].quantity.to_value(ENERGY_UNIT), np.float64),
         run_tstart=np.asarray(runs["TSTART"].quantity.to_value(TIME_UNIT), np.float64),
         run_muoneff=np.asarray(runs["MUONEFF"], np.float64) if "MUONEFF" in runs.colnames else None,
+        run_track=np.asarray(runs["TRACK"], np.float64).reshape(len(runs), -1) if "TRACK" in runs.colnames else None,
         attrs={"safe_energy": int(safe_energy)},
         run_kept=kept,
     )

@@ -130,6 +130,7 @@ def runs_table(models: xr.Dataset) -> Table:
             "SAFE_ENERGY_LO": models["run_threshold"].values,
             "TSTART": models["run_tstart"].values,
             "MUONEFF": models["run_muoneff"].values,
+            "TRACK": models["run_track"].values,
             "BAND": models["run_band"].values,
             "USED": models["run_used"].values,
             "ERROR": np.asarray(models["run_error"].values, dtype=str),

@@ -1,0 +1,45 @@
+"""The pointing's zenith over each run, and the kernel recipe that follows it (Recipe.track)."""
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.time import Time
+
+import bkgxr
+from bkgxr.axes import binning_of, exposure_s_mev_sr
+from bkgxr.track import track_times, zenith_tracks
+from bkgxr.zenith import predict_rates
+
+
+def test_tracks_are_astropys_zenith_of_the_pointing_at_the_track_times(sim_store):
+    runs = sim_store.select()
+    tracks = zenith_tracks(runs)
+    meta = runs.attrs["OBS_META"]
+    reference = Time(meta["MJDREFI"] + meta["MJDREFF"], format="mjd", scale="tt")
+    site = EarthLocation.from_geodetic(float(meta["GEOLON"]) * u.deg, float(meta["GEOLAT"]) * u.deg, float(meta["ALTITUDE"]) * u.m)
+    times = track_times(runs["TSTART"].to_numpy(), runs["TSTOP"].to_numpy())
+    for i, run in enumerate(runs.itertuples()):
+        frame = AltAz(obstime=reference + times[i] * u.s, location=site)
+        expected = 90 - SkyCoord(run.RA_PNT * u.deg, run.DEC_PNT * u.deg).transform_to(frame).alt.deg
+        np.testing.assert_allclose(tracks[i], expected, atol=1e-4)
+    assert np.ptp(tracks, axis=1).max() > 0.5  # the zenith moves during a run
+    runs.attrs = {}  # no observatory: each run stays at its ZEN_PNT
+    np.testing.assert_array_equal(zenith_tracks(runs), np.repeat(runs["ZEN_PNT"].to_numpy()[:, None], 7, axis=1))
+
+
+def test_track_kernel_averages_over_both_tracks(sim_store):
+    cube = bkgxr.build_cube(sim_store.select()).compute()
+    recipe = bkgxr.Recipe(smoothing=None, time_sigma=None, track=True, nodes=False)
+    run_track = cube["run_track"].values
+    counts = cube["run_counts"].values.astype(float)
+    unit = exposure_s_mev_sr(np.ones(1), binning_of(cube))[0]
+    exposure = cube["run_ontime"].values[:, None, None] * unit[None]
+    target = np.array([20.0, 21.5, 23.0])  # one observation's track
+    expected = []
+    for z in target:  # independent: the run weights at each node, then the mean of the rates
+        g = np.exp(-0.5 * ((np.cos(np.radians(run_track)) - np.cos(np.radians(z))) / 0.03) ** 2).mean(axis=1)
+        expected.append(np.tensordot(g, counts, 1) / np.tensordot(g, exposure, 1))
+    rate, _ = predict_rates(cube, target[None, :], recipe=recipe)
+    np.testing.assert_allclose(rate[0], np.mean(expected, axis=0), rtol=1e-9)
+    untracked, _ = predict_rates(cube, target[None, :], recipe=recipe.replace(track=False))
+    assert not np.allclose(untracked, rate, rtol=1e-6)

@@ -53,12 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     import bkgxr
-    from bkgxr.fields import (
-        AnalysisSettings,
-        models_from_recipe,
-        source_fields,
-        validate_fields,
-    )
+    from bkgxr.field_analysis import AnalysisSettings
+    from bkgxr.fields import models_from_recipe, source_fields, validate_fields
 
     recipe = bkgxr.DEFAULT_RECIPE
     if args.zenith_model is not None:

@@ -59,7 +59,8 @@ def _scaled_models(factor: float):
 @pytest.fixture(scope="module")
 def validations(field_store):
     import bkgxr
-    from bkgxr.fields import AnalysisSettings, models_from_recipe, validate_fields
+    from bkgxr.field_analysis import AnalysisSettings
+    from bkgxr.fields import models_from_recipe, validate_fields
 
     sim, fields = field_store
     settings = AnalysisSettings(**SETTINGS)

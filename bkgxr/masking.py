@@ -24,7 +24,7 @@ import numpy as np
 from astropy.io import fits
 
 from .exceptions import InvalidRunError
-from .exclusion import ExclusionRegions, kept_fraction_pixels, kept_fraction_rings
+from .exclusion import ExclusionRegions
 from .fov import (
     az_alt_deg,
     location_of,
@@ -34,6 +34,7 @@ from .fov import (
     run_node_maps,
 )
 from .io.events import _index_node_maps
+from .kept_fraction import kept_fraction_pixels, kept_fraction_rings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -26,9 +26,8 @@ from bkgxr.exclusion import (
     Circle,
     ExclusionRegions,
     excluded,
-    kept_fraction_pixels,
-    kept_fraction_rings,
 )
+from bkgxr.kept_fraction import kept_fraction_pixels, kept_fraction_rings
 
 PNT = SkyCoord(83.63, 22.51, unit="deg")
 #: Overlapping circles, one holding the pointing, one crossing the outer edge.

@@ -152,7 +152,8 @@ def test_3d_kept_fractions_of_dr1_runs_match_astropys_altaz_to_icrs(hess_store, 
     from astropy.utils import iers
 
     from bkgxr import fov
-    from bkgxr.exclusion import DEFAULT_RADIUS_DEG, kept_fraction_pixels
+    from bkgxr.exclusion import DEFAULT_RADIUS_DEG
+    from bkgxr.kept_fraction import kept_fraction_pixels
     from bkgxr.masking import TRACK_NODES, kept_fractions
 
     calls = astropy_calls

@@ -1,0 +1,397 @@
+"""Kept fractions: the share of each bin's solid angle a run keeps outside the exclusion regions.
+
+:func:`kept_fraction_rings` (2D, offset rings around the pointing) and
+:func:`kept_fraction_pixels` (3D, pixels of a field-of-view frame that turns on the sky
+during the run) give the fraction of each bin's solid angle outside the regions of
+:class:`bkgxr.exclusion.ExclusionRegions`.
+
+For circles the fractions are exact up to quadrature: along a circle of constant
+colatitude θ about a pole, a cap of radius ρ whose centre lies at colatitude θc covers the
+azimuths within ``arccos((cos ρ − cos θ cos θc) / (sin θ sin θc))`` of the centre's azimuth;
+the union of these arcs over all caps is measured exactly, and θ is integrated by
+Gauss–Legendre quadrature. Masks are sampled on a grid finer than their pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+
+from .exclusion import ExclusionRegions, _lon_lat, _unit, excluded
+from .geometry import offset_deg
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+
+__all__ = [
+    "SkyOfFov",
+    "kept_fraction_pixels",
+    "kept_fraction_rings",
+]
+
+#: Largest distance (deg) tolerated between ``sky_of_fov`` and the rotation fitted to it.
+RIGID_TOL_DEG = 0.01
+
+#: Gauss–Legendre nodes per smooth piece of an offset ring (2D, circles).
+RING_NODES = 32
+
+#: Largest sampling step (deg) of a ring for masks; a quarter of the mask's pixel if finer.
+RING_STEP_DEG = 0.01
+
+#: A field-of-view → sky mapping at one time: ``(lon_deg, lat_deg, time) -> (ra_deg, dec_deg)``,
+#: arrays of shape (n_points,) in and out.
+SkyOfFov = Callable[["FloatArray", "FloatArray", float], tuple["npt.ArrayLike", "npt.ArrayLike"]]
+
+def kept_fraction_rings(
+    offset_edges_deg: npt.ArrayLike,
+    ra_pnt_deg: float,
+    dec_pnt_deg: float,
+    regions: ExclusionRegions,
+    *,
+    nodes: int = RING_NODES,
+) -> FloatArray:
+    """Return the fraction of each offset ring's solid angle outside every region.
+
+    The pointing is fixed on the sky, so the fraction holds for the whole run. For
+    circles only, exact up to Gauss–Legendre quadrature in offset (``nodes`` nodes between
+    consecutive offsets where a circle's boundary touches the ring); with a mask, from
+    samples on an equal-area polar grid of step ``min(RING_STEP_DEG, pixel / 4)``.
+
+    Parameters
+    ----------
+    offset_edges_deg : array-like
+        Increasing ring edges in deg, within [0, 180]. Shape: (n_offset + 1,).
+    ra_pnt_deg, dec_pnt_deg : float
+        Pointing position (``RA_PNT``/``DEC_PNT``), ICRS deg.
+    regions : ExclusionRegions
+    nodes : int
+        Quadrature nodes per smooth piece (circles).
+
+    Returns
+    -------
+    numpy.ndarray
+        Kept fraction in [0, 1]. Shape: (n_offset,).
+    """
+    edges = _edges(offset_edges_deg, "offset_edges_deg", 0.0, 180.0)
+    if regions.masks:
+        return _sampled_rings(edges, ra_pnt_deg, dec_pnt_deg, regions)
+    if not regions.circles:
+        return np.ones(edges.size - 1)
+    ra_c = np.array([c.ra_deg for c in regions.circles])
+    dec_c = np.array([c.dec_deg for c in regions.circles])
+    rho = np.radians([c.radius_deg for c in regions.circles])
+    theta_c = np.radians(offset_deg(ra_c, dec_c, ra_pnt_deg, dec_pnt_deg))
+    phi_c = _position_angle(np.radians(ra_pnt_deg), np.radians(dec_pnt_deg), np.radians(ra_c), np.radians(dec_c))
+    ra_x, dec_x = _lon_lat(_crossings(_unit(np.radians(ra_c), np.radians(dec_c)), rho))
+    cuts = np.concatenate([
+        _tangencies(theta_c, rho),
+        np.radians(offset_deg(np.degrees(ra_x), np.degrees(dec_x), ra_pnt_deg, dec_pnt_deg)),
+    ])
+    full = np.array([np.pi])
+    removed = _removed(np.radians(edges), cuts, theta_c, phi_c, rho, -full, full, nodes)[:, 0]
+    out = 1.0 - removed / (2 * np.pi * -np.diff(np.cos(np.radians(edges))))
+    return np.clip(out, 0.0, 1.0)
+
+
+def kept_fraction_pixels(
+    lon_edges_deg: npt.ArrayLike,
+    lat_edges_deg: npt.ArrayLike,
+    sky_of_fov: SkyOfFov,
+    times: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    regions: ExclusionRegions,
+    *,
+    oversample: int = 8,
+) -> FloatArray:
+    """Return the time-averaged fraction of each field-of-view pixel outside every region.
+
+    The field-of-view frame (e.g. ALTAZ-aligned) turns on the sky during the run, so the
+    regions move across its pixels. At each time the frame is a rotation of the sky:
+    it is fitted (least squares) to ``sky_of_fov`` on a 5 × 5 grid spanning the pixels,
+    then the kept solid angle of each pixel is computed in the frame. For circles: exact
+    in longitude, ``oversample`` Gauss–Legendre nodes in latitude per pixel row; with a
+    mask: ``oversample`` × ``oversample`` equal-area samples per pixel.
+
+    Parameters
+    ----------
+    lon_edges_deg, lat_edges_deg : array-like
+        Increasing pixel edges of the frame in deg, longitude within [-180, 180], latitude
+        within [-90, 90]; ``(lon, lat)`` are spherical coordinates of the frame.
+        Shapes: (n_lon + 1,), (n_lat + 1,).
+    sky_of_fov : callable
+        ``sky_of_fov(lon_deg, lat_deg, time) -> (ra_deg, dec_deg)``: the ICRS position at
+        ``time`` (one element of ``times``) of frame points, arrays of shape (n_points,).
+    times : array-like
+        Times at which the run is sampled, in whatever unit ``sky_of_fov`` takes.
+        Shape: (n_times,).
+    weights : array-like
+        Non-negative weight of each time (e.g. its live time). Shape: (n_times,).
+    regions : ExclusionRegions
+    oversample : int
+        Latitude nodes per pixel row (circles; 8 gives 1e-7), samples per pixel side
+        (mask; choose it so that pixel / oversample is below the mask's pixel).
+
+    Returns
+    -------
+    numpy.ndarray
+        Kept fraction in [0, 1]. Shape: (n_lon, n_lat).
+
+    Raises
+    ------
+    ValueError
+        If the edges, times or weights are invalid, or ``sky_of_fov`` is not a rotation of
+        the sphere within ``RIGID_TOL_DEG`` at some time.
+    """
+    lon = np.radians(_edges(lon_edges_deg, "lon_edges_deg", -180.0, 180.0))
+    lat = np.radians(_edges(lat_edges_deg, "lat_edges_deg", -90.0, 90.0))
+    t = np.asarray(times, dtype=np.float64).ravel()
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if t.size == 0 or w.shape != t.shape or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(
+            f"times and weights must be non-empty, of one shape, weights finite, >= 0 and not all 0; "
+            f"got {t.size} times and weights {w}"
+        )
+    if oversample < 1:
+        raise ValueError(f"oversample must be >= 1, got {oversample}")
+    shape = (lon.size - 1, lat.size - 1)
+    if not regions.circles and not regions.masks:
+        return np.ones(shape)
+    grid_lon, grid_lat = (g.ravel() for g in np.meshgrid(np.linspace(lon[0], lon[-1], 5), np.linspace(lat[0], lat[-1], 5)))
+    if regions.masks:
+        kept_of = _sampled_pixels(lon, lat, regions, oversample)
+    else:
+        kept_of = _circle_pixels(lon, lat, regions, oversample)
+    total = np.zeros(shape)
+    for t_i, w_i in zip(t, w, strict=True):
+        if w_i > 0:
+            total += w_i * kept_of(_fit_rotation(sky_of_fov, grid_lon, grid_lat, float(t_i)))
+    return cast("FloatArray", np.clip(total / w.sum(), 0.0, 1.0))
+
+
+def _edges(values: npt.ArrayLike, name: str, low: float, high: float) -> FloatArray:
+    """Return bin edges (deg) as float64 after checking they increase within [low, high]."""
+    edges = np.asarray(values, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0) or edges[0] < low or edges[-1] > high:
+        raise ValueError(f"{name} must be at least two increasing values within [{low}, {high}] deg, got {edges}")
+    return edges
+
+
+def _position_angle(lon0: float, lat0: float, lon: FloatArray, lat: FloatArray) -> FloatArray:
+    """Return the position angle (rad, east of north) of points as seen from (lon0, lat0)."""
+    dlon = lon - lon0
+    north = np.cos(lat0) * np.sin(lat) - np.sin(lat0) * np.cos(lat) * np.cos(dlon)
+    return cast("FloatArray", np.arctan2(np.sin(dlon) * np.cos(lat), north))
+
+
+def _covered_azimuth(
+    theta: FloatArray, theta_c: FloatArray, phi_c: FloatArray, rho: FloatArray, lo: FloatArray, hi: FloatArray
+) -> FloatArray:
+    """Return the azimuth measure (rad) within [lo, hi] of a circle of colatitude θ covered by caps.
+
+    Parameters
+    ----------
+    theta : numpy.ndarray
+        Colatitudes (rad) about the pole. Shape: (n_rows, 1).
+    theta_c, phi_c : numpy.ndarray
+        Colatitude and azimuth (rad) of the caps' centres. Shape: (n_caps,) or (n_rows, n_caps).
+    rho : numpy.ndarray
+        Cap radii (rad). Shape: (n_caps,).
+    lo, hi : numpy.ndarray
+        Azimuth windows within [-π, π], lo < hi. Shape: (n_windows,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Measure of the union of the caps' arcs in each window. Shape: (n_rows, n_windows).
+    """
+    num = np.cos(rho) - np.cos(theta) * np.cos(theta_c)
+    den = np.sin(theta) * np.sin(theta_c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num <= 0, -np.inf, np.inf))
+    half = np.arccos(np.clip(ratio, -1.0, 1.0))
+    # Each arc [φc − w, φc + w], started in [−π, π), splits at π into at most two arcs.
+    start = np.mod(phi_c - half + np.pi, 2 * np.pi) - np.pi
+    end = start + 2 * half
+    starts = np.concatenate([start, np.full_like(start, -np.pi)], axis=-1)
+    ends = np.concatenate([np.minimum(end, np.pi), -np.pi + np.maximum(end - np.pi, 0.0)], axis=-1)
+    order = np.argsort(starts, axis=-1)
+    starts = np.take_along_axis(starts, order, axis=-1)
+    reach = np.maximum.accumulate(np.take_along_axis(ends, order, axis=-1), axis=-1)
+    # Disjoint pieces of the union: each arc adds [max(start, reach so far), new reach].
+    before = np.concatenate([np.full_like(reach[..., :1], -np.pi), reach[..., :-1]], axis=-1)
+    piece_lo = np.maximum(starts, before)[..., None, :]
+    piece_hi = reach[..., None, :]
+    inside = np.minimum(piece_hi, hi[:, None]) - np.maximum(piece_lo, lo[:, None])
+    return cast("FloatArray", np.sum(np.maximum(inside, 0.0), axis=-1))
+
+
+def _removed(
+    edges: FloatArray,
+    cuts: FloatArray,
+    theta_c: FloatArray,
+    phi_c: FloatArray,
+    rho: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    nodes: int,
+) -> FloatArray:
+    """Return the solid angle (sr) covered by caps in each (colatitude bin, azimuth window).
+
+    ∫ sin θ · covered(θ) dθ by Gauss–Legendre quadrature, ``nodes`` nodes between
+    consecutive bin edges and ``cuts``, the colatitudes where the integrand is not smooth.
+
+    Parameters
+    ----------
+    edges : numpy.ndarray
+        Increasing colatitude edges (rad) about the pole. Shape: (n_bins + 1,).
+    cuts : numpy.ndarray
+        Colatitudes (rad) where a cap's boundary is tangent to, or crosses a window edge
+        or another boundary on, a circle of constant colatitude. Shape: (n_cuts,).
+    theta_c, phi_c, rho : numpy.ndarray
+        Colatitude, azimuth and radius (rad) of the caps. Shape: (n_caps,).
+    lo, hi : numpy.ndarray
+        Azimuth windows (rad), see :func:`_covered_azimuth`. Shape: (n_windows,).
+    nodes : int
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape: (n_bins, n_windows).
+    """
+    cuts = np.unique(np.concatenate([edges, cuts[(cuts > edges[0]) & (cuts < edges[-1])]]))
+    s, w = np.polynomial.legendre.leggauss(nodes)
+    # θ(s) = mid + half (3s − s³)/2 has dθ/ds = 0 at both ends: √(θ − cut) becomes smooth in s.
+    x, w = (3 * s - s**3) / 2, w * 1.5 * (1 - s**2)
+    half = np.diff(cuts)[:, None] / 2
+    mid = (cuts[:-1, None] + cuts[1:, None]) / 2
+    theta = (mid + half * x).ravel()
+    weight = (half * w).ravel() * np.sin(theta)
+    covered = _covered_azimuth(theta[:, None], theta_c, phi_c, rho, lo, hi)
+    per_piece = (weight[:, None] * covered).reshape(mid.size, nodes, lo.size).sum(axis=1)
+    return cast("FloatArray", np.add.reduceat(per_piece, np.searchsorted(mid[:, 0], edges[:-1]), axis=0))
+
+
+def _tangencies(theta_c: FloatArray, rho: FloatArray) -> FloatArray:
+    """Return the colatitudes (rad) where circles of constant colatitude touch the caps."""
+    return np.concatenate([np.abs(theta_c - rho), np.minimum(theta_c + rho, 2 * np.pi - theta_c - rho)])
+
+
+def _meridian_crossings(lon_c: FloatArray, lat_c: FloatArray, rho: FloatArray, lon: FloatArray) -> FloatArray:
+    """Return the latitudes (rad) where caps' boundaries cross the meridians ``lon`` (rad).
+
+    On the meridian λ, sin φ sin φc + cos φ cos φc cos(λ − λc) = cos ρ, i.e.
+    A sin φ + B cos φ = cos ρ, solved as φ = ±arccos(cos ρ / √(A² + B²)) + atan2(A, B).
+    """
+    a = np.sin(lat_c)[:, None] * np.ones_like(lon)
+    b = np.cos(lat_c)[:, None] * np.cos(lon - lon_c[:, None])
+    ratio = np.cos(rho)[:, None] / np.hypot(a, b)
+    ok = np.abs(ratio) <= 1
+    angle = np.arccos(np.clip(ratio, -1.0, 1.0))
+    shift = np.arctan2(a, b)
+    lat = np.concatenate([(shift + angle)[ok], (shift - angle)[ok]])
+    lat = np.mod(lat + np.pi, 2 * np.pi) - np.pi
+    return lat[np.abs(lat) <= np.pi / 2]
+
+
+def _crossings(centres: FloatArray, rho: FloatArray) -> FloatArray:
+    """Return the points where boundaries of two caps cross (unit vectors). Shape: (n_points, 3).
+
+    For centres a, b (a·b = k) the crossings are α a + β b ± γ a×b, with α + β k = cos ρa,
+    α k + β = cos ρb and unit length.
+    """
+    i, j = np.triu_indices(len(rho), k=1)
+    a, b = centres[i], centres[j]
+    k = np.sum(a * b, axis=-1)
+    sin2 = 1.0 - k**2
+    ok = sin2 > 1e-12
+    sin2 = np.where(ok, sin2, 1.0)
+    alpha = (np.cos(rho[i]) - k * np.cos(rho[j])) / sin2
+    beta = (np.cos(rho[j]) - k * np.cos(rho[i])) / sin2
+    gamma2 = (1.0 - alpha**2 - beta**2 - 2 * alpha * beta * k) / sin2
+    ok &= gamma2 >= 0
+    base = alpha[:, None] * a + beta[:, None] * b
+    normal = np.sqrt(np.maximum(gamma2, 0.0))[:, None] * np.cross(a, b)
+    return cast("FloatArray", np.concatenate([base + normal, base - normal])[np.concatenate([ok, ok])])
+
+
+def _fit_rotation(sky_of_fov: SkyOfFov, lon: FloatArray, lat: FloatArray, time: float) -> FloatArray:
+    """Return the orthogonal matrix R (sky = R @ fov) closest to ``sky_of_fov`` at ``time``."""
+    ra, dec = sky_of_fov(np.degrees(lon), np.degrees(lat), time)
+    fov = _unit(lon, lat)
+    sky = _unit(np.radians(np.asarray(ra, dtype=np.float64)), np.radians(np.asarray(dec, dtype=np.float64)))
+    u, _, vt = np.linalg.svd(sky.T @ fov)
+    rotation = u @ vt
+    residual = np.degrees(np.max(np.linalg.norm(fov @ rotation.T - sky, axis=-1)))
+    if not residual <= RIGID_TOL_DEG:
+        raise ValueError(
+            f"sky_of_fov at time {time}: not a rotation of the sphere (off by {residual:.3g} deg > {RIGID_TOL_DEG})"
+        )
+    return cast("FloatArray", rotation)
+
+
+def _circle_pixels(
+    lon: FloatArray, lat: FloatArray, regions: ExclusionRegions, nodes: int
+) -> Callable[[FloatArray], FloatArray]:
+    """Return the kernel: rotation → kept fraction of each pixel (circles, exact in longitude)."""
+    centres = _unit(np.radians([c.ra_deg for c in regions.circles]), np.radians([c.dec_deg for c in regions.circles]))
+    rho = np.radians([c.radius_deg for c in regions.circles])
+    colat = np.pi / 2 - lat[::-1]  # colatitude about the frame's pole, increasing
+    pixel = np.diff(lon)[:, None] * np.diff(np.sin(lat))[None, :]
+
+    def kept(rotation: FloatArray) -> FloatArray:
+        fov = centres @ rotation  # rows: Rᵀ c, the centres in the frame
+        lon_c, lat_c = _lon_lat(fov)
+        theta_c = np.pi / 2 - lat_c
+        cuts = np.concatenate([
+            _tangencies(theta_c, rho),
+            np.pi / 2 - _lon_lat(_crossings(fov, rho))[1],
+            np.pi / 2 - _meridian_crossings(lon_c, lat_c, rho, lon),
+        ])
+        removed = _removed(colat, cuts, theta_c, lon_c, rho, lon[:-1], lon[1:], nodes)[::-1].T
+        return 1.0 - removed / pixel
+
+    return kept
+
+
+def _sampled_pixels(
+    lon: FloatArray, lat: FloatArray, regions: ExclusionRegions, samples: int
+) -> Callable[[FloatArray], FloatArray]:
+    """Return the kernel: rotation → kept fraction of each pixel from equal-area samples."""
+    step = (np.arange(samples) + 0.5) / samples
+    lon_s = (lon[:-1, None] + np.diff(lon)[:, None] * step).ravel()
+    sin_lat = np.sin(lat)
+    lat_s = np.arcsin((sin_lat[:-1, None] + np.diff(sin_lat)[:, None] * step).ravel())
+    fov = _unit(*np.meshgrid(lon_s, lat_s, indexing="ij"))  # (n_lon * s, n_lat * s, 3)
+    shape = (lon.size - 1, samples, lat.size - 1, samples)
+
+    def kept(rotation: FloatArray) -> FloatArray:
+        ra, dec = (np.degrees(a) for a in _lon_lat(fov @ rotation.T))
+        return cast("FloatArray", 1.0 - excluded(ra, dec, regions).reshape(shape).mean(axis=(1, 3)))
+
+    return kept
+
+
+def _sampled_rings(edges: FloatArray, ra_pnt: float, dec_pnt: float, regions: ExclusionRegions) -> FloatArray:
+    """Return each ring's kept fraction from samples on an equal-area polar grid."""
+    pixel = min(float(np.min(m.geom.pixel_scales.deg)) for m in regions.masks)
+    step = np.radians(min(RING_STEP_DEG, pixel / 4))
+    lo, hi = np.radians(edges[:-1]), np.radians(edges[1:])
+    pole = _unit(np.radians(np.array(ra_pnt)), np.radians(np.array(dec_pnt)))
+    east = np.array([-np.sin(np.radians(ra_pnt)), np.cos(np.radians(ra_pnt)), 0.0])
+    north = np.cross(pole, east)
+    out = np.empty(edges.size - 1)
+    for i in range(out.size):
+        n_r = int(np.ceil((hi[i] - lo[i]) / step))
+        n_phi = int(np.ceil(2 * np.pi * np.sin(hi[i]) / step)) + 8
+        cos_r = np.cos(lo[i]) + (np.cos(hi[i]) - np.cos(lo[i])) * (np.arange(n_r) + 0.5) / n_r
+        sin_r = np.sqrt(1.0 - cos_r**2)
+        phi = 2 * np.pi * (np.arange(n_phi) + 0.5) / n_phi
+        direction = np.cos(phi)[:, None] * north + np.sin(phi)[:, None] * east  # (n_phi, 3)
+        vec = cos_r[:, None, None] * pole + sin_r[:, None, None] * direction
+        ra, dec = (np.degrees(a) for a in _lon_lat(vec))
+        out[i] = 1.0 - np.mean(excluded(ra, dec, regions))
+    return out

@@ -37,8 +37,8 @@ from .cube import RATE_TIME
 from .exceptions import EmptySelectionError
 from .io.store import Store
 from .nodes import to_node_values
-from .track import zenith_tracks
 from .recipe import DEFAULT_RECIPE
+from .track import zenith_tracks
 from .units import RATE_UNIT
 from .zenith import predict_rates
 

@@ -51,7 +51,7 @@ from .axes import (
 )
 from .exceptions import EmptySelectionError, InvalidRunError
 from .exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
-from .io.events import open_events
+from .io.events import index_node_maps, open_events
 from .masking import kept_fractions, run_regions
 from .track import zenith_tracks
 from .units import RATE_UNIT
@@ -229,7 +229,10 @@ def build_cube(
     to_read = runs.iloc[read].assign(E_MIN=e_lo[read], E_MAX=e_hi[read])
 
     regions, read_set = run_regions(runs, exclusion=exclusion, target_radius=target_radius), set(read.tolist())
-    events, read_errors = open_events(to_read, skip_bad=skip_bad, fov=binning.fov, exclude=[regions[i] for i in read])
+    nodes = index_node_maps(runs)  # one astropy call: the zenith tracks, 3D reads and 3D exclusion share it
+    events, read_errors = open_events(
+        to_read, skip_bad=skip_bad, fov=binning.fov, exclude=[regions[i] for i in read], nodes=[nodes[i] for i in read]
+    )
     # One entry per run of the table; runs not read have no events.
     position = np.full(n_runs_all, -1, dtype=np.int64)
     position[read] = np.arange(read.size)
@@ -254,9 +257,9 @@ def build_cube(
         run_threshold=threshold,
         run_tstart=runs.get("TSTART", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         run_muoneff=runs.get("MUONEFF", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
-        run_track=zenith_tracks(runs),
+        run_track=zenith_tracks(runs, nodes=nodes),
         attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy)},
-        run_kept=kept_fractions(runs, binning, [r if i in read_set else None for i, r in enumerate(regions)]),
+        run_kept=kept_fractions(runs, binning, [r if i in read_set else None for i, r in enumerate(regions)], nodes=nodes),
     )
     if not skip_bad:  # with skip_bad, n_runs is known only after compute
         _warn_empty(cube["n_runs"].values, binning)

@@ -33,7 +33,7 @@ from .fov import (
     reference_time,
     run_node_maps,
 )
-from .io.events import _index_node_maps
+from .io.events import index_node_maps
 from .kept_fraction import kept_fraction_pixels, kept_fraction_rings
 
 if TYPE_CHECKING:
@@ -155,7 +155,11 @@ def _pixel_fraction(
 
 
 def kept_fractions(
-    runs: pd.DataFrame, binning: Binning, regions: Sequence[ExclusionRegions | None]
+    runs: pd.DataFrame,
+    binning: Binning,
+    regions: Sequence[ExclusionRegions | None],
+    *,
+    nodes: Sequence[NodeMaps | None] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Return the fraction of each run's FoV bins outside its regions, averaged over the run.
 
@@ -169,6 +173,8 @@ def kept_fractions(
     binning : Binning
     regions : sequence of ExclusionRegions or None
         One entry per run, as :func:`run_regions` returns.
+    nodes : sequence of NodeMaps or None, optional
+        Each run's node maps (:func:`bkgxr.io.events.index_node_maps`), computed here if omitted.
 
     Returns
     -------
@@ -183,8 +189,11 @@ def kept_fractions(
             row = runs.iloc[i]
             kept[i] = kept_fraction_rings(binning.offset, float(row["RA_PNT"]), float(row["DEC_PNT"]), region)
         return kept
-    # the node maps of all these runs in one astropy call
-    nodes = _index_node_maps(runs.iloc[[i for i, _ in chosen]]) if chosen else []
-    for (i, region), run_nodes in zip(chosen, nodes, strict=True):
+    if not chosen:
+        return kept
+    if nodes is None:  # the node maps of all runs in one astropy call
+        nodes = index_node_maps(runs)
+    for i, region in chosen:
+        run_nodes = nodes[i]
         kept[i] = _pixel_fraction(runs.iloc[i], binning, region, run_nodes)
     return kept

@@ -3,7 +3,7 @@
 A run lasts ~28 min and its zenith moves by up to several degrees. :func:`zenith_tracks`
 returns each run's pointing zenith at :data:`TRACK_NODES` times, the midpoints of equal
 slices of [TSTART, TSTOP], from one astropy evaluation for all runs
-(:func:`bkgxr.fov.run_node_maps`) and numpy for the rest. A run without the times or the
+(:func:`bkgxr.io.events.index_node_maps`, shared with the 3D event reads) and numpy for the rest. A run without the times or the
 observatory (obs-index header GEOLON/GEOLAT, MJDREF) keeps its ``ZEN_PNT`` at every node.
 """
 
@@ -13,11 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .fov import az_alt_deg, location_of, reference_time, run_node_maps
+from .fov import az_alt_deg, location_of, reference_time
+from .io.events import index_node_maps
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy.typing as npt
     import pandas as pd
+
+    from .fov import NodeMaps
 
 #: Times per run at which the track is sampled (equal slices of the run, at their midpoints).
 TRACK_NODES = 7
@@ -30,7 +35,9 @@ def track_times(tstart_s: npt.ArrayLike, tstop_s: npt.ArrayLike, n_nodes: int = 
     return np.asarray(start[:, None] + fraction[None, :] * (stop - start)[:, None], dtype=np.float64)
 
 
-def zenith_tracks(runs: pd.DataFrame, *, n_nodes: int = TRACK_NODES) -> npt.NDArray[np.float64]:
+def zenith_tracks(
+    runs: pd.DataFrame, *, n_nodes: int = TRACK_NODES, nodes: Sequence[NodeMaps | None] | None = None
+) -> npt.NDArray[np.float64]:
     """Return each run's pointing zenith (deg) at its track times.
 
     Parameters
@@ -40,6 +47,9 @@ def zenith_tracks(runs: pd.DataFrame, *, n_nodes: int = TRACK_NODES) -> npt.NDAr
         TSTOP; the obs-index header in ``attrs["OBS_META"]``).
     n_nodes : int
         Times per run.
+    nodes : sequence of NodeMaps or None, optional
+        Each run's node maps (:func:`bkgxr.io.events.index_node_maps`); computed
+        here, in one astropy call, if omitted.
 
     Returns
     -------
@@ -56,14 +66,12 @@ def zenith_tracks(runs: pd.DataFrame, *, n_nodes: int = TRACK_NODES) -> npt.NDAr
         reference, location = reference_time(meta), location_of(meta)
     except (KeyError, ValueError, TypeError):
         return zenith
+    maps = index_node_maps(runs) if nodes is None else nodes  # None for a run without finite times
     start, stop = runs["TSTART"].to_numpy(np.float64), runs["TSTOP"].to_numpy(np.float64)
-    good = np.flatnonzero(np.isfinite(start) & np.isfinite(stop) & (start <= stop))
-    if good.size == 0:
-        return zenith
-    times = track_times(start[good], stop[good], n_nodes)
-    ra, dec = runs["RA_PNT"].to_numpy(np.float64)[good], runs["DEC_PNT"].to_numpy(np.float64)[good]
-    maps = run_node_maps(start[good], stop[good], reference=reference, location=location)
-    for k, i in enumerate(good):
-        _, alt = az_alt_deg(ra[k], dec[k], times[k], reference=reference, location=location, nodes=maps[k])
-        zenith[i] = 90.0 - alt
+    times = track_times(start, stop, n_nodes)
+    ra, dec = runs["RA_PNT"].to_numpy(np.float64), runs["DEC_PNT"].to_numpy(np.float64)
+    for i, run_nodes in enumerate(maps):
+        if run_nodes is not None:
+            _, alt = az_alt_deg(ra[i], dec[i], times[i], reference=reference, location=location, nodes=run_nodes)
+            zenith[i] = 90.0 - alt
     return zenith

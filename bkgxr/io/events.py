@@ -247,7 +247,7 @@ def _read_or_skip(*args: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.o
         return np.empty((0, len(DIMS_3D if args[9] == "altaz" else DIMS))), np.array([err.reason], dtype=object)
 
 
-def _index_node_maps(runs: pd.DataFrame) -> list[NodeMaps | None]:
+def index_node_maps(runs: pd.DataFrame) -> list[NodeMaps | None]:
     """Return each run's node maps from one astropy call, on the obs-index's MJDREF and site.
 
     These come from ``runs.attrs["OBS_META"]`` (the obs-index header, set by
@@ -277,6 +277,7 @@ def open_events(
     skip_bad: bool = False,
     fov: str = "offset",
     exclude: Sequence[ExclusionRegions | None] | None = None,
+    nodes: Sequence[NodeMaps | None] | None = None,
 ) -> tuple[da.Array, da.Array]:
     """Return the events of ``runs`` as a lazy dask array, one chunk per run.
 
@@ -291,9 +292,11 @@ def open_events(
     fov : {"offset", "altaz"}
         FoV coordinates of the events (see :func:`read_run`). For "altaz",
         astropy computes the node maps of all runs here, in one call (see
-        :func:`_index_node_maps`), and each task maps its events with numpy.
+        :func:`index_node_maps`, or ``nodes``), and each task maps its events with numpy.
     exclude : sequence of ExclusionRegions or None, optional
         Regions whose events each run drops, one entry per run (None: none).
+    nodes : sequence of NodeMaps or None, optional
+        Each run's node maps (:func:`index_node_maps`), when the caller has them already.
 
     Returns
     -------
@@ -306,7 +309,10 @@ def open_events(
     """
     limits = runs.reindex(columns=["E_MIN", "E_MAX"]).fillna({"E_MIN": -np.inf, "E_MAX": np.inf})
     regions = [None] * len(runs) if exclude is None else list(exclude)
-    nodes = _index_node_maps(runs) if fov == "altaz" else [None] * len(runs)
+    if fov != "altaz":
+        nodes = [None] * len(runs)
+    elif nodes is None:
+        nodes = index_node_maps(runs)
     args = [
         (str(r.EVENTS_PATH), str(r.EVENTS_HDU), str(getattr(r, "GTI_HDU", "")), int(r.OBS_ID),
          float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region, node)

@@ -277,5 +277,12 @@ def plot_overview(
     )
     # a cube holds its runs along obs_id; models hold observations there and their runs along run
     n_runs = cube.sizes["run" if "run" in cube.dims else "obs_id"]
-    fig.suptitle(f"bkgxr background model: {n_runs} off runs")
+    title = f"bkgxr background model: {n_runs} runs"
+    if "run_kept" in cube:
+        kept = cube["run_kept"].values.reshape(n_runs, -1)
+        masked = int((kept < 1).any(axis=1).sum())
+        title += f", {masked} of them used outside exclusion regions" if masked else ""
+    if "recipe" in cube.attrs:  # models of predict_models / read_models say how they were made
+        title += f"\n{cube.attrs['recipe']}"
+    fig.suptitle(title)
     return fig

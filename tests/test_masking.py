@@ -196,3 +196,18 @@ def test_3d_kept_fractions_of_dr1_runs_match_astropys_altaz_to_icrs(hess_store, 
     alone = kept_fractions(withheld, binning, [regions[i] for i in on[:6]])
     assert len(calls) == before + 6
     np.testing.assert_array_equal(alone, kept[on[:6]])
+
+
+def test_the_overview_says_how_many_runs_were_used_outside_exclusion_regions(on_runs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bkgxr.plot import plot_overview
+
+    cube = bkgxr.build_cube(on_runs, binning=BINNING, target_radius=RADIUS).compute()
+    n_on = int((on_runs["TARGET_NAME"] != "Off data").sum())
+    fig = plot_overview(cube, offsets=[0.5], energies=[1.0])
+    assert fig.get_suptitle() == f"bkgxr background model: {len(on_runs)} runs, {n_on} of them used outside exclusion regions"
+    plt.close(fig)

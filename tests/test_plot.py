@@ -144,7 +144,7 @@ def test_diagnostics_of_read_models_show_the_counts_and_exposure_of_the_cube(wri
 def test_overview_combines_maps_spectra_and_profiles(hess_cube):
     fig = plot.plot_overview(hess_cube)
     assert isinstance(fig, matplotlib.figure.Figure)
-    assert fig.get_suptitle() == "bkgxr background model: 45 off runs"
+    assert fig.get_suptitle() == "bkgxr background model: 45 runs"
     maps, spectra, profiles = (sub.axes for sub in fig.subfigs)
     assert len(maps) == 4 and len(spectra) == 2 and len(profiles) == 3  # maps: 3 bands + colour bar
     assert [ax.get_ylabel() for ax in (maps[0], maps[3], spectra[0], profiles[0])] == [
@@ -249,7 +249,8 @@ def test_plot_command_writes_the_overview_of_the_file(written, hess_cube, tmp_pa
     assert main(["plot", str(written), "--out", str(out), "--dpi", "40"]) == 0
     assert capsys.readouterr().out.strip() == f"written: {out}"
     (fig,) = drawn
-    assert fig.get_suptitle() == "bkgxr background model: 45 off runs"  # the runs, not the 105 observations
+    assert fig.get_suptitle().splitlines()[0] == "bkgxr background model: 45 runs"  # the runs, not the 105 observations
+    assert fig.get_suptitle().splitlines()[1].startswith("zenith model: ")  # the recipe of the file
     width, height = png_size(out)
     assert (width, height) == tuple(round(v * 40) for v in fig.get_size_inches())
     maps, spectra, profiles = (sub.axes for sub in fig.subfigs)

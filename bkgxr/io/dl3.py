@@ -126,6 +126,22 @@ def _data_column(name: str, data: npt.ArrayLike, shape: tuple[int, ...], unit: s
     return fits.Column(name, f"{array.size}D", unit=unit, dim=dim, array=array.T[None])
 
 
+def _response_hdu(
+    extname: str,
+    hduclas: tuple[str, str],
+    edges: Mapping[str, tuple[npt.ArrayLike, str | None]],
+    data: tuple[str, npt.ArrayLike, str | None],
+    meta: Mapping[str, Any] | None,
+    comments: Sequence[str],
+) -> fits.BinTableHDU:
+    """Build a full-enclosure IRF HDU: edge columns, one data column of their shape, HDUCLAS2/4 ``hduclas``."""
+    columns = _edge_columns(**edges)
+    shape = tuple(column.array.shape[1] for column in columns[::2])
+    name, values, unit = data
+    cards = {"HDUCLAS1": "RESPONSE", "HDUCLAS2": hduclas[0], "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": hduclas[1], **(meta or {})}
+    return fits.BinTableHDU.from_columns([*columns, _data_column(name, values, shape, unit)], header=_header(cards, comments), name=extname)
+
+
 def create_aeff_2d_hdu(
     area_m2: npt.ArrayLike,
     energy_edges: npt.ArrayLike,
@@ -155,12 +171,8 @@ def create_aeff_2d_hdu(
     ValueError
         If edges are not increasing or the area is not finite, non-negative, of the edges' shape.
     """
-    edges = _edge_columns(ENERG=(energy_edges, str(ENERGY_UNIT)), THETA=(offset_edges, str(ANGLE_UNIT)))
-    shape = (edges[0].array.shape[1], edges[2].array.shape[1])
-    cards = {"HDUCLAS1": "RESPONSE", "HDUCLAS2": "EFF_AREA", "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": "AEFF_2D", **(meta or {})}
-    return fits.BinTableHDU.from_columns(
-        [*edges, _data_column("EFFAREA", area_m2, shape, AREA_UNIT)], header=_header(cards, comments), name="AEFF"
-    )
+    edges = {"ENERG": (energy_edges, str(ENERGY_UNIT)), "THETA": (offset_edges, str(ANGLE_UNIT))}
+    return _response_hdu("AEFF", ("EFF_AREA", "AEFF_2D"), edges, ("EFFAREA", area_m2, AREA_UNIT), meta, comments)
 
 
 def create_edisp_2d_hdu(
@@ -189,12 +201,8 @@ def create_edisp_2d_hdu(
     ValueError
         If edges are not increasing or the matrix is not finite, non-negative, of the edges' shape.
     """
-    edges = _edge_columns(ENERG=(energy_edges, str(ENERGY_UNIT)), MIGRA=(migra_edges, None), THETA=(offset_edges, str(ANGLE_UNIT)))
-    shape = tuple(column.array.shape[1] for column in edges[::2])
-    cards = {"HDUCLAS1": "RESPONSE", "HDUCLAS2": "EDISP", "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": "EDISP_2D", **(meta or {})}
-    return fits.BinTableHDU.from_columns(
-        [*edges, _data_column("MATRIX", matrix, shape, None)], header=_header(cards, comments), name="EDISP"
-    )
+    edges = {"ENERG": (energy_edges, str(ENERGY_UNIT)), "MIGRA": (migra_edges, None), "THETA": (offset_edges, str(ANGLE_UNIT))}
+    return _response_hdu("EDISP", ("EDISP", "EDISP_2D"), edges, ("MATRIX", matrix, None), meta, comments)
 
 
 def create_psf_table_hdu(
@@ -222,13 +230,8 @@ def create_psf_table_hdu(
     ValueError
         If edges are not increasing or the density is not finite, non-negative, of the edges' shape.
     """
-    edges = _edge_columns(ENERG=(energy_edges, str(ENERGY_UNIT)), THETA=(offset_edges, str(ANGLE_UNIT)),
-                          RAD=(rad_edges, str(ANGLE_UNIT)))
-    shape = tuple(column.array.shape[1] for column in edges[::2])
-    cards = {"HDUCLAS1": "RESPONSE", "HDUCLAS2": "RPSF", "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": "PSF_TABLE", **(meta or {})}
-    return fits.BinTableHDU.from_columns(
-        [*edges, _data_column("RPSF", rpsf_sr, shape, PSF_UNIT)], header=_header(cards, comments), name="PSF"
-    )
+    edges = {"ENERG": (energy_edges, str(ENERGY_UNIT)), "THETA": (offset_edges, str(ANGLE_UNIT)), "RAD": (rad_edges, str(ANGLE_UNIT))}
+    return _response_hdu("PSF", ("RPSF", "PSF_TABLE"), edges, ("RPSF", rpsf_sr, PSF_UNIT), meta, comments)
 
 
 class HduBytes(NamedTuple):

@@ -43,6 +43,8 @@ from .units import RATE_UNIT
 from .zenith import predict_rates
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy.typing as npt
 
     from .recipe import Recipe
@@ -52,6 +54,18 @@ RUN_VARIABLES = (
     "run_counts", "run_kept", "run_safe", "run_zenith", "run_track", "run_ontime", "run_livetime", "run_tstart", "run_muoneff",
     "run_threshold", "run_band", "run_used", "run_error",
 )
+#: Per-observation variables of the models: units and meaning (``obs_rate`` has dims obs_id, energy, FoV).
+OBS_VARIABLES = {
+    "obs_rate": (str(RATE_UNIT), "model of the observation, per ONTIME"),
+    "obs_own": ("", "model of its own (else its band's)"),
+    "obs_band": ("", "zenith band index (-1: no model)"),
+    "obs_zenith": ("deg", "ZEN_PNT"),
+    "obs_tstart": ("s", "TSTART (since MJDREF)"),
+    "obs_ontime": ("s", "ONTIME"),
+    "obs_deadc": ("", "dead-time factor folded into the model"),
+    "obs_n_eff": ("", "effective number of runs behind the model"),
+    "obs_error": ("", "why the observation has no model"),
+}
 #: Variables of a cube that describe its zenith bands, carried into the models.
 BAND_VARIABLES = ("counts", "exposure", "rate", "rate_err", "has_exposure", "ontime", "livetime", "exposed_ontime", "n_runs")
 
@@ -80,8 +94,8 @@ def band_models(cube: xr.Dataset, recipe: Recipe) -> xr.Dataset:
 
 def observation_models(
     cube: xr.Dataset, obs: pd.DataFrame, recipe: Recipe, band_rate: npt.NDArray[np.float64]
-) -> dict[str, tuple[str | tuple[str, ...], npt.NDArray[Any], dict[str, str]]]:
-    """Return the per-observation variables of :func:`predict_models` (dims obs_id, ...)."""
+) -> dict[str, npt.NDArray[Any]]:
+    """Return the per-observation values of :func:`predict_models`, keyed as :data:`OBS_VARIABLES`."""
     binning = binning_of(cube)
     zenith = obs["ZEN_PNT"].to_numpy(np.float64)
     band = assign_bands(zenith, binning.zenith, outside=recipe.outside)
@@ -105,16 +119,49 @@ def observation_models(
         rate[modelled] = band_rate[band[modelled]]
         n_eff[modelled] = cube["n_runs"].values[band[modelled]]
     return {
-        "obs_rate": (("obs_id", "energy", *binning.fov_dims), rate, {"units": str(RATE_UNIT), "long_name": "model of the observation, per ONTIME"}),
-        "obs_own": ("obs_id", np.full(len(obs), recipe.per_observation) & modelled, {"units": "", "long_name": "model of its own (else its band's)"}),
-        "obs_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: no model)"}),
-        "obs_zenith": ("obs_id", zenith, {"units": "deg", "long_name": "ZEN_PNT"}),
-        "obs_tstart": ("obs_id", obs["TSTART"].to_numpy(np.float64), {"units": "s", "long_name": "TSTART (since MJDREF)"}),
-        "obs_ontime": ("obs_id", obs["ONTIME"].to_numpy(np.float64), {"units": "s", "long_name": "ONTIME"}),
-        "obs_deadc": ("obs_id", factor, {"units": "", "long_name": "dead-time factor folded into the model"}),
-        "obs_n_eff": ("obs_id", n_eff, {"units": "", "long_name": "effective number of runs behind the model"}),
-        "obs_error": ("obs_id", error, {"units": "", "long_name": "why the observation has no model"}),
+        "obs_rate": rate, "obs_own": np.full(len(obs), recipe.per_observation) & modelled, "obs_band": band,
+        "obs_zenith": zenith, "obs_tstart": obs["TSTART"].to_numpy(np.float64),
+        "obs_ontime": obs["ONTIME"].to_numpy(np.float64), "obs_deadc": factor, "obs_n_eff": n_eff, "obs_error": error,
     }
+
+
+def models_dataset(
+    bands: xr.Dataset,
+    cube: xr.Dataset,
+    obs_ids: npt.ArrayLike,
+    observations: Mapping[str, npt.ArrayLike],
+    recipe: Recipe,
+    attrs: Mapping[str, Any],
+) -> xr.Dataset:
+    """Return the models Dataset from its parts, as :func:`predict_models` and :func:`bkgxr.read_models` make it.
+
+    Parameters
+    ----------
+    bands : xarray.Dataset
+        The band variables (:data:`BAND_VARIABLES`), dims zenith, energy, FoV.
+    cube : xarray.Dataset
+        The cube whose :data:`RUN_VARIABLES` describe the runs behind the models.
+    obs_ids : array-like
+        The observations. Shape: (n_obs,).
+    observations : mapping
+        Per-observation values, keyed by the names of :data:`OBS_VARIABLES`.
+    recipe : Recipe
+        Its header keywords and description become attributes.
+    attrs : mapping
+        Further attributes (``rate_time``, ``safe_energy``, ...).
+    """
+    fov_dims = binning_of(cube).fov_dims
+    data = {
+        name: (("obs_id", "energy", *fov_dims) if name == "obs_rate" else "obs_id", observations[name],
+               {"units": units, "long_name": long_name})
+        for name, (units, long_name) in OBS_VARIABLES.items()
+    }
+    runs = cube[list(RUN_VARIABLES)].rename({"obs_id": "run"})
+    return xr.Dataset(
+        {**bands.data_vars, **runs.data_vars, **data},
+        coords={**bands.coords, "run": runs["run"].values, "obs_id": np.asarray(obs_ids, dtype=np.int64)},
+        attrs={**{key: value for key, (value, _) in recipe.to_header().items()}, "recipe": recipe.describe(), **attrs},
+    )
 
 
 def predict_models(
@@ -169,22 +216,12 @@ def predict_models(
         relative = np.divide(bands["rate_err"].transpose(*average.dims).values, average.values,
                              out=np.zeros(average.shape), where=average.values > 0)
         bands = bands.assign(rate=average.copy(data=node_rate), rate_err=average.copy(data=relative * node_rate))
-        dims, values, attrs = per_obs["obs_rate"]
-        per_obs["obs_rate"] = (dims, to_node_values(values, binning.energy, *edges, fov=binning.fov), attrs)
-    lost = obs.loc[per_obs["obs_band"][1] < 0, "OBS_ID"].astype(int).tolist()
+        per_obs["obs_rate"] = to_node_values(per_obs["obs_rate"], binning.energy, *edges, fov=binning.fov)
+    lost = obs.loc[per_obs["obs_band"] < 0, "OBS_ID"].astype(int).tolist()
     if lost:
         warnings.warn(f"{len(lost)} observation(s) outside every zenith band or unreadable get no bkg model: {lost}", stacklevel=2)
     empty = cube["zenith_band"].values[cube["counts"].sum(("energy", *binning.fov_dims)).values == 0].tolist()
     if empty:
         warnings.warn(f"zenith band(s) {empty} deg hold no event (no run, or none in the binned range): their models are 0", stacklevel=2)
-    runs = cube[list(RUN_VARIABLES)].rename({"obs_id": "run"})
-    return xr.Dataset(
-        {**bands.data_vars, **runs.data_vars, **per_obs},
-        coords={**{k: v for k, v in bands.coords.items()}, "run": runs["run"].values, "obs_id": obs["OBS_ID"].to_numpy(np.int64)},
-        attrs={
-            **{key: value for key, (value, _) in recipe.to_header().items()},
-            "recipe": recipe.describe(),
-            "rate_time": RATE_TIME,
-            "safe_energy": int(cube.attrs.get("safe_energy", 0)),
-        },
-    )
+    attrs = {"rate_time": RATE_TIME, "safe_energy": int(cube.attrs.get("safe_energy", 0))}
+    return models_dataset(bands, cube, obs["OBS_ID"].to_numpy(np.int64), per_obs, recipe, attrs)

@@ -22,7 +22,7 @@ from astropy.table import Table
 from ..axes import Binning, band_index, band_labels
 from ..cube import RATE_TIME, assemble_cube
 from ..exceptions import StoreError
-from ..models import BAND_VARIABLES, RUN_VARIABLES
+from ..models import BAND_VARIABLES, models_dataset
 from ..recipe import Recipe
 from ..units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
 
@@ -153,27 +153,21 @@ def read_models(path: str | Path) -> xr.Dataset:
         obs_models = _observations(obs, own, band_rate, binning, path)
     cube = _cube(runs, binning, bool(primary.get("SAFEENER", False)))
     n_runs = cube["n_runs"].values
-    obs_band, obs_own = obs_models["obs_band"][1], obs_models["obs_own"][1]
-    obs_models["obs_n_eff"][1][~obs_own & (obs_band >= 0)] = n_runs[obs_band[~obs_own & (obs_band >= 0)]]
+    of_band = ~obs_models["obs_own"] & (obs_models["obs_band"] >= 0)
+    obs_models["obs_n_eff"][of_band] = n_runs[obs_models["obs_band"][of_band]]
     if "BKGTIME" not in primary:
         warnings.warn(f"{path.name}: written by bkgxr 0.1: its rates are per LIVETIME; gammapy predicts rate x ONTIME "
                       "and so over-predicts by 1/DEADC: rebuild it", stacklevel=2)
     models = cube[list(BAND_VARIABLES)].assign(rate=(cube["rate"].dims, band_rate), rate_err=(cube["rate"].dims, band_err))
     for name in ("rate", "rate_err"):
         models[name].attrs = {**cube[name].attrs, "recipe": recipe.describe()}
-    run_vars = cube[list(RUN_VARIABLES)].rename({"obs_id": "run"})
-    return xr.Dataset(
-        {**models.data_vars, **run_vars.data_vars, **obs_models},
-        coords={**models.coords, "run": run_vars["run"].values, "obs_id": np.asarray(obs["OBS_ID"], dtype=np.int64)},
-        attrs={
-            **{key: value for key, (value, _) in recipe.to_header().items()},
-            "recipe": recipe.describe(),
-            "rate_time": RATE_TIME if "BKGTIME" in primary else LEGACY_RATE_TIME,
-            "safe_energy": int(bool(primary.get("SAFEENER", False))),
-            "source": str(path),
-            "checksum": "verified" if verified else "absent",
-        },
-    )
+    attrs = {
+        "rate_time": RATE_TIME if "BKGTIME" in primary else LEGACY_RATE_TIME,
+        "safe_energy": int(bool(primary.get("SAFEENER", False))),
+        "source": str(path),
+        "checksum": "verified" if verified else "absent",
+    }
+    return models_dataset(models, cube, np.asarray(obs["OBS_ID"], dtype=np.int64), obs_models, recipe, attrs)
 
 
 def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
@@ -212,8 +206,8 @@ def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
 
 def _observations(
     obs: Table, own: dict[int, fits.BinTableHDU], band_rate: npt.NDArray[np.float64], binning: Binning, path: Path
-) -> dict[str, tuple[str | tuple[str, ...], npt.NDArray[Any], dict[str, str]]]:
-    """Return the ``obs_*`` variables of the OBS_INDEX and the per-observation HDUs."""
+) -> dict[str, npt.NDArray[Any]]:
+    """Return the ``obs_*`` values of the OBS_INDEX and the per-observation HDUs, keyed as :data:`bkgxr.models.OBS_VARIABLES`."""
     labels = band_labels(binning.zenith)
     ids = np.asarray(obs["OBS_ID"], dtype=np.int64)
     hdu = np.char.strip(np.asarray(obs["BKG_HDU"].filled("") if hasattr(obs["BKG_HDU"], "filled") else obs["BKG_HDU"], dtype=str))
@@ -237,13 +231,7 @@ def _observations(
     zenith = np.asarray(obs["ZEN_PNT"], dtype=np.float64)
     tstart, ontime = (np.asarray(obs[c], dtype=np.float64) if c in obs.colnames else np.full(ids.size, np.nan) for c in ("TSTART", "ONTIME"))
     return {
-        "obs_rate": (("obs_id", "energy", *binning.fov_dims), rate, {"units": str(RATE_UNIT), "long_name": "model of the observation, per ONTIME"}),
-        "obs_own": ("obs_id", is_own, {"units": "", "long_name": "model of its own (else its band's)"}),
-        "obs_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: no model)"}),
-        "obs_zenith": ("obs_id", zenith, {"units": "deg", "long_name": "ZEN_PNT"}),
-        "obs_tstart": ("obs_id", tstart, {"units": "s", "long_name": "TSTART (since MJDREF)"}),
-        "obs_ontime": ("obs_id", ontime, {"units": "s", "long_name": "ONTIME"}),
-        "obs_deadc": ("obs_id", deadc, {"units": "", "long_name": "dead-time factor folded into the model"}),
-        "obs_n_eff": ("obs_id", n_eff, {"units": "", "long_name": "effective number of runs behind the model"}),
-        "obs_error": ("obs_id", np.where(hdu == "", "no model", "").astype(object), {"units": "", "long_name": "why the observation has no model"}),
+        "obs_rate": rate, "obs_own": is_own, "obs_band": band, "obs_zenith": zenith, "obs_tstart": tstart,
+        "obs_ontime": ontime, "obs_deadc": deadc, "obs_n_eff": n_eff,
+        "obs_error": np.where(hdu == "", "no model", "").astype(object),
     }

@@ -1,6 +1,11 @@
-"""GADF index tables of a model file: the store's rows written back verbatim, bkg rows added.
+"""GADF index tables: read from a store, checked; written for a model file, the store's rows kept verbatim.
 
-A model file is a data store of its own: ``gammapy.data.DataStore.from_file``
+Reading (:func:`find_index`, :func:`read_index`): an index file's declared
+size is checked against :data:`MAX_INDEX_BYTES` and the file's real length
+before anything is allocated, and its OBS_ID column must hold one integer
+per row; a hostile index is one :class:`~bkgxr.StoreError` naming the file.
+
+Writing: a model file is a data store of its own: ``gammapy.data.DataStore.from_file``
 reads its ``HDU_INDEX`` and ``OBS_INDEX`` and opens every other HDU through
 ``FILE_DIR`` relative to the file's folder. So every row of the source store is
 copied with all its columns and cells as read (masked cells stay masked, extra
@@ -11,13 +16,18 @@ Spec: https://gamma-astro-data-formats.readthedocs.io/en/latest/data_storage/hdu
 
 from __future__ import annotations
 
+import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table, vstack
 
+from ..exceptions import StoreError
 from .gadf import DEFAULT_HEADER
 
 if TYPE_CHECKING:
@@ -26,6 +36,107 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from .store import Store
+
+
+#: File names of a store's index tables (``.gz`` or not).
+INDEX_NAMES = {"hdu": "hdu-index.fits", "obs": "obs-index.fits"}
+#: Columns an index table must have.
+INDEX_COLUMNS = {"hdu": ("OBS_ID", "HDU_TYPE", "FILE_NAME"), "obs": ("OBS_ID",)}
+#: Largest index table read (bytes of table data, 1 GiB: ten million rows of 100 bytes; H.E.S.S.
+#: DR1's hdu-index holds 630 rows of 72 bytes); a table declaring more is refused before reading.
+MAX_INDEX_BYTES = 2**30
+
+
+def find_index(root: Path, kind: str) -> Path:
+    """Return the path of the ``kind`` ("hdu" or "obs") index file in ``root``, ``.gz`` first.
+
+    Raises
+    ------
+    StoreError
+        If there is none.
+    """
+    for suffix in (".gz", ""):
+        path = root / (INDEX_NAMES[kind] + suffix)
+        if path.is_file():
+            return path
+    raise StoreError(f"no {INDEX_NAMES[kind]}[.gz] in this folder", path=root)
+
+
+def _check_declared_size(path: Path) -> None:
+    """Check the data sizes the primary and first extension headers declare, before anything is allocated.
+
+    Moves through the file (a gzip stream is decompressed in small blocks,
+    never held) to the end of each HDU's declared data.
+
+    Raises
+    ------
+    StoreError
+        If a declared size is negative or exceeds :data:`MAX_INDEX_BYTES`, or
+        the file ends before the declared data does.
+    """
+    with open(path, "rb") as probe:
+        packed = probe.read(2) == b"\x1f\x8b"
+    with gzip.open(path, "rb") if packed else open(path, "rb") as stream:
+        for which in ("primary HDU", "index table"):
+            header = fits.Header.fromfile(stream)
+            naxis = int(header.get("NAXIS", 0))
+            counts = [int(header[f"NAXIS{i}"]) for i in range(1, naxis + 1)]
+            counts += [int(header.get("PCOUNT", 0)), int(header.get("GCOUNT", 1))]
+            if min(counts) < 0:
+                raise StoreError(f"the {which} declares a negative size (NAXISn, PCOUNT, GCOUNT = {counts})", path=path)
+            size = abs(int(header.get("BITPIX", 8))) // 8 * counts[-1] * (counts[-2] + math.prod(counts[:-2])) if naxis else 0
+            what = f"the {which} declares {size} bytes ({counts[1] if naxis > 1 else 0} rows)"
+            if size > MAX_INDEX_BYTES:
+                raise StoreError(f"{what}, more than the {MAX_INDEX_BYTES} an index may hold: not read", path=path)
+            start = stream.tell()
+            if size:
+                stream.seek(start + size - 1)
+                if stream.read(1) == b"":
+                    raise StoreError(f"{what}, but the file ends before them", path=path)
+            stream.seek(start + -(-size // 2880) * 2880)
+
+
+def read_index(path: Path, kind: str) -> Table:
+    """Read and check the index table of ``path`` (its first extension).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        An index file, gzipped or not.
+    kind : {"hdu", "obs"}
+        Which index it is (the columns it needs, :data:`INDEX_COLUMNS`).
+
+    Returns
+    -------
+    astropy.table.Table
+        Every row as read.
+
+    Raises
+    ------
+    StoreError
+        If the file is unreadable, declares more data than it holds or than
+        :data:`MAX_INDEX_BYTES`, lacks a needed column, or its OBS_ID column
+        is not one given integer per row.
+    """
+    try:
+        _check_declared_size(path)
+        table = Table.read(path, hdu=1)
+    except StoreError:
+        raise
+    except (OSError, ValueError, KeyError, IndexError, EOFError, zlib.error) as err:
+        detail = str(err) or ("the file ends inside a FITS header" if isinstance(err, EOFError) else type(err).__name__)
+        raise StoreError(f"cannot read index table: {detail}", path=path) from err
+    missing = [c for c in INDEX_COLUMNS[kind] if c not in table.colnames]
+    if missing:
+        raise StoreError(f"{kind}-index lacks column(s) {', '.join(missing)}", path=path)
+    column = table["OBS_ID"]
+    if column.ndim != 1 or column.dtype.kind not in "iu":
+        shape = list(column.shape[1:]) or ""
+        raise StoreError(f"the OBS_ID column holds {column.dtype}{shape}, not one integer per row", path=path)
+    masked = int(np.count_nonzero(np.ma.getmaskarray(column)))
+    if masked:
+        raise StoreError(f"the OBS_ID column has {masked} empty (masked) cell(s)", path=path)
+    return table
 
 
 def _text(column: Column | MaskedColumn) -> npt.NDArray[np.str_]:

@@ -15,7 +15,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,9 @@ from astropy.table import Table
 
 from ..exceptions import EmptySelectionError, InvalidRunError, StoreError
 from ..pointing import mean_zenith
+from .checks import check_event_columns, check_run_values
 from .events import PNT_HEADER, PNT_HEADER_ELSE_INDEX
+from .index import find_index, read_index
 from .selection import select_rows
 
 if TYPE_CHECKING:
@@ -37,24 +39,6 @@ RUN_COLUMNS = (
 
 #: Query the tutorial uses to select off runs, applied when the column exists.
 OFF_QUERY = 'TARGET_NAME == "Off data"'
-
-_INDEX_NAMES = {"hdu": "hdu-index.fits", "obs": "obs-index.fits"}
-
-
-def _find_index(root: Path, kind: str) -> Path:
-    for suffix in (".gz", ""):
-        path = root / (_INDEX_NAMES[kind] + suffix)
-        if path.is_file():
-            return path
-    raise StoreError(f"no {_INDEX_NAMES[kind]}[.gz] in this folder", path=root)
-
-
-def _read_table(path: Path, hdu: int | str = 1) -> Table:
-    try:
-        return Table.read(path, hdu=hdu)
-    except (OSError, ValueError, KeyError, IndexError, EOFError) as err:
-        raise StoreError(f"cannot read index table: {err}", path=path) from err
-
 
 def _decode(table: Table) -> pd.DataFrame:
     """Return the scalar columns of ``table`` as a DataFrame with stripped str, not bytes.
@@ -127,7 +111,7 @@ class Store:
         """Return every file of the store, symlinks resolved: its two index files and each file the HDU index names."""
         hdus = self.hdus
         dirs = hdus["FILE_DIR"] if "FILE_DIR" in hdus else [""] * len(hdus)
-        paths = {*self.file_paths(dirs, hdus["FILE_NAME"]), str(_find_index(self.root, "hdu")), str(_find_index(self.root, "obs"))}
+        paths = {*self.file_paths(dirs, hdus["FILE_NAME"]), str(find_index(self.root, "hdu")), str(find_index(self.root, "obs"))}
         return {Path(os.path.realpath(p)) for p in paths}
 
     def select(
@@ -209,21 +193,17 @@ def open_store(path: str | Path) -> Store:
     Raises
     ------
     StoreError
-        If an index is missing or unreadable, or an OBS_ID repeats.
+        If an index is missing, unreadable or hostile (:func:`bkgxr.io.index.read_index`),
+        or an OBS_ID repeats in the obs-index.
     """
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         # "$GAMMAPY_DATA/hess-dl3-dr1" with the variable unset reaches us as "/hess-dl3-dr1"
         unset = Path(path).parent == Path("/") and not os.environ.get("GAMMAPY_DATA")
         raise StoreError("not a folder" + (" (GAMMAPY_DATA is not set: export it, see the README)" if unset else ""), path=root)
-    hdu_table = _read_table(_find_index(root, "hdu"))
-    obs_path = _find_index(root, "obs")
-    obs_table = _read_table(obs_path)
-    for name, table in (("hdu", hdu_table), ("obs", obs_table)):
-        needed = {"hdu": ("OBS_ID", "HDU_TYPE", "FILE_NAME"), "obs": ("OBS_ID",)}[name]
-        missing = [c for c in needed if c not in table.colnames]
-        if missing:
-            raise StoreError(f"{name}-index lacks column(s) {', '.join(missing)}", path=root)
+    hdu_table = read_index(find_index(root, "hdu"), "hdu")
+    obs_path = find_index(root, "obs")
+    obs_table = read_index(obs_path, "obs")
     ids, counts = np.unique(np.asarray(obs_table["OBS_ID"]), return_counts=True)
     if np.any(counts > 1):
         raise StoreError(f"duplicate OBS_ID in the obs-index: {ids[counts > 1].tolist()}", path=obs_path)
@@ -256,12 +236,15 @@ def _complete(store: Store, frame: pd.DataFrame, *, skip_bad: bool) -> pd.DataFr
     Adds ``ERROR``: '' for a usable run, else why it cannot be used (only
     with ``skip_bad``; otherwise the first bad run raises); and ``PNT_SOURCE``.
     """
-    for hdu_type in ("events", "gti"):
-        frame = frame.merge(hdu_locations(store, hdu_type), on="OBS_ID", how="left")
+    events = hdu_locations(store, "events")
+    shared = _shared_events(events)
+    frame = frame.merge(events, on="OBS_ID", how="left").merge(hdu_locations(store, "gti"), on="OBS_ID", how="left")
     indexed = frame.reindex(columns=["RA_PNT", "DEC_PNT"]).apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
     values, errors = [], []
     for _, row in frame.iterrows():
         try:
+            if int(row["OBS_ID"]) in shared:
+                raise InvalidRunError(int(row["OBS_ID"]), row["EVENTS_PATH"], shared[int(row["OBS_ID"])])
             values.append(run_values(row))
             errors.append("")
         except InvalidRunError as err:
@@ -281,8 +264,55 @@ def _complete(store: Store, frame: pd.DataFrame, *, skip_bad: bool) -> pd.DataFr
     return frame
 
 
+def _shared_events(events: pd.DataFrame) -> dict[int, str]:
+    """Return why each run whose EVENTS HDU is also another run's in the hdu-index cannot be used.
+
+    Files are compared by device and inode (hard and symbolic links, ``..``
+    and absolute FILE_DIRs are the same file). The HDU's OBS_ID keyword, when
+    it names one of the runs sharing it, gives that run the HDU; every other
+    sharer (all of them, without the keyword) is refused: its counts would be
+    another run's, its exposure its own.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        :func:`hdu_locations` of the events rows of the whole hdu-index.
+
+    Returns
+    -------
+    dict of int to str
+        OBS_ID -> reason, for the runs refused.
+    """
+    keys = []
+    for path, hdu in zip(events["EVENTS_PATH"], events["EVENTS_HDU"], strict=True):
+        try:
+            stat = os.stat(path)
+            keys.append(f"{stat.st_dev}:{stat.st_ino}:{hdu.upper()}")
+        except OSError:  # a missing file is refused by run_values
+            keys.append(f"{path}:{hdu.upper()}")
+    groups = events.assign(KEY=keys).groupby("KEY", sort=False)["OBS_ID"]
+    refused: dict[int, str] = {}
+    for _, ids in groups:
+        if len(ids) < 2:
+            continue
+        first = events.loc[ids.index[0]]
+        try:
+            owner = fits.getheader(first["EVENTS_PATH"], first["EVENTS_HDU"]).get("OBS_ID")
+        except (OSError, KeyError, IndexError, EOFError, ValueError):  # the read task says what is wrong
+            owner = None
+        for obs_id in ids.tolist():
+            if obs_id == owner:
+                continue
+            others = sorted(set(ids.tolist()) - {obs_id})
+            whose = f"; its OBS_ID keyword is {owner!r}" if owner is not None else ""
+            refused[int(obs_id)] = f"its {first['EVENTS_HDU']} HDU is also that of run(s) {others} in the hdu-index{whose}"
+    return refused
+
+
 #: Per-run values the engine needs, from the obs-index or else the EVENTS header.
 NEEDED = ("RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME", "ONTIME")
+#: Per-run values checked against NEEDED when given (obs-index, else the header when it is read).
+TIMES = ("TSTART", "TSTOP", "DEADC")
 
 
 def _given(row: pd.Series, name: str) -> float | None:
@@ -299,13 +329,20 @@ def run_values(row: pd.Series) -> dict[str, float]:
 
     Values missing from the obs-index are read from the EVENTS header: RA_PNT,
     DEC_PNT, LIVETIME, ONTIME, and ZEN_PNT (else 90 - ALT_PNT, else computed from the
-    pointing, the run times and the observatory location).
+    pointing, the run times and the observatory location). They are checked
+    with the run's TSTART, TSTOP and DEADC (obs-index, else the header when it
+    is read) by :func:`bkgxr.io.checks.check_run_values`.
+
+    Returns
+    -------
+    dict of str to float
+        The values of :data:`NEEDED`.
 
     Raises
     ------
     InvalidRunError
-        If a file is missing, a value cannot be found, LIVETIME or ONTIME is
-        not positive and finite, or LIVETIME exceeds ONTIME.
+        If a file is missing, a value cannot be found or is impossible (see
+        :func:`bkgxr.io.checks.check_run_values`).
     """
     obs_id = int(row["OBS_ID"])
     path = row.get("EVENTS_PATH")
@@ -313,27 +350,20 @@ def run_values(row: pd.Series) -> dict[str, float]:
         raise InvalidRunError(obs_id, None, "the hdu-index has no events row")
     path = Path(path)
     if not path.is_file():
-        raise InvalidRunError(obs_id, path, "file not found")
+        raise InvalidRunError(obs_id, path, f"events file {path} not found")
     gti = row.get("GTI_PATH")
     if not isinstance(gti, str):
         raise InvalidRunError(obs_id, path, "the hdu-index has no gti row")
     if not Path(gti).is_file():
         raise InvalidRunError(obs_id, path, f"GTI file {gti} not found")
-    values = {name: _given(row, name) for name in NEEDED}
+    values = {name: _given(row, name) for name in (*NEEDED, *TIMES)}
     if values["ZEN_PNT"] is None and _given(row, "ALT_PNT") is not None:
         values["ZEN_PNT"] = 90.0 - float(row["ALT_PNT"])
-    if any(v is None for v in values.values()):
+    if any(values[name] is None for name in NEEDED):
         values = _from_header(obs_id, path, str(row["EVENTS_HDU"]), values)
-    found = cast("dict[str, float]", values)  # _from_header filled every None or raised
-    for name in ("LIVETIME", "ONTIME"):
-        if not (np.isfinite(found[name]) and found[name] > 0):
-            raise InvalidRunError(obs_id, path, f"{name} is {found[name]} s; it must be positive")
-    if found["LIVETIME"] > found["ONTIME"] * (1 + 1e-6):
-        raise InvalidRunError(obs_id, path, f"LIVETIME {found['LIVETIME']} s exceeds ONTIME {found['ONTIME']} s")
-    for name in ("RA_PNT", "DEC_PNT", "ZEN_PNT"):
-        if not np.isfinite(found[name]):
-            raise InvalidRunError(obs_id, path, f"{name} is not finite")
-    return found
+    found = {name: np.nan if value is None else value for name, value in values.items()}
+    check_run_values(found, obs_id=obs_id, path=path)
+    return {name: found[name] for name in NEEDED}
 
 
 def _from_header(obs_id: int, path: Path, hdu: str, values: dict[str, float | None]) -> dict[str, float | None]:
@@ -341,12 +371,17 @@ def _from_header(obs_id: int, path: Path, hdu: str, values: dict[str, float | No
         header = fits.getheader(path, hdu)
     except (OSError, KeyError, IndexError, EOFError, ValueError) as err:
         raise InvalidRunError(obs_id, path, f"cannot read the {hdu} header: {err}") from err
+    check_event_columns({}, header, obs_id=obs_id, path=path, hdu=hdu, tstart=values["TSTART"], tstop=values["TSTOP"])
     values = dict(values)
     for name in ("RA_PNT", "DEC_PNT", "LIVETIME", "ONTIME"):
         if values[name] is None:
             if name not in header:
                 raise InvalidRunError(obs_id, path, f"neither the obs-index nor the {hdu} header gives {name}")
             values[name] = _number(header, name, obs_id, path, hdu)
+    for name in TIMES:  # checked when given as numbers, never needed
+        given = header.get(name)
+        if values[name] is None and isinstance(given, (int, float)) and not isinstance(given, bool):
+            values[name] = float(given)
     if values["ZEN_PNT"] is None:
         if "ZEN_PNT" in header:
             values["ZEN_PNT"] = _number(header, "ZEN_PNT", obs_id, path, hdu)

@@ -147,7 +147,7 @@ def smooth_rate(
     total = n.sum(axis=-1)
     populated = (total >= min_counts) & (total > 0)
     exposed = e.sum(axis=-1) > 0
-    pools = np.stack([_pools(total[k], exposed[k], shape_counts) for k in range(n.shape[0])])  # (L, E, E)
+    pools = _pools(total, exposed, shape_counts)  # (L, E, E)
     fitted = pools.any(axis=-1) & populated.any(axis=-1, keepdims=True)
     pooled_n = np.einsum("kje,keo->kjo", pools, n)[fitted]
     pooled_e = np.einsum("kje,keo->kjo", pools, e)[fitted]
@@ -156,25 +156,24 @@ def smooth_rate(
     shapes, var_s = np.zeros(n.shape), np.zeros(n.shape)
     shapes[fitted] = avg / (avg @ (omega / omega.sum()))[:, None]
     var_s[fitted] = var_shape
-    rate, rate_err = np.zeros(n.shape), np.zeros(n.shape)
-    for k in range(n.shape[0]):
-        rate[k], rate_err[k] = _normalise(n[k], e[k], shapes[k], var_s[k], populated[k], energy, int(n_tail))
+    rate, rate_err = _normalise(n, e, shapes, var_s, populated, energy, int(n_tail))
     return rate.reshape(shape), rate_err.reshape(shape)
 
 
 def _pools(total: Array, exposed: npt.NDArray[np.bool_], shape_counts: float) -> npt.NDArray[np.bool_]:
-    """Return the energy window pooled for the shape of each exposed bin (rule 1): (n_energy, n_energy)."""
-    n_e = total.size
-    j = np.arange(n_e)
-    pools = np.zeros((n_e, n_e), dtype=bool)
-    if not np.any(total[exposed] > 0):
-        return pools
-    for centre in np.flatnonzero(exposed):
-        for half in range(n_e):
-            window = exposed & (np.abs(j - centre) <= half)
-            if total[window].sum() >= shape_counts:
-                break
-        pools[centre] = window
+    """Return the energy window pooled for the shape of each exposed bin (rule 1): (n_slices, n_energy, n_energy).
+
+    ``total``, ``exposed``: (n_slices, n_energy). Window ``[centre, half]`` holds the exposed bins
+    ``|j - centre| <= half``; each centre takes the smallest half whose counts reach ``shape_counts``,
+    all bins (``half = n_energy - 1``) if none does.
+    """
+    n_e = total.shape[-1]
+    distance = np.abs(np.arange(n_e)[:, None] - np.arange(n_e)[None, :])  # (centre, j)
+    within = distance[:, None, :] <= np.arange(n_e)[None, :, None]  # (centre, half, j)
+    sums = (np.where(exposed, total, 0.0) @ within.reshape(-1, n_e).T).reshape(-1, n_e, n_e)  # (L, centre, half)
+    enough = sums >= shape_counts
+    half = np.where(enough.any(axis=-1), enough.argmax(axis=-1), n_e - 1)  # (L, centre)
+    pools: npt.NDArray[np.bool_] = exposed[:, :, None] & exposed[:, None, :] & (distance[None] <= half[..., None])
     return pools
 
 
@@ -192,32 +191,38 @@ def _safe_div(num: Array, den: Array) -> Array:
     return out
 
 
-def _newton(theta: Array, evaluate: Callable[[Array], tuple[Array, Array, Array]]) -> tuple[Array, Array]:
-    """Maximise objectives by Fisher scoring with step halving; vectorised over the first axis.
+def _newton(theta: Array, evaluate: Callable[[Array, npt.NDArray[np.intp]], tuple[Array, Array, Array]]) -> tuple[Array, Array]:
+    """Maximise independent objectives by Fisher scoring with step halving, all fits in one batch.
 
-    ``evaluate(theta)`` returns (objective (F,), score (F, P), information (F, P, P)).
-    Returns the maximum and the inverse information there (the covariance).
+    ``evaluate(theta, rows)`` returns, for the fits ``rows`` (R,) at ``theta`` (R, P), the
+    objective (R,), score (R, P) and information (R, P, P). A fit stops moving once its
+    step is below :data:`_TOL` and only fits still moving are evaluated, so each fit's
+    result is the one it would have alone. Returns the maxima (F, P) and the inverse
+    information there (the covariance, (F, P, P)).
     """
-    obj, score, info = evaluate(theta)
+    theta = np.array(theta, dtype=np.float64)
+    obj, score, info = evaluate(theta, np.arange(theta.shape[0]))
+    active = np.arange(theta.shape[0])
     for _ in range(_MAX_ITER):
-        step = np.linalg.solve(info, score[..., None])[..., 0]
+        step = np.linalg.solve(info[active], score[active][..., None])[..., 0]
         biggest = np.abs(step).max(axis=-1, initial=0.0)
-        step *= np.minimum(1.0, _MAX_STEP / np.maximum(biggest, 1e-300))[:, None]
-        if not np.any(biggest > _TOL):
+        moving = biggest > _TOL
+        active, step = active[moving], step[moving] * np.minimum(1.0, _MAX_STEP / biggest[moving])[:, None]
+        if active.size == 0:
             break
-        t = np.ones(theta.shape[0])
+        t = np.ones(active.size)
+        pending = np.arange(active.size)  # fits whose trial step has not raised the objective yet
         for _ in range(40):  # halve each fit's step until its objective does not drop
-            trial = theta + t[:, None] * step
-            new_obj, new_score, new_info = evaluate(trial)
-            good = new_obj >= obj - 1e-12 * np.abs(obj)
-            if np.all(good):
+            rows = active[pending]
+            trial = theta[rows] + t[pending, None] * step[pending]
+            new_obj, new_score, new_info = evaluate(trial, rows)
+            good = new_obj >= obj[rows] - 1e-12 * np.abs(obj[rows])
+            kept = rows[good]
+            theta[kept], obj[kept], score[kept], info[kept] = trial[good], new_obj[good], new_score[good], new_info[good]
+            pending = pending[~good]
+            if pending.size == 0:
                 break
-            t = np.where(good, t, 0.5 * t)
-        accept = good
-        theta = np.where(accept[:, None], trial, theta)
-        obj = np.where(accept, new_obj, obj)
-        score = np.where(accept[:, None], new_score, score)
-        info = np.where(accept[:, None, None], new_info, info)
+            t[pending] *= 0.5
     return theta, np.asarray(np.linalg.inv(info), dtype=np.float64)
 
 
@@ -239,25 +244,27 @@ def _fit_shapes(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, 
     nodes, weights = np.polynomial.legendre.leggauss(_NODES)
     u_nodes = 0.5 * (u[:-1] + u[1:])[:, None] + 0.5 * np.diff(u)[:, None] * nodes  # (O, K)
     basis = np.polynomial.legendre.legvander(2.0 * u_nodes - 1.0, degree)  # (O, K, P), P_0 = 1
-    w = 0.5 * weights
+    flat_basis = basis.reshape(-1, degree + 1)  # (O K, P)
+    weighted = np.ascontiguousarray((0.5 * weights[None, :, None] * basis).transpose(0, 2, 1))  # (O, P, K)
     penalty = RIDGE * np.r_[0.0, np.ones(degree)]
 
     def ring_means(beta: Array) -> tuple[Array, Array]:
         with np.errstate(over="ignore"):
-            ex = np.exp(np.einsum("okp,fp->fok", basis, beta))
-        avg = ex @ w
-        grad_log = _safe_div(np.einsum("fok,k,okp->fop", ex, w, basis), avg[..., None])  # d log avg / d beta
-        return avg, grad_log
+            ex = np.exp(flat_basis @ beta.T).reshape(*basis.shape[:2], -1)  # (O, K, F): one matmul per ring below
+        moments = (weighted @ ex).transpose(2, 0, 1)  # ring means of exp(poly) x P_p, (F, O, P)
+        avg = np.ascontiguousarray(moments[..., 0])  # P_0 = 1
+        return avg, _safe_div(moments, avg[..., None])  # and d log avg / d beta
 
-    def evaluate(beta: Array) -> tuple[Array, Array, Array]:
+    def evaluate(beta: Array, rows: npt.NDArray[np.intp]) -> tuple[Array, Array, Array]:
         avg, h = ring_means(beta)
+        counts = n[rows]
         with np.errstate(invalid="ignore", over="ignore"):
-            mu = e * avg
+            mu = e[rows] * avg
             log_mu = np.log(np.where(mu > 0, mu, 1.0))
-            obj = np.sum(np.where(n > 0, n * log_mu, 0.0) - mu, axis=-1) - 0.5 * (penalty * beta**2).sum(axis=-1)
+            obj = np.sum(np.where(counts > 0, counts * log_mu, 0.0) - mu, axis=-1) - 0.5 * (penalty * beta**2).sum(axis=-1)
             obj = np.where(np.isfinite(obj), obj, -np.inf)
-            score = np.einsum("fo,fop->fp", n - mu, h) - penalty * beta
-            info = np.einsum("fo,fop,foq->fpq", mu, h, h) + np.diag(penalty)
+            score = ((counts - mu)[:, None, :] @ h)[:, 0, :] - penalty * beta
+            info = (h.transpose(0, 2, 1) * mu[:, None, :]) @ h + np.diag(penalty)
         bad = ~np.isfinite(obj)
         score[bad], info[bad] = 0.0, np.eye(degree + 1)
         return obj, score, info
@@ -274,89 +281,118 @@ def _fit_shapes(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, 
     return avg, np.einsum("fop,fpq,foq->fo", g, cov, g), log_like
 
 
-def _bin_average_power(lo: Array, hi: Array, pivot: float) -> tuple[Array, Array]:
-    """Return Gauss-Legendre nodes ``ln(E / pivot)`` (J, K) and weights averaging over each bin [lo, hi] in E."""
+def _bin_average_power(lo: Array, hi: Array) -> tuple[Array, Array]:
+    """Return Gauss-Legendre nodes ``ln E`` (J, K) and weights averaging over each bin [lo, hi] in E."""
     nodes, weights = np.polynomial.legendre.leggauss(_NODES)
     log_lo, log_hi = np.log(lo), np.log(hi)
     log_e = 0.5 * (log_lo + log_hi)[:, None] + 0.5 * (log_hi - log_lo)[:, None] * nodes
     v = 0.5 * (log_hi - log_lo)[:, None] * weights * np.exp(log_e) / (hi - lo)[:, None]
-    return log_e - np.log(pivot), v
+    return log_e, v
 
 
-def _power_law(counts: Array, weight: Array, log_e: Array, v: Array, slope0: float) -> tuple[Array, Array]:
-    """Fit ``counts ~ Poisson(weight x A <(E/E_p)^-index>)``; return log a per bin and its variance.
+def _power_law(counts: Array, weight: Array, log_e: Array, v: Array, slope0: Array) -> tuple[Array, Array]:
+    """Fit ``counts ~ Poisson(weight x A <(E/E_p)^-index>)`` per row; return log a per bin and its variance.
 
-    ``counts``, ``weight``: shape (J,); ``log_e``, ``v``: nodes and weights of
-    :func:`_bin_average_power`, (J, K). One fit, so (1, ...) inside for :func:`_newton`.
+    ``counts``, ``weight``: (R, J), zero weight outside a row's fitted bins; ``log_e``:
+    nodes ``ln(E / E_p)`` of :func:`_bin_average_power` with each row's pivot, (R, J, K);
+    ``v``: their weights, (J, K); ``slope0``: starting indices, (R,).
     """
-    counts, weight, log_e, v = counts[None], weight[None], log_e[None], v[None]
 
-    def mean_power(index: Array) -> tuple[Array, Array]:
+    def mean_power(index: Array, rows: npt.NDArray[np.intp] | slice) -> tuple[Array, Array]:
         with np.errstate(over="ignore"):
-            terms = v * np.exp(-index[:, None, None] * log_e)  # (1, J, K)
+            terms = v * np.exp(-index[:, None, None] * log_e[rows])  # (R, J, K)
         f = terms.sum(axis=-1)
-        return f, _safe_div(-(terms * log_e).sum(axis=-1), f)  # f and d log f / d index
+        return f, _safe_div(-(terms * log_e[rows]).sum(axis=-1), f)  # f and d log f / d index
 
-    def evaluate(theta: Array) -> tuple[Array, Array, Array]:
-        f, m = mean_power(theta[:, 1])
+    def evaluate(theta: Array, rows: npt.NDArray[np.intp]) -> tuple[Array, Array, Array]:
+        f, m = mean_power(theta[:, 1], rows)
+        n = counts[rows]
         with np.errstate(over="ignore", invalid="ignore"):
-            mu = weight * np.exp(theta[:, :1]) * f
-            obj = np.sum(np.where(counts > 0, counts * np.log(np.where(mu > 0, mu, 1.0)), 0.0) - mu, axis=-1)
-        grad = np.stack([np.ones_like(m), m], axis=-1)  # d log mu / d theta, (1, J, 2)
-        score = np.einsum("fj,fjp->fp", counts - mu, grad)
-        info = np.einsum("fj,fjp,fjq->fpq", mu, grad, grad)
-        if not np.all(np.isfinite(obj)):
-            return np.full(1, -np.inf), np.zeros((1, 2)), np.eye(2)[None]
+            mu = weight[rows] * np.exp(theta[:, :1]) * f
+            obj = np.sum(np.where(n > 0, n * np.log(np.where(mu > 0, mu, 1.0)), 0.0) - mu, axis=-1)
+        grad = np.stack([np.ones_like(m), m], axis=-1)  # d log mu / d theta, (R, J, 2)
+        score = ((n - mu)[:, None, :] @ grad)[:, 0, :]
+        info = (grad.transpose(0, 2, 1) * mu[:, None, :]) @ grad
+        bad = ~np.isfinite(obj)
+        obj[bad], score[bad], info[bad] = -np.inf, 0.0, np.eye(2)
         return obj, score, info
 
-    index0 = np.array([max(slope0, 0.0)])
-    theta0 = np.array([[np.log(counts.sum() / (weight * mean_power(index0)[0][0]).sum()), index0[0]]])
-    theta, cov = _newton(theta0, evaluate)
-    if theta[0, 1] < 0:  # a rising tail would be a spike at the top: flat instead
-        flat = np.zeros(1)
-        theta = np.array([[np.log(counts.sum() / (weight * mean_power(flat)[0][0]).sum()), 0.0]])
-        cov = np.array([[[1.0 / counts.sum(), 0.0], [0.0, 0.0]]])
-    f, m = mean_power(theta[:, 1])
-    grad = np.stack([np.ones_like(m[0]), m[0]], axis=-1)
-    return theta[0, 0] + np.log(f[0]), np.einsum("jp,pq,jq->j", grad, cov[0], grad)
+    every = slice(None)
+    total = counts.sum(axis=-1)
+
+    def start(index: Array) -> Array:  # the normalisation that matches the counts at this index
+        return np.column_stack([np.log(total / (weight * mean_power(index, every)[0]).sum(axis=-1)), index])
+
+    theta, cov = _newton(start(np.maximum(slope0, 0.0)), evaluate)
+    rising = theta[:, 1] < 0  # a rising tail would be a spike at the top: flat instead
+    theta[rising] = start(np.zeros(theta.shape[0]))[rising]
+    cov[rising] = 0.0
+    cov[rising, 0, 0] = 1.0 / total[rising]
+    f, m = mean_power(theta[:, 1], every)
+    grad = np.stack([np.ones_like(m), m], axis=-1)
+    return theta[:, :1] + np.log(f), np.einsum("rjp,rpq,rjq->rj", grad, cov, grad)
 
 
 def _normalise(
     n: Array, e: Array, shapes: Array, var_shape: Array, populated: npt.NDArray[np.bool_],
     energy: Array, n_tail: int,
 ) -> tuple[Array, Array]:
-    """Apply steps 1-3 of the module rule to one slice (n_energy, n_offset)."""
-    pop = np.flatnonzero(populated)
-    if pop.size == 0:
-        return _safe_div(n, e), _safe_div(np.sqrt(n), e)
-    n_e = n.shape[0]
-    j = np.arange(n_e)
-    below = np.searchsorted(pop, j, side="right") - 1  # position in pop of the nearest populated bin <= j
-    weight = (e * shapes).sum(axis=-1)  # W_j: expected counts per unit mean rate
+    """Apply steps 1-3 of the module rule to every slice (n_slices, n_energy, n_offset) at once."""
+    n_e = n.shape[1]
+    weight = (e * shapes).sum(axis=-1)  # W_j: expected counts per unit mean rate, (L, E)
     total = n.sum(axis=-1)
-    log_a, var_a = np.full(n_e, -np.inf), np.zeros(n_e)
     own = weight > 0
-    log_a[own] = np.log(np.where(total[own] > 0, total[own], 1.0) / weight[own])
-    log_a[own & (total == 0)] = -np.inf
-    var_a[own] = _safe_div(np.ones(int(own.sum())), total[own])
+    log_a = np.full(total.shape, -np.inf)
+    kept = own & (total > 0)
+    log_a[kept] = np.log(total[kept] / weight[kept])
+    var_a = np.where(own, _safe_div(np.ones(total.shape), total), 0.0)
     log_e = np.log(np.sqrt(energy[:-1] * energy[1:]))
-    between = (below >= 0) & (below < pop.size - 1) & ~populated & own
-    if np.any(between):
-        lo, hi = pop[below[between]], pop[below[between] + 1]
-        t = (log_e[between] - log_e[lo]) / (log_e[hi] - log_e[lo])
-        log_a[between] = (1 - t) * log_a[lo] + t * log_a[hi]
-        var_a[between] = (1 - t) ** 2 / total[lo] + t**2 / total[hi]
-    above = (j > pop[-1]) & own
-    if np.any(above) and pop.size >= 2:
-        ref, up = pop[-n_tail:], np.flatnonzero(above)
-        tail = np.concatenate([ref, up])
-        slope = -np.polyfit(log_e[ref], log_a[ref], 1, w=np.sqrt(total[ref]))[0]
-        nodes, v = _bin_average_power(energy[tail], energy[tail + 1], float(np.exp(log_e[pop[-1]])))
-        fitted, var_fit = _power_law(total[tail], weight[tail], nodes, v, slope)
-        log_a[up], var_a[up] = fitted[ref.size:], var_fit[ref.size:]
-    rate = np.where(e > 0, np.exp(log_a)[:, None] * shapes, 0.0)
-    rel_var = var_shape + var_a[:, None]
-    return rate, rate * np.sqrt(np.maximum(rel_var, 0.0))
+    j = np.arange(n_e)
+    lo = np.maximum.accumulate(np.where(populated, j, -1), axis=-1)  # nearest populated bin <= j
+    hi = np.flip(np.minimum.accumulate(np.flip(np.where(populated, j, n_e), axis=-1), axis=-1), axis=-1)  # >= j
+    between = (lo >= 0) & (hi < n_e) & ~populated & own
+    slices, bins = np.nonzero(between)
+    if slices.size:
+        below, above = lo[slices, bins], hi[slices, bins]
+        t = (log_e[bins] - log_e[below]) / (log_e[above] - log_e[below])
+        log_a[slices, bins] = (1 - t) * log_a[slices, below] + t * log_a[slices, above]
+        var_a[slices, bins] = (1 - t) ** 2 / total[slices, below] + t**2 / total[slices, above]
+    last = lo[:, -1]  # the last populated bin, -1 for none
+    up = (j[None, :] > last[:, None]) & own & (last[:, None] >= 0)
+    rank = np.flip(np.cumsum(np.flip(populated, axis=-1), axis=-1), axis=-1)  # populated bins at or above j
+    tail = np.flatnonzero(up.any(axis=-1) & (populated.sum(axis=-1) >= 2))
+    if tail.size:
+        ref = populated[tail] & (rank[tail] <= n_tail)  # the last n_tail populated bins
+        log_a[tail], var_a[tail] = _fit_tail(total[tail], weight[tail], log_a[tail], var_a[tail], ref, up[tail],
+                                             energy, log_e[last[tail]])
+    rate = np.where(e > 0, np.exp(log_a)[..., None] * shapes, 0.0)
+    rel_var = var_shape + var_a[..., None]
+    rate_err = rate * np.sqrt(np.maximum(rel_var, 0.0))
+    raw = ~populated.any(axis=-1)  # no populated bin: counts / exposure
+    rate[raw], rate_err[raw] = _safe_div(n[raw], e[raw]), _safe_div(np.sqrt(n[raw]), e[raw])
+    return rate, rate_err
+
+
+def _fit_tail(
+    total: Array, weight: Array, log_a: Array, var_a: Array, ref: npt.NDArray[np.bool_], up: npt.NDArray[np.bool_],
+    energy: Array, log_pivot: Array,
+) -> tuple[Array, Array]:
+    """Return ``log_a`` and ``var_a`` (R, E) with the sparse bins ``up`` above the last populated one from the power law.
+
+    Each row's index starts at the slope of ``log a`` against ``log E`` over its bins ``ref``,
+    least squares weighted by their counts (``np.polyfit`` with ``w = sqrt(counts)``).
+    """
+    log_e = np.log(np.sqrt(energy[:-1] * energy[1:]))
+    w = np.where(ref, total, 0.0)
+    x_mean = (w * log_e).sum(axis=-1) / w.sum(axis=-1)
+    dx = np.where(ref, log_e - x_mean[:, None], 0.0)
+    y = np.where(ref, log_a, 0.0)
+    slope = -(w * dx * y).sum(axis=-1) / (w * dx**2).sum(axis=-1)
+    in_fit = ref | up
+    nodes, v = _bin_average_power(energy[:-1], energy[1:])
+    fitted, var_fit = _power_law(np.where(in_fit, total, 0.0), np.where(in_fit, weight, 0.0),
+                                 nodes[None] - log_pivot[:, None, None], v, slope)
+    return np.where(up, fitted, log_a), np.where(up, var_fit, var_a)
 
 
 def describe(**options: Any) -> str:

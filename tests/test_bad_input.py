@@ -266,6 +266,113 @@ def _duplicate_hdu_row(root: Path) -> None:
     edit_index(root, "hdu", edit)
 
 
+def _swap_times(root: Path) -> None:
+    def edit(table: Table) -> None:
+        row = int(np.flatnonzero(table["OBS_ID"] == BAD)[0])
+        table["TSTART"][row], table["TSTOP"][row] = table["TSTOP"][row], table["TSTART"][row]
+
+    edit_index(root, "obs", edit)
+
+
+def _ontime_twice_the_run(root: Path) -> None:
+    def edit(table: Table) -> None:
+        row = int(np.flatnonzero(table["OBS_ID"] == BAD)[0])
+        table["ONTIME"][row] = 2 * (table["TSTOP"][row] - table["TSTART"][row])
+
+    edit_index(root, "obs", edit)
+
+
+def _header_read(**cards: object) -> Callable[[Path], None]:
+    """The obs-index without LIVETIME, so every run's EVENTS header is read at selection; ``cards`` set in run BAD's."""
+
+    def mutate(root: Path) -> None:
+        edit_index(root, "obs", drop_obs_columns("LIVETIME"))
+        edit_header(root, **cards)
+
+    return mutate
+
+
+def _header_times_only(**cards: object) -> Callable[[Path], None]:
+    """The obs-index without ONTIME, LIVETIME, TSTART, TSTOP, DEADC: they come from the headers; ``cards`` set in run BAD's."""
+
+    def mutate(root: Path) -> None:
+        edit_index(root, "obs", drop_obs_columns("ONTIME", "LIVETIME", "TSTART", "TSTOP", "DEADC"))
+        edit_header(root, **cards)
+
+    return mutate
+
+
+def _header_value(name: str, change: Callable[[float], float]) -> Callable[[Path], None]:
+    """Like :func:`_header_read`, with keyword ``name`` of run BAD's header changed by ``change``."""
+
+    def mutate(root: Path) -> None:
+        value = float(fits.getheader(run_file(root), "EVENTS")[name])
+        _header_read(**{name: change(value)})(root)
+
+    return mutate
+
+
+def _events_row_to(file_name: str) -> Callable[[Path], None]:
+    """Point run BAD's events row of the hdu-index at ``file_name`` (FILE_DIR kept)."""
+
+    def mutate(root: Path) -> None:
+        def edit(table: Table) -> None:
+            rows = (table["OBS_ID"] == BAD) & (np.char.strip(table["HDU_TYPE"].astype(str)) == "events")
+            table["FILE_NAME"] = table["FILE_NAME"].astype("U64")
+            table["FILE_NAME"][rows] = file_name
+
+        edit_index(root, "hdu", edit)
+
+    return mutate
+
+
+def _symlink_to_run_1(root: Path) -> None:
+    run_file(root).unlink()
+    run_file(root).symlink_to(run_file(root, 1).name)
+
+
+def _dir_of_bad_run(file_dir: str) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        def edit(table: Table) -> None:
+            table["FILE_DIR"] = table["FILE_DIR"].astype("U64")
+            table["FILE_DIR"][table["OBS_ID"] == BAD] = file_dir
+
+        edit_index(root, "hdu", edit)
+
+    return mutate
+
+
+def _second_events_row_to_run_3(root: Path) -> None:
+    def edit(table: Table) -> Table:
+        table.add_row(table[int(np.flatnonzero((table["OBS_ID"] == BAD) & (table["HDU_TYPE"] == "events"))[0])])
+        table["FILE_NAME"] = table["FILE_NAME"].astype("U32")
+        table["FILE_NAME"][-1] = run_file(root, 3).name
+        return table
+
+    edit_index(root, "hdu", edit)
+
+
+def _declare_rows(kind: str, rows: int) -> Callable[[Path], None]:
+    """Rewrite the NAXIS2 card of an index table's header (its data left as it is)."""
+
+    def mutate(root: Path) -> None:
+        path = index_path(root, kind)
+        data = bytearray(gzip.decompress(path.read_bytes()))
+        card = data.index(b"NAXIS2  =", 2880)
+        data[card : card + 80] = f"NAXIS2  = {rows:20d}".ljust(80).encode()
+        path.write_bytes(gzip.compress(bytes(data)))
+
+    return mutate
+
+
+def _obs_id_as(dtype: str, masked: bool = False) -> Callable[[Table], None]:
+    def edit(table: Table) -> None:
+        values = np.asarray(table["OBS_ID"]).astype(dtype)
+        table.replace_column("OBS_ID", MaskedColumn(values, mask=table["OBS_ID"] == BAD) if masked else values)
+
+    return edit
+
+
 BAD_CASES: dict[str, Bad] = {
     # the file itself
     "truncated_gzip": Bad(_truncate, InvalidRunError, "compute", r"cannot read the file"),
@@ -320,6 +427,66 @@ BAD_CASES: dict[str, Bad] = {
                                      r"EVENTS ENERGY: unit 'deg' is not convertible to TeV"),
     "ra_unit_of_wrong_kind": Bad(lambda r: edit_run(r, set_tunit("RA", "TeV")), InvalidRunError, "compute",
                                  r"EVENTS RA: unit 'TeV' is not convertible to deg"),
+    # impossible values in the obs-index (issue 14, item 10)
+    "dec_pnt_beyond_a_pole": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, DEC_PNT=95.0)), InvalidRunError, "select",
+                                 r"DEC_PNT = 95 deg lies beyond a pole"),
+    "zen_pnt_below_the_horizon": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, ZEN_PNT=120.0, ALT_PNT=-30.0)),
+                                     InvalidRunError, "select", r"ZEN_PNT = 120 deg lies outside \[0, 90\] deg"),
+    "zen_pnt_negative": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, ZEN_PNT=-5.0, ALT_PNT=95.0)), InvalidRunError,
+                            "select", r"ZEN_PNT = -5 deg lies outside \[0, 90\] deg"),
+    "zen_pnt_from_alt_pnt_beyond_the_zenith": Bad(
+        lambda r: (edit_index(r, "obs", drop_obs_columns("ZEN_PNT")), edit_index(r, "obs", set_obs(BAD, ALT_PNT=91.0))) and None,
+        InvalidRunError, "select", r"ZEN_PNT = -1 deg lies outside"),
+    "tstart_after_tstop": Bad(_swap_times, InvalidRunError, "select", r"TSTART [0-9.e+]+ s is after TSTOP"),
+    "tstart_infinite": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, TSTART=np.inf)), InvalidRunError, "select",
+                           r"TSTART is inf s; it must be finite"),
+    "ontime_twice_tstop_minus_tstart": Bad(_ontime_twice_the_run, InvalidRunError, "select",
+                                           r"ONTIME [0-9.]+ s exceeds TSTOP - TSTART = [0-9.]+ s"),
+    "deadc_above_one": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, DEADC=1.5)), InvalidRunError, "select",
+                           r"DEADC = 1.5 lies outside \(0, 1\]"),
+    "deadc_zero": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, DEADC=0.0)), InvalidRunError, "select",
+                      r"DEADC = 0 lies outside \(0, 1\]"),
+    "deadc_negative": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, DEADC=-0.9)), InvalidRunError, "select",
+                          r"DEADC = -0.9 lies outside"),
+    # impossible values in the EVENTS header, read at selection where the obs-index lacks a value
+    "ontime_above_header_run_length": Bad(_header_times_only(ONTIME=5000.0, LIVETIME=4000.0), InvalidRunError, "select",
+                                          r"ONTIME 5000.0 s exceeds TSTOP - TSTART"),
+    "header_tstart_after_tstop": Bad(_header_times_only(TSTART=2e9), InvalidRunError, "select",
+                                     r"TSTART 2000000000.0 s is after TSTOP"),
+    "header_deadc_above_one": Bad(_header_times_only(DEADC=1.2), InvalidRunError, "select", r"DEADC = 1.2 lies outside"),
+    "header_obs_id_of_another_run": Bad(_header_read(OBS_ID=7), InvalidRunError, "select",
+                                        r"EVENTS keyword OBS_ID = 7 disagrees with the index's OBS_ID 2"),
+    "header_tstart_an_hour_off": Bad(_header_value("TSTART", lambda t: t - 3600.0), InvalidRunError, "select",
+                                     r"EVENTS keyword TSTART = [0-9.e+]+ s disagrees with the run table's"),
+    # index rows pointing where they must not
+    "two_runs_share_one_events_file": Bad(
+        _events_row_to(run_file(Path("."), 1).name), InvalidRunError, "select",
+        r"its EVENTS HDU is also that of run\(s\) \[1\] in the hdu-index; its OBS_ID keyword is 1",
+        names=(f"run {BAD} (obs_000001.fits.gz)",)),
+    "events_file_a_symlink_to_another_run": Bad(_symlink_to_run_1, InvalidRunError, "select",
+                                                r"its EVENTS HDU is also that of run\(s\) \[1\]"),
+    "events_file_the_same_through_dotdot": Bad(
+        _events_row_to(f"../data/{run_file(Path('.'), 1).name}"), InvalidRunError, "select",
+        r"also that of run\(s\) \[1\]", names=(f"run {BAD} (obs_000001.fits.gz)",)),
+    "file_dir_escaping_the_store_to_nothing": Bad(_dir_of_bad_run("../../nowhere"), InvalidRunError, "select",
+                                                  r"events file /\S+/nowhere/obs_000002.fits.gz not found"),
+    "hdu_index_two_events_files_for_one_run": Bad(
+        _second_events_row_to_run_3, StoreError, "select", r"hdu-index has several events rows for OBS_ID \[2\]",
+        names=("hdu-index", "[2]")),
+    # hostile index files: one error naming the file, before anything is allocated
+    "obs_index_declares_1e10_rows": Bad(_declare_rows("obs", 10**10), StoreError, "open",
+                                        r"declares 1[0-9]{12} bytes \(10000000000 rows\), more than the 1073741824",
+                                        names=("obs-index.fits.gz",)),
+    "hdu_index_declares_1e10_rows": Bad(_declare_rows("hdu", 10**10), StoreError, "open", r"10000000000 rows",
+                                        names=("hdu-index.fits.gz",)),
+    "hdu_index_declares_more_rows_than_it_holds": Bad(_declare_rows("hdu", 1000), StoreError, "open",
+                                                      r"\(1000 rows\), but the file ends before them",
+                                                      names=("hdu-index.fits.gz",)),
+    "obs_index_obs_id_as_float": Bad(lambda r: edit_index(r, "obs", _obs_id_as("f8")), StoreError, "open",
+                                     r"OBS_ID column holds float64, not one integer per row",
+                                     names=("obs-index.fits.gz",)),
+    "hdu_index_obs_id_masked": Bad(lambda r: edit_index(r, "hdu", _obs_id_as("i8", masked=True)), StoreError, "open",
+                                   r"OBS_ID column has 5 empty \(masked\) cell\(s\)", names=("hdu-index.fits.gz",)),
     # the store as a whole
     "duplicate_obs_id": Bad(_duplicate_obs_row, StoreError, "open", r"duplicate OBS_ID in the obs-index: \[2\]",
                             names=("obs-index.fits.gz", "[2]")),

@@ -128,9 +128,9 @@ def check_run_values(values: Mapping[str, float], *, obs_id: int, path: Path) ->
         if not np.isfinite(values[name]):
             raise bad(f"{name} is not finite")
     if abs(values["DEC_PNT"]) > 90.0 + ANGLE_SLACK_DEG:
-        raise bad(f"DEC_PNT = {values['DEC_PNT']} deg lies beyond a pole (outside [-90, 90] deg)")
+        raise bad(f"DEC_PNT = {values['DEC_PNT']:.7g} deg lies beyond a pole (outside [-90, 90] deg)")
     if not -ANGLE_SLACK_DEG <= values["ZEN_PNT"] <= 90.0 + ANGLE_SLACK_DEG:
-        raise bad(f"ZEN_PNT = {values['ZEN_PNT']} deg lies outside [0, 90] deg: the pointing is not above the horizon")
+        raise bad(f"ZEN_PNT = {values['ZEN_PNT']:.7g} deg lies outside [0, 90] deg: the pointing is not above the horizon")
     start, stop = values.get("TSTART", np.nan), values.get("TSTOP", np.nan)
     for name, time in (("TSTART", start), ("TSTOP", stop)):
         if np.isinf(time):
@@ -142,7 +142,7 @@ def check_run_values(values: Mapping[str, float], *, obs_id: int, path: Path) ->
             raise bad(f"ONTIME {on} s exceeds TSTOP - TSTART = {stop - start} s")
     deadc = values.get("DEADC", np.nan)
     if _known(deadc) and not 0.0 < deadc <= 1.0 + RATIO_SLACK:
-        raise bad(f"DEADC = {deadc} lies outside (0, 1]")
+        raise bad(f"DEADC = {deadc:.7g} lies outside (0, 1]")
 
 
 def _header_number(header: Mapping[str, object], name: str) -> float | None:

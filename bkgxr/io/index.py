@@ -132,7 +132,7 @@ def read_index(path: Path, kind: str) -> Table:
     column = table["OBS_ID"]
     if column.ndim != 1 or column.dtype.kind not in "iu":
         shape = list(column.shape[1:]) or ""
-        raise StoreError(f"the OBS_ID column holds {column.dtype}{shape}, not one integer per row", path=path)
+        raise StoreError(f"the OBS_ID column holds {column.dtype.name}{shape}, not one integer per row", path=path)
     masked = int(np.count_nonzero(np.ma.getmaskarray(column)))
     if masked:
         raise StoreError(f"the OBS_ID column has {masked} empty (masked) cell(s)", path=path)

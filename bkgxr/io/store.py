@@ -234,7 +234,8 @@ def _complete(store: Store, frame: pd.DataFrame, *, skip_bad: bool) -> pd.DataFr
     """Add file locations, fill needed values from EVENTS headers and check them.
 
     Adds ``ERROR``: '' for a usable run, else why it cannot be used (only
-    with ``skip_bad``; otherwise the first bad run raises); and ``PNT_SOURCE``.
+    with ``skip_bad``; otherwise the first bad run raises), and ``PNT_SOURCE``.
+    An unusable run's :data:`NEEDED` and :data:`TIMES` values are NaN.
     """
     events = hdu_locations(store, "events")
     shared = _shared_events(events)
@@ -255,6 +256,8 @@ def _complete(store: Store, frame: pd.DataFrame, *, skip_bad: bool) -> pd.DataFr
     filled = pd.DataFrame(values, index=frame.index, columns=list(NEEDED), dtype=np.float64)
     for column in NEEDED:
         frame[column] = filled[column]
+    for column in set(TIMES) & set(frame.columns):  # an unusable run's times are not to be used either
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").where(np.asarray(errors) == "")
     # The GTI HDU is checked while reading the events when it lives in the same file.
     same = frame["GTI_PATH"] == frame["EVENTS_PATH"]
     frame["GTI_HDU"] = frame["GTI_HDU"].where(same, "")

@@ -435,7 +435,7 @@ BAD_CASES: dict[str, Bad] = {
     "zen_pnt_negative": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, ZEN_PNT=-5.0, ALT_PNT=95.0)), InvalidRunError,
                             "select", r"ZEN_PNT = -5 deg lies outside \[0, 90\] deg"),
     "zen_pnt_from_alt_pnt_beyond_the_zenith": Bad(
-        lambda r: (edit_index(r, "obs", drop_obs_columns("ZEN_PNT")), edit_index(r, "obs", set_obs(BAD, ALT_PNT=91.0))) and None,
+        lambda r: edit_index(r, "obs", lambda t: set_obs(BAD, ALT_PNT=91.0)(t) or t[[c for c in t.colnames if c != "ZEN_PNT"]]),
         InvalidRunError, "select", r"ZEN_PNT = -1 deg lies outside"),
     "tstart_after_tstop": Bad(_swap_times, InvalidRunError, "select", r"TSTART [0-9.e+]+ s is after TSTOP"),
     "tstart_infinite": Bad(lambda r: edit_index(r, "obs", set_obs(BAD, TSTART=np.inf)), InvalidRunError, "select",
@@ -1103,7 +1103,7 @@ def test_skip_bad_with_every_run_unreadable_is_an_error_and_writes_nothing(base,
         events.write_bytes(b"not a FITS file")
     out = tmp_path / "bkg.fits"
     out.write_bytes(b"previous models")
-    code, stdout, stderr = cli(capsys, root, out, "--skip-bad")
+    code, _, stderr = cli(capsys, root, out, "--skip-bad")
     assert code == 1 and stderr.startswith("bkgxr: error:") and "no usable run" in stderr and stderr.count("\n") == 1
     assert out.read_bytes() == b"previous models"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]

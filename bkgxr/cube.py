@@ -3,7 +3,8 @@
 The cube is an :class:`xarray.Dataset` with dims :data:`bkgxr.axes.DIMS`:
 
 ``counts`` (int64)
-    Events per bin: per-run boost histograms (dask-histogram), tree-reduced.
+    Events per bin: boost histograms of batches of runs (:mod:`bkgxr.fill`),
+    tree-reduced by dask-histogram.
 ``ontime``, ``livetime`` (zenith; s)
     Summed ONTIME (observation time, the GTI sum) and LIVETIME of the runs
     used in each band.
@@ -33,14 +34,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import boost_histogram as bh
 import dask.array as da
-import dask_histogram as dh
 import numpy as np
 import pandas as pd
 import xarray as xr
-from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
 
 from .axes import (
     Binning,
@@ -51,14 +48,16 @@ from .axes import (
 )
 from .exceptions import EmptySelectionError, InvalidRunError
 from .exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
-from .io.events import index_node_maps, open_events
+from .fill import histogram_runs
+from .io.events import index_node_maps, run_reads
 from .masking import kept_fractions, run_regions
 from .track import zenith_tracks
 from .units import RATE_UNIT
 
 if TYPE_CHECKING:
     import numpy.typing as npt
-    from dask.typing import DaskCollection, Key
+
+    from .io.events import RunRead
 
 #: The time a rate is per, as GADF defines it and gammapy uses.
 RATE_TIME = "ONTIME: observation time (GTI sum), no dead-time correction"
@@ -102,36 +101,6 @@ def _energy_limits(safe: npt.NDArray[np.bool_], edges: npt.NDArray[np.float64]) 
     lo = np.where(any_bin & (first == 0), -np.inf, lo)
     hi = np.where(any_bin & (last == safe.shape[1] - 1), np.inf, hi)
     return lo, hi
-
-
-def _run_histogram(hist: bh.Histogram[bh.storage.Int64]) -> npt.NDArray[np.int64]:
-    """Return one run's counts summed over zenith, shape (1, n_energy, *fov shape)."""
-    return np.asarray(hist.values().sum(axis=0), dtype=np.int64)[None]
-
-
-def _histograms(
-    events: da.Array, binning: Binning, position: npt.NDArray[np.int64]
-) -> tuple[da.Array, da.Array]:
-    """Fill boost histograms per run; return the tree-reduced cube and the per-run counts.
-
-    ``position[i]`` is the chunk of ``events`` holding run ``i`` of the run
-    table, -1 for a run not read (its counts are 0): one task per run.
-    """
-    histref = bh.Histogram(*binning.boost_axes(), storage=bh.storage.Int64())
-    per_run = dh.partitioned_factory(events, histref=histref)
-    counts = per_run.collapse().to_dask_array(flow=False)[0]
-    name = "bkgxr-run-counts-" + tokenize(per_run.name, position)
-    shape = binning.shape[1:]
-    zeros = (0,) * len(shape)
-    layer: dict[Key, Any] = {
-        (name, i, *zeros): (_run_histogram, (per_run.name, int(k))) if k >= 0 else (np.zeros, (1, *shape), np.int64)
-        for i, k in enumerate(position)
-    }
-    # a PartitionedHistogram is a dask collection, though its annotations differ from dask's protocol
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[cast("DaskCollection", per_run)])
-    chunks = ((1,) * position.size, *((n,) for n in shape))
-    run_counts = da.Array(graph, name, chunks=chunks, dtype=np.int64)  # type: ignore[no-untyped-call]
-    return counts, run_counts
 
 
 def build_cube(
@@ -230,20 +199,14 @@ def build_cube(
 
     regions, read_set = run_regions(runs, exclusion=exclusion, target_radius=target_radius), set(read.tolist())
     nodes = index_node_maps(runs)  # one astropy call: the zenith tracks, 3D reads and 3D exclusion share it
-    events, read_errors = open_events(
-        to_read, skip_bad=skip_bad, fov=binning.fov, exclude=[regions[i] for i in read], nodes=[nodes[i] for i in read]
-    )
-    # One entry per run of the table; runs not read have no events.
-    position = np.full(n_runs_all, -1, dtype=np.int64)
-    position[read] = np.arange(read.size)
-    counts, run_counts = _histograms(events, binning, position)
-    run_error: npt.NDArray[np.object_] | da.Array
+    reads: list[RunRead | None] = [None] * n_runs_all
+    for i, one in zip(read.tolist(), run_reads(to_read, fov=binning.fov, exclude=[regions[i] for i in read], nodes=[nodes[i] for i in read]), strict=True):
+        reads[i] = one
     # a run the selection found bad keeps its reason (its zenith is NaN: no band either)
-    run_error = np.where(given_error != "", given_error, np.where(band < 0, "outside every zenith band", "")).astype(object)
-    if skip_bad:  # which runs count is known only once they are read
-        run_error = da.where(
-            position >= 0, da.concatenate([read_errors, da.from_array(run_error[:1], chunks=1)])[position], run_error  # type: ignore[no-untyped-call]
-        )
+    reasons = np.where(given_error != "", given_error, np.where(band < 0, "outside every zenith band", "")).astype(object)
+    counts, run_counts, read_errors = histogram_runs(reads, binning, skip_bad=skip_bad, reasons=reasons.tolist())
+    # with skip_bad, which runs count is known only once they are read
+    run_error: npt.NDArray[np.object_] | da.Array = read_errors if skip_bad else reasons
     cube = assemble_cube(
         binning,
         counts=counts,

@@ -1,6 +1,8 @@
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +43,7 @@ def test_a_worker_killed_mid_build_does_not_change_the_result(client, hess_runs)
     future = client.compute(cube)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        done = [k for k, ts in scheduler.tasks.items() if "bkgxr-events" in str(k) and ts.state in ("memory", "released", "forgotten")]
+        done = [k for k, ts in scheduler.tasks.items() if "bkgxr-fill" in str(k) and ts.state in ("memory", "released", "forgotten")]
         if done:
             break
         time.sleep(0.0005)
@@ -59,3 +61,24 @@ def test_connect_refuses_both_options_and_yields_none_without():
         pass
     with connect() as client:
         assert client is None
+
+
+def test_skip_bad_gives_the_same_cube_on_a_cluster_and_threads(client, simulation, tmp_path):
+    """``skip_bad`` on a distributed client: same counts, same reasons, with and without a bad run."""
+    store_dir = tmp_path / "store"
+    shutil.copytree(simulation.path, store_dir)
+    store = bkgxr.open_store(store_dir)
+    runs = store.select(skip_bad=True)
+    bad = runs["EVENTS_PATH"].iloc[3]
+    Path(bad).write_bytes(Path(bad).read_bytes()[:5000])  # truncated: unreadable
+    threads = bkgxr.build_cube(runs, skip_bad=True).compute(scheduler="threads")
+    cluster = compute(bkgxr.build_cube(runs, skip_bad=True))
+    assert threads["run_error"].values[3].startswith("cannot read the file")
+    assert list(cluster["run_error"].values) == list(threads["run_error"].values)
+    for name in ("counts", "run_counts", "exposure", "rate"):
+        np.testing.assert_array_equal(cluster[name].values, threads[name].values)
+    assert threads["run_counts"].values[3].sum() == 0 and not threads["run_used"].values[3]
+    clean = compute(bkgxr.build_cube(bkgxr.open_store(simulation.path).select(skip_bad=True), skip_bad=True))
+    assert (clean["run_error"].values == "").all()
+    expected = clean["counts"].values - np.eye(1, clean["counts"].shape[0], int(clean["run_band"][3]))[0][:, None, None] * clean["run_counts"].values[3]
+    np.testing.assert_array_equal(threads["counts"].values, expected)

@@ -64,8 +64,8 @@ def test_building_the_cube_reads_no_event(hess_runs, monkeypatch):
     calls = []
     import bkgxr.io.events
 
-    original = bkgxr.io.events.read_event_table
-    monkeypatch.setattr(bkgxr.io.events, "read_event_table", lambda *a, **k: calls.append(a) or original(*a, **k))
+    original = bkgxr.io.events.iter_event_blocks
+    monkeypatch.setattr(bkgxr.io.events, "iter_event_blocks", lambda *a, **k: calls.append(a) or original(*a, **k))
     with dask.config.set(scheduler="sync"):
         cube = build_cube(hess_runs.iloc[:3], binning=bkgxr.Binning(zenith=[0, 90]))
         assert calls == []

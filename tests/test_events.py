@@ -4,7 +4,7 @@ import dask
 import numpy as np
 from astropy.io import fits
 
-from bkgxr.io.events import open_events, read_run
+from bkgxr.io.events import RunRead, open_events, read_run
 
 
 def _args(run):
@@ -12,9 +12,9 @@ def _args(run):
 
 
 def _peak(args):
-    read_run(*args)  # warm imports and caches
+    read_run(RunRead(*args))  # warm imports and caches
     tracemalloc.start()
-    read_run(*args)
+    read_run(RunRead(*args))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak
@@ -30,7 +30,7 @@ def test_a_read_task_holds_one_runs_events_not_its_file(hess_runs, tmp_path):
     big = np.random.default_rng(0).normal(size=(5000, 1000))  # 40 MB, incompressible
     fits.HDUList([*hdus, fits.ImageHDU(big, name="BIG_IRF")]).writeto(tmp_path / "big.fits.gz")
     args = _args(run)[1:]
-    small, large = _peak((tmp_path / "small.fits.gz", *args)), _peak((tmp_path / "big.fits.gz", *args))
+    small, large = _peak((str(tmp_path / "small.fits.gz"), *args)), _peak((str(tmp_path / "big.fits.gz"), *args))
     assert large < 1.1 * small + 2**16, (small, large)
     assert small < 10 * n_events * 3 * 8  # a few copies of the three columns, nothing file-sized
 
@@ -42,6 +42,6 @@ def test_one_chunk_per_run_in_run_order(hess_runs):
     with dask.config.set(scheduler="sync"):
         blocks = [events.blocks[i].compute() for i in range(4)]
     for block, run in zip(blocks, runs.itertuples()):
-        np.testing.assert_array_equal(block, read_run(*_args(run)))
+        np.testing.assert_array_equal(block, read_run(RunRead(*_args(run))))
         assert np.all(block[:, 0] == run.ZEN_PNT)
     assert errors.compute(scheduler="sync").tolist() == ["", "", "", ""]

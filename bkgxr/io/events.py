@@ -1,6 +1,7 @@
-"""Lazy event columns: one dask chunk per run, only the needed columns.
+"""Event columns of runs: read in bounded blocks, or lazily as one dask chunk per run.
 
-:func:`open_events` returns an ``(n_events, 3)`` float64 dask array whose
+:func:`iter_run_rows` yields a run's events a block of rows at a time (what
+:mod:`bkgxr.fill` histograms); :func:`open_events` returns an ``(n_events, 3)`` float64 dask array whose
 columns follow :data:`bkgxr.axes.DIMS` (zenith, energy, offset), or
 ``(n_events, 4)`` in :data:`bkgxr.axes.DIMS_3D` order for 3D cubes, and whose row
 chunks are the runs, in run-table order. Nothing is read before compute; each
@@ -12,8 +13,11 @@ else the run table's (the obs-index, float32 in H.E.S.S. DR1).
 
 from __future__ import annotations
 
+import itertools
 import operator
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +33,10 @@ from ..exclusion import ExclusionRegions, excluded
 from ..fov import NodeMaps, event_fov_deg, location_of, reference_time, run_node_maps
 from ..geometry import offset_deg
 from ..units import ANGLE_UNIT, ENERGY_UNIT, TIME_UNIT, parse_unit, scale_to
-from ._rawfits import Unsupported, read_table_columns
+from ._rawfits import BLOCK_BYTES, Unsupported, iter_table_blocks
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import numpy.typing as npt
     import pandas as pd
@@ -46,8 +50,8 @@ EVENT_COLUMNS_3D = {**EVENT_COLUMNS, "TIME": TIME_UNIT}
 #: header when it has RA_PNT and DEC_PNT, else the obs-index.
 PNT_HEADER, PNT_HEADER_ELSE_INDEX = "EVENTS header", "EVENTS header, else obs-index"
 
-#: Valued keywords of a FITS header, as :func:`bkgxr.io._rawfits.read_table_columns` returns them.
-Header = dict[str, str | int | float | bool]
+#: Valued keywords of a FITS header, as :func:`bkgxr.io._rawfits.iter_table_blocks` yields them.
+Header = Mapping[str, str | int | float | bool]
 
 
 def _read_with_astropy(
@@ -95,25 +99,20 @@ def header_pointing(header: Header, obs_id: int, path: Path, hdu: str) -> tuple[
     return values[0], values[1]
 
 
-def read_columns(
-    path: str | Path, hdu: str, obs_id: int, *, gti_hdu: str = ""
-) -> tuple[dict[str, npt.NDArray[np.float64]], tuple[float, float] | None]:
-    """Read :data:`EVENT_COLUMNS` of one run in canonical units, and its header pointing.
+def iter_event_blocks(
+    path: str | Path,
+    hdu: str,
+    obs_id: int,
+    *,
+    gti_hdu: str = "",
+    wanted: dict[str, Any] = EVENT_COLUMNS,
+    block_bytes: int = BLOCK_BYTES,
+) -> Iterator[tuple[dict[str, npt.NDArray[np.float64]], Header]]:
+    """Yield the ``wanted`` EVENTS columns of one run in canonical units, a block of rows at a time.
 
-    See :func:`read_event_table`, which this calls; the pointing is
-    :func:`header_pointing` of its header.
-    """
-    columns, header = read_event_table(path, hdu, obs_id, gti_hdu=gti_hdu)
-    return columns, header_pointing(header, obs_id, Path(path), hdu)
-
-
-def read_event_table(
-    path: str | Path, hdu: str, obs_id: int, *, gti_hdu: str = "", wanted: dict[str, Any] = EVENT_COLUMNS
-) -> tuple[dict[str, npt.NDArray[np.float64]], Header]:
-    """Read the ``wanted`` EVENTS columns of one run in canonical units, and the EVENTS header.
-
-    The fast path (:mod:`bkgxr.io._rawfits`) decompresses only up to the end of
-    the EVENTS table; tables it does not handle are read with astropy.
+    The fast path (:func:`bkgxr.io._rawfits.iter_table_blocks`) decompresses
+    only up to the end of the EVENTS table and holds one block of rows at a
+    time; tables it does not handle are read whole with astropy.
 
     Parameters
     ----------
@@ -128,12 +127,14 @@ def read_event_table(
         '' to skip the check.
     wanted : dict
         Column name -> canonical unit (:data:`EVENT_COLUMNS` or :data:`EVENT_COLUMNS_3D`).
+    block_bytes : int
+        Bytes of table rows per block.
 
-    Returns
-    -------
+    Yields
+    ------
     columns : dict of str to numpy.ndarray
-        Float64 columns, shape (n_events,).
-    header : dict
+        Float64 columns of the block, shape (n_block_events,).
+    header : Mapping
         Valued keywords of the EVENTS header.
 
     Raises
@@ -144,107 +145,168 @@ def read_event_table(
     """
     path = Path(path)
     also = (gti_hdu,) if gti_hdu else ()
+    factors: dict[str, float] = {}
     try:
+        blocks: Iterator[tuple[Header, dict[str, npt.NDArray[np.float64]], dict[str, str]]]
+        blocks = iter_table_blocks(path, hdu, list(wanted), also=also, block_bytes=block_bytes)
         try:
-            header, columns, units = read_table_columns(path, hdu, list(wanted), also=also)
+            blocks = itertools.chain([next(blocks)], blocks)
         except Unsupported:
-            header, columns, units = _read_with_astropy(path, hdu, also, wanted)
+            blocks = iter([_read_with_astropy(path, hdu, also, wanted)])
+        for header, columns, units in blocks:
+            if not factors:
+                factors = _unit_factors(columns, units, wanted, obs_id=obs_id, path=path, hdu=hdu)
+            yield _canonical(columns, factors, obs_id=obs_id, path=path, hdu=hdu), header
     except KeyError as err:
         raise InvalidRunError(obs_id, path, f"no {err.args[0]} HDU") from err
     except (OSError, EOFError, ValueError, TypeError, IndexError, zlib.error) as err:
         raise InvalidRunError(obs_id, path, f"cannot read the file: {err}") from err
+
+
+def _unit_factors(
+    columns: dict[str, npt.NDArray[np.float64]], units: dict[str, str], wanted: dict[str, Any], *, obs_id: int, path: Path, hdu: str
+) -> dict[str, float]:
+    """Return the factor from each wanted column's TUNIT to its canonical unit."""
+    factors = {}
     for name, unit in wanted.items():
         if name not in columns:
             raise InvalidRunError(obs_id, path, f"{hdu} lacks column {name}")
         try:
-            factor = scale_to(parse_unit(units[name], default=unit, what=f"{hdu} {name}"), unit)
+            factors[name] = scale_to(parse_unit(units[name], default=unit, what=f"{hdu} {name}"), unit)
         except UnitError as err:
             raise InvalidRunError(obs_id, path, str(err)) from err
-        if factor != 1.0:
-            columns[name] = columns[name] * factor
-        bad = ~np.isfinite(columns[name])
+    return factors
+
+
+def _canonical(
+    columns: dict[str, npt.NDArray[np.float64]], factors: dict[str, float], *, obs_id: int, path: Path, hdu: str
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Return the columns in canonical units, checked to be finite and on the sphere."""
+    out = {}
+    for name, factor in factors.items():
+        values = columns[name] if factor == 1.0 else columns[name] * factor
+        bad = ~np.isfinite(values)
         if bad.any():
             raise InvalidRunError(obs_id, path, f"{hdu} {name} has {int(bad.sum())} non-finite value(s)")
+        out[name] = values
     # A DEC beyond a pole would still give an offset, and a wrong count; the slack
     # keeps a pole written as float32 radians (90.0000025 deg) valid.
-    beyond = np.abs(columns["DEC"]) > 90.0 + 1e-5
+    beyond = np.abs(out["DEC"]) > 90.0 + 1e-5
     if beyond.any():
         raise InvalidRunError(obs_id, path, f"{hdu} DEC has {int(beyond.sum())} value(s) outside [-90, 90] deg")
-    return columns, header
+    return out
 
 
-def read_run(
-    path: str | Path,
-    hdu: str,
-    gti_hdu: str,
-    obs_id: int,
-    ra_pnt: float,
-    dec_pnt: float,
-    zenith: float,
-    e_min: float = -np.inf,
-    e_max: float = np.inf,
-    fov: str = "offset",
-    exclude: ExclusionRegions | None = None,
-    nodes: NodeMaps | None = None,
-) -> npt.NDArray[np.float64]:
-    """Read one run and return its events as rows of (zenith, energy, FoV coordinates).
+def read_event_table(
+    path: str | Path, hdu: str, obs_id: int, *, gti_hdu: str = "", wanted: dict[str, Any] = EVENT_COLUMNS
+) -> tuple[dict[str, npt.NDArray[np.float64]], Header]:
+    """Read the ``wanted`` EVENTS columns of one run in canonical units, whole, and the EVENTS header.
+
+    The blocks of :func:`iter_event_blocks`, joined; see there.
+    """
+    blocks = list(iter_event_blocks(path, hdu, obs_id, gti_hdu=gti_hdu, wanted=wanted))
+    columns = {name: np.concatenate([block[name] for block, _ in blocks]) for name in wanted}
+    return columns, blocks[0][1]
+
+
+@dataclass(frozen=True)
+class RunRead:
+    """What reading one run needs: its file, pointing, energy range, FoV frame, regions and node maps.
+
+    ``ra_pnt``/``dec_pnt`` (deg, from the run table) are used only when the
+    EVENTS header lacks RA_PNT/DEC_PNT; ``zenith`` (deg) is the run's pointing
+    zenith; events outside ``[e_min, e_max)`` TeV and inside ``exclude`` are dropped.
+    """
+
+    path: str
+    hdu: str
+    gti_hdu: str
+    obs_id: int
+    ra_pnt: float
+    dec_pnt: float
+    zenith: float
+    e_min: float = -np.inf
+    e_max: float = np.inf
+    fov: str = "offset"
+    exclude: ExclusionRegions | None = None
+    nodes: NodeMaps | None = None
+
+    @property
+    def n_dims(self) -> int:
+        """Columns of an event row: :data:`bkgxr.axes.DIMS` or :data:`bkgxr.axes.DIMS_3D`."""
+        return len(DIMS_3D if self.fov == "altaz" else DIMS)
+
+
+def iter_run_rows(run: RunRead, *, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[npt.NDArray[np.float64], ...]]:
+    """Yield one run's events, a block at a time, as columns (zenith, energy, FoV coordinates).
 
     The FoV coordinates are measured from the EVENTS header's RA_PNT/DEC_PNT,
-    as gammapy does; ``ra_pnt`` and ``dec_pnt`` (deg, from the run table) are
-    used only when the header lacks them. ``fov="offset"``: the offset (2D);
-    ``fov="altaz"``: FoV longitude and latitude in the frame aligned with the
-    horizontal system at each event's time (3D, :func:`bkgxr.fov.event_fov_deg`,
-    from TIME, the header's MJDREF and observatory location GEOLON/GEOLAT/ALTITUDE).
-    The zenith of every event is the run's pointing zenith. Events outside
-    ``[e_min, e_max)`` TeV (the run's safe energy bins) and inside any region
-    of ``exclude`` are dropped. ``nodes``: the run's precomputed node maps
+    as gammapy does (the run table's when the header lacks them).
+    ``fov="offset"``: the offset (2D); ``fov="altaz"``: FoV longitude and
+    latitude in the frame aligned with the horizontal system at each event's
+    time (3D, :func:`bkgxr.fov.event_fov_deg`, from TIME, the header's MJDREF
+    and observatory location GEOLON/GEOLAT/ALTITUDE). The zenith of every event
+    is the run's pointing zenith. ``run.nodes``: the run's precomputed node maps
     (:func:`bkgxr.fov.run_node_maps`), used when made for the header's MJDREF
     and location and holding every event's node, else astropy computes them here.
+
+    Yields
+    ------
+    tuple of numpy.ndarray
+        Float64 columns in :data:`bkgxr.axes.DIMS` order (deg, TeV, deg), or
+        :data:`bkgxr.axes.DIMS_3D` order; shape (n_block_events,) each.
+
+    Raises
+    ------
+    InvalidRunError
+        See :func:`iter_event_blocks`; also for a 3D read without the keywords it needs.
+    """
+    path = Path(run.path)
+    wanted = EVENT_COLUMNS_3D if run.fov == "altaz" else EVENT_COLUMNS
+    pointing: tuple[float, float] | None = None
+    for columns, header in iter_event_blocks(path, run.hdu, run.obs_id, gti_hdu=run.gti_hdu, wanted=wanted, block_bytes=block_bytes):
+        if pointing is None:
+            pointing = header_pointing(header, run.obs_id, path, run.hdu) or (run.ra_pnt, run.dec_pnt)
+        keep = (columns["ENERGY"] >= run.e_min) & (columns["ENERGY"] < run.e_max)
+        if run.exclude is not None:
+            keep &= ~excluded(columns["RA"], columns["DEC"], run.exclude)
+        if not keep.all():
+            columns = {name: values[keep] for name, values in columns.items()}
+        zenith = np.full(columns["ENERGY"].size, run.zenith)
+        if run.fov != "altaz":
+            yield zenith, columns["ENERGY"], offset_deg(columns["RA"], columns["DEC"], *pointing)
+            continue
+        try:
+            reference, location = reference_time(header), location_of(header)
+        except KeyError as err:
+            raise InvalidRunError(run.obs_id, path, f"{run.hdu} lacks {err.args[0]}, needed for FoV coordinates") from err
+        lon, lat, _ = event_fov_deg(
+            columns["RA"], columns["DEC"], columns["TIME"], *pointing, reference=reference, location=location, nodes=run.nodes
+        )
+        yield zenith, columns["ENERGY"], lon, lat
+
+
+def read_run(run: RunRead) -> npt.NDArray[np.float64]:
+    """Read one run whole and return its events as rows of (zenith, energy, FoV coordinates).
+
+    The blocks of :func:`iter_run_rows`, stacked.
 
     Returns
     -------
     numpy.ndarray
         Shape: (n_events, 3) in :data:`bkgxr.axes.DIMS` order (deg, TeV, deg),
         or (n_events, 4) in :data:`bkgxr.axes.DIMS_3D` order.
-
-    Raises
-    ------
-    InvalidRunError
-        See :func:`read_event_table`; also for a 3D read without the keywords it needs.
     """
-    path = Path(path)
-    wanted = EVENT_COLUMNS_3D if fov == "altaz" else EVENT_COLUMNS
-    columns, header = read_event_table(path, hdu, obs_id, gti_hdu=gti_hdu, wanted=wanted)
-    ra_pnt, dec_pnt = header_pointing(header, obs_id, path, hdu) or (ra_pnt, dec_pnt)
-    keep = (columns["ENERGY"] >= e_min) & (columns["ENERGY"] < e_max)
-    if exclude is not None:
-        keep &= ~excluded(columns["RA"], columns["DEC"], exclude)
-    if not keep.all():
-        columns = {name: values[keep] for name, values in columns.items()}
-    dims = DIMS_3D if fov == "altaz" else DIMS
-    out = np.empty((columns["ENERGY"].size, len(dims)), dtype=np.float64)
-    out[:, 0] = zenith
-    out[:, 1] = columns["ENERGY"]
-    if fov == "altaz":
-        try:
-            reference, location = reference_time(header), location_of(header)
-        except KeyError as err:
-            raise InvalidRunError(obs_id, path, f"{hdu} lacks {err.args[0]}, needed for FoV coordinates") from err
-        lon, lat, _ = event_fov_deg(
-            columns["RA"], columns["DEC"], columns["TIME"], ra_pnt, dec_pnt, reference=reference, location=location, nodes=nodes
-        )
-        out[:, 2], out[:, 3] = lon, lat
-    else:
-        out[:, 2] = offset_deg(columns["RA"], columns["DEC"], ra_pnt, dec_pnt)
-    return out
+    blocks = [np.column_stack(columns) for columns in iter_run_rows(run)]
+    return np.concatenate(blocks) if blocks else np.empty((0, run.n_dims))
 
 
-def _read_or_skip(*args: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.object_]]:
+def _read_or_skip(run: RunRead) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.object_]]:
     """Run :func:`read_run`, turning an InvalidRunError into no events and its message."""
     try:
-        return read_run(*args), np.array([""], dtype=object)
+        return read_run(run), np.array([""], dtype=object)
     except InvalidRunError as err:
-        return np.empty((0, len(DIMS_3D if args[9] == "altaz" else DIMS))), np.array([err.reason], dtype=object)
+        return np.empty((0, run.n_dims)), np.array([err.reason], dtype=object)
 
 
 def index_node_maps(runs: pd.DataFrame) -> list[NodeMaps | None]:
@@ -271,6 +333,44 @@ def index_node_maps(runs: pd.DataFrame) -> list[NodeMaps | None]:
     return out
 
 
+def run_reads(
+    runs: pd.DataFrame,
+    *,
+    fov: str = "offset",
+    exclude: Sequence[ExclusionRegions | None] | None = None,
+    nodes: Sequence[NodeMaps | None] | None = None,
+) -> list[RunRead]:
+    """Return what reading each run of ``runs`` needs, in run-table order.
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame
+        Run table from :meth:`bkgxr.Store.select`; optional columns ``E_MIN``
+        and ``E_MAX`` (TeV) limit each run's energies.
+    fov : {"offset", "altaz"}
+        FoV coordinates of the events (see :func:`iter_run_rows`). For "altaz",
+        astropy computes the node maps of all runs here, in one call (see
+        :func:`index_node_maps`), unless ``nodes`` are given.
+    exclude : sequence of ExclusionRegions or None, optional
+        Regions whose events each run drops, one entry per run (None: none).
+    nodes : sequence of NodeMaps or None, optional
+        Each run's node maps (:func:`index_node_maps`), when the caller has them already.
+    """
+    limits = runs.reindex(columns=["E_MIN", "E_MAX"]).fillna({"E_MIN": -np.inf, "E_MAX": np.inf})
+    regions = [None] * len(runs) if exclude is None else list(exclude)
+    if fov != "altaz":
+        nodes = [None] * len(runs)
+    elif nodes is None:
+        nodes = index_node_maps(runs)
+    return [
+        RunRead(str(r.EVENTS_PATH), str(r.EVENTS_HDU), str(getattr(r, "GTI_HDU", "")), int(r.OBS_ID),
+                float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region, node)
+        for r, lo, hi, region, node in zip(
+            runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], regions, nodes, strict=True
+        )
+    ]
+
+
 def open_events(
     runs: pd.DataFrame,
     *,
@@ -281,22 +381,19 @@ def open_events(
 ) -> tuple[da.Array, da.Array]:
     """Return the events of ``runs`` as a lazy dask array, one chunk per run.
 
+    For exploring events (e.g. histogramming them with dask-histogram); a
+    chunk holds a whole run in memory. :func:`bkgxr.build_cube` instead
+    reads and histograms runs in bounded blocks (:mod:`bkgxr.fill`).
+
     Parameters
     ----------
     runs : pandas.DataFrame
-        Run table from :meth:`bkgxr.Store.select`; optional columns ``E_MIN``
-        and ``E_MAX`` (TeV) limit each run's energies.
+        Run table from :meth:`bkgxr.Store.select` (see :func:`run_reads`).
     skip_bad : bool
         A run that fails to read contributes no events and its error message
         instead of raising :class:`~bkgxr.InvalidRunError` at compute time.
-    fov : {"offset", "altaz"}
-        FoV coordinates of the events (see :func:`read_run`). For "altaz",
-        astropy computes the node maps of all runs here, in one call (see
-        :func:`index_node_maps`, or ``nodes``), and each task maps its events with numpy.
-    exclude : sequence of ExclusionRegions or None, optional
-        Regions whose events each run drops, one entry per run (None: none).
-    nodes : sequence of NodeMaps or None, optional
-        Each run's node maps (:func:`index_node_maps`), when the caller has them already.
+    fov, exclude, nodes
+        See :func:`run_reads`.
 
     Returns
     -------
@@ -307,36 +404,24 @@ def open_events(
         Shape: (n_runs,), object: '' for a run read, else why it was skipped.
         Computed by the same tasks as ``events``: each file is read once.
     """
-    limits = runs.reindex(columns=["E_MIN", "E_MAX"]).fillna({"E_MIN": -np.inf, "E_MAX": np.inf})
-    regions = [None] * len(runs) if exclude is None else list(exclude)
-    if fov != "altaz":
-        nodes = [None] * len(runs)
-    elif nodes is None:
-        nodes = index_node_maps(runs)
-    args = [
-        (str(r.EVENTS_PATH), str(r.EVENTS_HDU), str(getattr(r, "GTI_HDU", "")), int(r.OBS_ID),
-         float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region, node)
-        for r, lo, hi, region, node in zip(
-            runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], regions, nodes, strict=True
-        )
-    ]
-    if not args:
+    reads = run_reads(runs, fov=fov, exclude=exclude, nodes=nodes)
+    if not reads:
         raise ValueError("open_events needs at least one run")
-    token = tokenize(args, skip_bad)
+    token = tokenize(reads, skip_bad)
     read, name, status = f"bkgxr-read-run-{token}", f"bkgxr-events-{token}", f"bkgxr-run-error-{token}"
     if not skip_bad:  # one task per run; errors raise, the status is all ''
-        layer = {(name, i, 0): (read_run, *arg) for i, arg in enumerate(args)}
-        layers: dict[str, Any] = {name: layer, status: {(status, i): (np.array, [""], object) for i in range(len(args))}}
+        layer = {(name, i, 0): (read_run, run) for i, run in enumerate(reads)}
+        layers: dict[str, Any] = {name: layer, status: {(status, i): (np.array, [""], object) for i in range(len(reads))}}
         graph = HighLevelGraph(layers, {name: set(), status: set()})
     else:
         layers = {
-            read: {(read, i): (_read_or_skip, *arg) for i, arg in enumerate(args)},
-            name: {(name, i, 0): (operator.getitem, (read, i), 0) for i in range(len(args))},
-            status: {(status, i): (operator.getitem, (read, i), 1) for i in range(len(args))},
+            read: {(read, i): (_read_or_skip, run) for i, run in enumerate(reads)},
+            name: {(name, i, 0): (operator.getitem, (read, i), 0) for i in range(len(reads))},
+            status: {(status, i): (operator.getitem, (read, i), 1) for i in range(len(reads))},
         }
         graph = HighLevelGraph(layers, {read: set(), name: {read}, status: {read}})
     # dask.array.Array's constructor is unannotated
-    n_dims = len(DIMS_3D if fov == "altaz" else DIMS)
-    events = da.Array(graph, name, chunks=((np.nan,) * len(args), (n_dims,)), dtype=np.float64)  # type: ignore[no-untyped-call]
-    errors = da.Array(graph, status, chunks=((1,) * len(args),), dtype=object)  # type: ignore[no-untyped-call]
+    n_dims = reads[0].n_dims
+    events = da.Array(graph, name, chunks=((np.nan,) * len(reads), (n_dims,)), dtype=np.float64)  # type: ignore[no-untyped-call]
+    errors = da.Array(graph, status, chunks=((1,) * len(reads),), dtype=object)  # type: ignore[no-untyped-call]
     return events, errors

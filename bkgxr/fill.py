@@ -1,0 +1,149 @@
+"""Fill the histograms of runs: one task per batch of runs, each run read in bounded blocks.
+
+A task reads the runs of its batch one after the other, each a block of rows
+at a time (:func:`bkgxr.io.events.iter_run_rows`), and fills boost
+histograms with every block before the next is read: memory per task is one
+block plus the histograms, whatever a file's size. It returns the batch's
+histogram, which dask-histogram tree-reduces into the cube's counts, and each
+run's own counts for the recipes. Batching keeps the graph at O(n_runs /
+batch) tasks, so scheduler overhead and memory stay flat to thousands of runs.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import TYPE_CHECKING, Any
+
+import boost_histogram as bh
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from dask_histogram.core import PartitionedHistogram
+
+from .exceptions import InvalidRunError
+from .io._rawfits import BLOCK_BYTES
+from .io.events import iter_run_rows
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy.typing as npt
+
+    from .axes import Binning
+    from .io.events import RunRead
+
+#: Most runs in one task: large enough to amortise per-task overhead (~1 ms on a cluster).
+MAX_BATCH_RUNS = 50
+#: Fewest tasks a build is split into (runs permitting), so that every core of a
+#: machine or small cluster has work and the progress bar moves.
+MIN_BATCHES = 32
+
+
+def batch_bounds(n_runs: int, *, max_runs: int = MAX_BATCH_RUNS, min_batches: int = MIN_BATCHES) -> list[tuple[int, int]]:
+    """Return ``(start, stop)`` of consecutive batches covering ``n_runs`` runs.
+
+    Batches differ in size by at most one run; there are at least
+    ``min(n_runs, min_batches)`` of them and none holds more than ``max_runs``.
+    """
+    n_batches = max(min(n_runs, min_batches), -(-n_runs // max_runs))
+    edges = np.linspace(0, n_runs, n_batches + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+
+
+def fill_runs(
+    reads: Sequence[RunRead | None],
+    histref: bh.Histogram[bh.storage.Int64],
+    skip_bad: bool = False,
+    block_bytes: int = BLOCK_BYTES,
+    reasons: Sequence[str] | None = None,
+) -> tuple[bh.Histogram[bh.storage.Int64], npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+    """Fill the histograms of a batch of runs, each read in bounded blocks.
+
+    Parameters
+    ----------
+    reads : sequence of RunRead or None
+        The runs of the batch; None for a run not read (no counts, no error).
+    histref : boost_histogram.Histogram
+        Empty histogram with the cube's axes (zenith, energy, FoV...).
+    skip_bad : bool
+        A run that fails to read gets no counts and its error message,
+        instead of raising :class:`~bkgxr.InvalidRunError`.
+    block_bytes : int
+        Bytes of EVENTS rows read at once.
+    reasons : sequence of str, optional
+        Why each run is not read ('' if it is), returned as its error.
+
+    Returns
+    -------
+    total : boost_histogram.Histogram
+        Counts of all runs of the batch read.
+    run_counts : numpy.ndarray
+        Each run's counts summed over zenith. Shape: (n_reads, n_energy, *fov shape).
+    errors : numpy.ndarray
+        Shape: (n_reads,), object: why each run was skipped, '' otherwise.
+    """
+    total, run = histref.copy(), histref.copy()
+    run_counts = np.zeros((len(reads), *histref.shape[1:]), dtype=np.int64)
+    errors = np.array([""] * len(reads) if reasons is None else list(reasons), dtype=object)
+    for i, read in enumerate(reads):
+        if read is None:
+            continue
+        run.reset()
+        try:
+            for columns in iter_run_rows(read, block_bytes=block_bytes):
+                run.fill(*columns)
+        except InvalidRunError as err:
+            if not skip_bad:
+                raise
+            errors[i] = err.reason
+            continue
+        run_counts[i] = run.values().sum(axis=0)
+        total += run
+    return total, run_counts, errors
+
+
+def histogram_runs(
+    reads: Sequence[RunRead | None], binning: Binning, *, skip_bad: bool = False, reasons: Sequence[str] | None = None
+) -> tuple[da.Array, da.Array, da.Array]:
+    """Return lazy counts of ``reads``: the cube's, each run's, and why runs were skipped.
+
+    Parameters
+    ----------
+    reads : sequence of RunRead or None
+        One entry per run of the run table (None: not read), see
+        :func:`bkgxr.io.events.run_reads`.
+    binning : Binning
+    skip_bad, reasons
+        See :func:`fill_runs`.
+
+    Returns
+    -------
+    counts : dask.array.Array
+        Shape: ``binning.shape`` (zenith, energy, *fov), int64.
+    run_counts : dask.array.Array
+        Shape: (n_runs, n_energy, *fov shape), int64.
+    errors : dask.array.Array
+        Shape: (n_runs,), object: why each run was skipped or not read ('' if used).
+    """
+    if not reads:
+        raise ValueError("histogram_runs needs at least one run")
+    histref = bh.Histogram(*binning.boost_axes(), storage=bh.storage.Int64())
+    bounds = batch_bounds(len(reads))
+    reasons = [""] * len(reads) if reasons is None else list(reasons)
+    token = tokenize(list(reads), binning, skip_bad, reasons)
+    fill, hist, counts_name, errors_name = (f"bkgxr-{what}-{token}" for what in ("fill", "fill-hist", "run-counts", "run-error"))
+    zeros = (0,) * (len(binning.shape) - 1)
+    layers: dict[str, dict[Any, Any]] = {
+        fill: {(fill, b): (fill_runs, list(reads[lo:hi]), histref, skip_bad, BLOCK_BYTES, reasons[lo:hi]) for b, (lo, hi) in enumerate(bounds)},
+        hist: {(hist, b): (operator.getitem, (fill, b), 0) for b in range(len(bounds))},
+        counts_name: {(counts_name, b, *zeros): (operator.getitem, (fill, b), 1) for b in range(len(bounds))},
+        errors_name: {(errors_name, b): (operator.getitem, (fill, b), 2) for b in range(len(bounds))},
+    }
+    graph = HighLevelGraph(layers, {fill: set(), hist: {fill}, counts_name: {fill}, errors_name: {fill}})
+    sizes = tuple(hi - lo for lo, hi in bounds)
+    counts = PartitionedHistogram(graph, hist, len(bounds), histref).collapse().to_dask_array(flow=False)[0]
+    # dask.array.Array's constructor is unannotated
+    run_counts = da.Array(graph, counts_name, chunks=(sizes, *((n,) for n in binning.shape[1:])), dtype=np.int64)  # type: ignore[no-untyped-call]
+    errors = da.Array(graph, errors_name, chunks=(sizes,), dtype=object)  # type: ignore[no-untyped-call]
+    return counts, run_counts, errors

@@ -1,35 +1,37 @@
 """Command line interface: argument parsing and calls to the public API only.
 
 Heavy modules are imported inside the commands, so ``bkgxr --help`` is quick.
+Every failure is one line on stderr: ``bkgxr: error: ...``, exit code 2 for a
+bad option or argument, 1 for data or files that cannot be used. SIGINT and
+SIGTERM stop a command with one line and exit code 130 or 143; no temporary
+file is left and an output is either complete or untouched (a second signal
+exits at once).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import cli_args
 from .recipe import DEADTIMES, DEFAULT_RECIPE, ZENITH_MODELS, Recipe, Smoothing
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import pandas as pd
     import xarray as xr
+    from matplotlib.figure import Figure
 
     from .exclusion import ExclusionRegions
     from .io.store import Store
-
-
-def _edges_arg(text: str) -> list[float]:
-    from .axes import parse_edges
-
-    try:
-        return parse_edges(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _add_cube_options(p: argparse.ArgumentParser) -> None:
@@ -37,6 +39,7 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", type=Path, help="folder with hdu-index.fits[.gz] and obs-index.fits[.gz]")
     p.add_argument(
         "--query",
+        metavar="EXPR",
         help="selection on the obs index, e.g. 'ZEN_PNT < 40 and TARGET_NAME != \"Crab\"': column names, literals, "
         "comparisons, in [...], and/or/not; parsed, never evaluated (default: the runs of --runs)",
     )
@@ -58,7 +61,7 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--exclude-radius",
-        type=float,
+        type=cli_args.width_or_zero,
         default=0.5,
         help="radius (deg) of the circle excluded around the target (RA_OBJ, DEC_OBJ) of every run "
         "that is not an off run; 0 for none (default: 0.5)",
@@ -70,10 +73,10 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
         help="offset: 2D models (BKG_2D, radial); altaz: 3D models in FoV lon/lat aligned with Alt/Az "
         "(BKG_3D, FOVALIGN = 'ALTAZ'; not smoothed unless --smooth) (default: offset)",
     )
-    p.add_argument("--fov-edges", type=_edges_arg, help="deg, edges of FoV lon and lat with --fov altaz (default: -3 to 3 by 0.5)")
-    p.add_argument("--energy-edges", type=_edges_arg, help="TeV, comma-separated (default: 19 log bins 0.1-100)")
-    p.add_argument("--offset-edges", type=_edges_arg, help="deg (default: 9 bins 0-3, even in offset^2)")
-    p.add_argument("--zenith-edges", type=_edges_arg, help="deg (default: 0,20,40,90)")
+    p.add_argument("--fov-edges", type=cli_args.edges, help="deg, edges of FoV lon and lat with --fov altaz (default: -3 to 3 by 0.5)")
+    p.add_argument("--energy-edges", type=cli_args.edges, help="TeV, comma-separated (default: 19 log bins 0.1-100)")
+    p.add_argument("--offset-edges", type=cli_args.edges, help="deg (default: 9 bins 0-3, even in offset^2)")
+    p.add_argument("--zenith-edges", type=cli_args.edges, help="deg (default: 0,20,40,90)")
     p.add_argument(
         "--safe-energy",
         action="store_true",
@@ -95,12 +98,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="bkg of each observation: its zenith band's model (bands: the tutorial), bands interpolated "
         f"in cos(zenith), or a kernel over runs in cos(zenith) and time (default: {d.zenith})",
     )
-    p.add_argument("--kernel-sigma", type=float, help=f"kernel width in cos(zenith) (default: {d.kernel_sigma:g})")
-    p.add_argument("--time-sigma", type=float, help=f"kernel width in time, years; 0 for none (default: {d.time_sigma:g})")
+    p.add_argument("--kernel-sigma", type=cli_args.positive, help=f"kernel width in cos(zenith), > 0 (default: {d.kernel_sigma:g})")
+    p.add_argument("--time-sigma", type=cli_args.width_or_zero, help=f"kernel width in time, years; 0 for none (default: {d.time_sigma:g})")
     p.add_argument("--track", action=argparse.BooleanOptionalAction,
                    help="follow the pointing's zenith over each run (kernel weights and models averaged over the "
                    "run's track) instead of its ZEN_PNT (default: off)")
-    p.add_argument("--efficiency-sigma", type=float,
+    p.add_argument("--efficiency-sigma", type=cli_args.width_or_zero,
                    help="kernel width in ln(optical efficiency), MUONEFF of the obs index; 0 for none (default: none)")
     p.add_argument(
         "--smooth",
@@ -128,23 +131,24 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_build(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
     p = sub.add_parser(
         "build",
-        help="build BKG_2D models from the off runs of a GADF data store",
+        help="build background models (BKG_2D, or BKG_3D with --fov altaz) from the runs of a GADF data store",
         description="Histogram the selected runs in zenith x energy x offset, divide by "
-        "exposure and write BKG_2D models with HDU/OBS index tables that "
+        "exposure and write the models with HDU/OBS index tables that "
         "gammapy's DataStore.from_file loads.",
     )
     _add_cube_options(p)
-    p.add_argument("--out", type=Path, required=True, help="output FITS file")
+    p.add_argument("--out", type=cli_args.output_file, required=True,
+                   help="output FITS file (its name and its path relative to the store must be ASCII)")
     _add_model_options(p)
-    p.add_argument("--date", help="DATE keyword of the output (default: today, UTC)")
+    p.add_argument("--date", type=cli_args.date, help="DATE keyword of the output, e.g. 2026-01-01 (default: today, UTC)")
     _add_cluster_options(p)
     p.set_defaults(func=_build)
 
 
-def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_validate(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
     p = sub.add_parser(
         "validate",
         help="leave-one-run-out validation of a zenith recipe on the off runs",
@@ -154,8 +158,8 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     _add_cube_options(p)
     _add_model_options(p)
-    p.add_argument("--radius", type=float, default=2.0, help="compare offsets up to this radius, deg (default: 2)")
-    p.add_argument("--out", type=Path, help="write the per-run table as CSV (summary in # lines)")
+    p.add_argument("--radius", type=cli_args.positive, default=2.0, help="compare offsets up to this radius, deg (default: 2)")
+    p.add_argument("--out", type=cli_args.output_file, help="write the per-run table as CSV (summary in # lines)")
     p.add_argument(
         "--compare",
         action="store_true",
@@ -176,16 +180,18 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument(
-        "--workers", type=int, help="start a local dask cluster of N worker processes (default: threads in this process)"
+        "--workers", type=cli_args.workers, metavar="N",
+        help="start a local dask cluster of N worker processes (default: threads in this process)",
     )
     group.add_argument(
         "--scheduler",
         help="address of a running dask scheduler, e.g. tcp://host:8786; its workers must read the run files at the same paths",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar, no dashboard link")
+    p.add_argument("--verbose", action="store_true", help="show dask.distributed's log (a failed task's worker traceback)")
 
 
-def summary(cube: xr.Dataset, *, query: str | None, out: Path | None = None) -> str:
+def summary(cube: xr.Dataset, *, query: str | None) -> str:
     """Return the build summary: runs, events, ONTIME and LIVETIME per zenith band."""
     lines = [f"selection: {query}" if query else "selection: every run (no query)"]
     lines.append(f"{'zenith band (deg)':>18} {'runs':>6} {'events':>10} {'ontime (h)':>11} {'livetime (h)':>13}")
@@ -197,18 +203,37 @@ def summary(cube: xr.Dataset, *, query: str | None, out: Path | None = None) -> 
     error = cube["run_error"].values
     for obs_id, reason in zip(cube["obs_id"].values[error != ""], error[error != ""], strict=True):
         lines.append(f"left out: run {int(obs_id)}: {reason}")
-    if out is not None:
-        lines.append(f"written: {out}")
     return "\n".join(lines)
+
+
+def written(models: xr.Dataset, out: str | Path) -> str:
+    """Return the line saying where the models went (absolute path) and which models the file holds."""
+    kind = "BKG_3D" if "fov_lon" in models.dims else "BKG_2D"
+    own, bands, n_obs = int(models["obs_own"].sum()), models.sizes["zenith"], models.sizes["obs_id"]
+    with_model = int((models["obs_own"] | (models["obs_band"] >= 0)).sum())
+    line = f"written: {Path(out).absolute()}: "
+    if own:
+        line += f"one {kind} model per observation ({own} HDUs BKG_OBS_<OBS_ID>) and {bands} zenith-band models (BKG_ZEN_*)"
+    else:
+        line += f"{bands} zenith-band {kind} models (BKG_ZEN_*), each of the {with_model} observations pointing to its band's"
+    if with_model < n_obs:
+        line += f"; {n_obs - with_model} of {n_obs} observations have no model (--outside none)"
+    return line
 
 
 def _select(data_dir: Path, query: str | None, runs: str, *, skip_bad: bool) -> tuple[Store, pd.DataFrame, str | None]:
     from . import OFF_QUERY, open_store
+    from .exceptions import EmptySelectionError
 
     store = open_store(data_dir)
+    given = query
     if query is None and runs == "off" and "TARGET_NAME" in store.obs_table.colnames:
         query = OFF_QUERY
-    return store, store.select(query, skip_bad=skip_bad), query
+    try:
+        return store, store.select(query, skip_bad=skip_bad), query
+    except EmptySelectionError:
+        what = f"--query {given!r}" if given is not None else f"--runs {runs} ({query})" if query else "the store"
+        raise EmptySelectionError(f"no run of {store.root} matches {what}; its obs index has {len(store.obs)} runs") from None
 
 
 def _exclusion(args: argparse.Namespace) -> ExclusionRegions | None:
@@ -234,7 +259,7 @@ def _cube(args: argparse.Namespace) -> tuple[Store, xr.Dataset, str | None]:
         zenith=args.zenith_edges, energy=args.energy_edges, offset=args.offset_edges,
         fov=args.fov, fov_lon=args.fov_edges, fov_lat=args.fov_edges,
     )
-    with connect(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet):
+    with connect(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet, silence_logs=not args.verbose):
         cube = build_cube(
             runs, binning=binning, skip_bad=args.skip_bad, safe_energy=args.safe_energy,
             exclusion=exclusion, target_radius=args.exclude_radius or None,
@@ -276,8 +301,10 @@ def _build(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
     check_output(args.out, store=open_store(args.data_dir))  # before the build, not after it; never an input
     store, cube, query = _cube(args)
-    out = write_models(predict_models(cube, store, recipe), args.out, store=store, date=args.date)
-    print(summary(cube, query=query, out=out))
+    models = predict_models(cube, store, recipe)
+    out = write_models(models, args.out, store=store, date=args.date)
+    print(summary(cube, query=query))
+    print(written(models, out))
     print(recipe.describe())
     return 0
 
@@ -321,6 +348,11 @@ def _validate(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
     if args.fields:
         return _validate_fields(args, recipe)
+    if args.out is not None:
+        from . import open_store
+        from .io.write import check_output
+
+        check_output(args.out, store=open_store(args.data_dir))  # the CSV never replaces an input
     store, cube, query = _cube(args)
     result = validate(cube, recipe=recipe, radius=args.radius)
     print(summary(cube, query=query))
@@ -335,11 +367,11 @@ def _validate(args: argparse.Namespace) -> int:
 
             print(validate_published(store, cube, radius=args.radius))
     if args.out is not None:
-        print(f"written: {result.write(args.out)}")
+        print(f"written: {result.write(args.out).absolute()}")
     return 0
 
 
-def _add_plot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_plot(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
     p = sub.add_parser(
         "plot",
         help="plot the models of a file written by 'bkgxr build' to a PNG",
@@ -347,27 +379,40 @@ def _add_plot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "model file (bkgxr.plot.plot_overview) and save the figure.",
     )
     p.add_argument("file", type=Path, help="FITS file written by 'bkgxr build' or bkgxr.write_models")
-    p.add_argument("--out", type=Path, required=True, help="output image (PNG; format from the suffix)")
-    p.add_argument("--offsets", type=_edges_arg, default=[0.5, 1.5], help="deg, offsets of the spectra (default: 0.5,1.5)")
+    p.add_argument("--out", type=cli_args.output_file, required=True, help="output image (PNG; format from the suffix)")
+    p.add_argument("--offsets", type=cli_args.values, default=[0.5, 1.5], help="deg, offsets of the spectra (default: 0.5,1.5)")
     p.add_argument(
-        "--energies", type=_edges_arg, default=[0.5, 1.0, 3.0, 10.0], help="TeV, energies of the radial profiles (default: 0.5,1,3,10)"
+        "--energies", type=cli_args.values, default=[0.5, 1.0, 3.0, 10.0], help="TeV, energies of the radial profiles (default: 0.5,1,3,10)"
     )
-    p.add_argument("--dpi", type=int, default=100, help="resolution (default: 100)")
+    p.add_argument("--dpi", type=cli_args.dpi, default=100, help=f"resolution, 1 to {cli_args.MAX_DPI} (default: 100)")
     p.set_defaults(func=_plot)
+
+
+def _save(fig: Figure, out: str | Path, *, dpi: int) -> Path:
+    """Save a figure atomically (format from the suffix) and return its path."""
+    import io
+
+    from .io.write import write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format=Path(out).suffix.lstrip(".").lower() or "png")
+    return write_atomic(buffer.getvalue(), out)
 
 
 def _plot(args: argparse.Namespace) -> int:
     from .io.read import read_models
+    from .io.write import check_output
     from .plot import plot_overview
 
+    if os.path.realpath(args.out) == os.path.realpath(args.file):
+        raise ValueError(f"--out {args.out} is the model file being read; give another name")
+    check_output(args.out)
     fig = plot_overview(read_models(args.file), offsets=args.offsets, energies=args.energies)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=args.dpi)
-    print(f"written: {args.out}")
+    print(f"written: {_save(fig, args.out, dpi=args.dpi).absolute()}")
     return 0
 
 
-def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_simulate(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
     p = sub.add_parser(
         "simulate",
         help="write a GADF data store of off runs drawn from a known background model",
@@ -375,14 +420,15 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "seed) and write their EVENTS/GTI files with hdu-index and obs-index tables.",
     )
     p.add_argument("out_dir", type=Path, help="store folder to write")
-    p.add_argument("--runs", type=int, required=True, help="number of runs")
-    p.add_argument("--events-per-run", type=float, required=True, help="mean expected events per run")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--zenith-range", type=_edges_arg, default=[0.0, 60.0], help="deg, 'lo,hi' (default: 0,60)")
-    p.add_argument("--workers", type=int, default=1, help="processes drawing and writing runs (default: 1)")
-    p.add_argument("--date", help="DATE keyword of the files (default: today, UTC)")
+    p.add_argument("--runs", type=cli_args.count, required=True, help="number of runs")
+    p.add_argument("--events-per-run", type=cli_args.events_per_run, required=True, help="mean expected events per run")
+    p.add_argument("--seed", type=cli_args.seed, default=0, help="random seed (default: 0)")
+    p.add_argument("--zenith-range", type=cli_args.range_of(0, 90), default=(0.0, 60.0), help="deg, 'lo,hi' (default: 0,60)")
+    p.add_argument("--workers", type=cli_args.workers, default=1, help="processes drawing and writing runs (default: 1)")
+    p.add_argument("--date", type=cli_args.date, help="DATE keyword of the files, e.g. 2026-01-01 (default: today, UTC)")
     p.add_argument("--overwrite", action="store_true", help="replace a store already in OUT_DIR")
-    p.add_argument("--deadc-range", type=_edges_arg, default=[0.88, 0.94], help="'lo,hi' of the drawn DEADC (default: 0.88,0.94)")
+    p.add_argument("--deadc-range", type=cli_args.range_of(0, 1), default=(0.88, 0.94),
+                   help="'lo,hi' of the drawn DEADC (default: 0.88,0.94)")
     p.add_argument(
         "--truth-time",
         choices=("ontime", "livetime"),
@@ -403,14 +449,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from .simulate import simulate_store
 
-    for name in ("zenith_range", "deadc_range"):
-        if len(getattr(args, name)) != 2:
-            raise ValueError(f"--{name.replace('_', '-')} needs two values 'lo,hi', got {getattr(args, name)}")
+    if (args.out_dir / "obs-index.fits.gz").exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out_dir} already holds a store; pass --overwrite to replace it")
     start = time.perf_counter()
     sim = simulate_store(
         args.out_dir, n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed,
-        zenith_range=tuple(args.zenith_range), workers=args.workers, date=args.date, overwrite=args.overwrite,
-        deadc_range=tuple(args.deadc_range), truth_time=args.truth_time,
+        zenith_range=args.zenith_range, workers=args.workers, date=args.date, overwrite=args.overwrite,
+        deadc_range=args.deadc_range, truth_time=args.truth_time,
         progress=None if args.quiet else _progress,
     )
     seconds = time.perf_counter() - start
@@ -420,18 +465,19 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_demo(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
     p = sub.add_parser(
         "demo",
         help="simulate a small store, build its models and write them with an overview plot",
         description="The whole job on embedded, simulated data (no download, no network): simulate "
-        "off runs into OUT/store, build the per-zenith models, write OUT/bkg_models.fits (loadable "
+        "off runs into OUT/store (replacing a store the simulator wrote there before, never another), "
+        "build the default recipe's models, write OUT/bkg-models.fits (loadable "
         "with gammapy's DataStore.from_file) and OUT/overview.png.",
     )
     p.add_argument("--out", type=Path, default=Path("bkgxr-demo"), help="output folder (default: ./bkgxr-demo)")
-    p.add_argument("--runs", type=int, default=30, help="simulated runs (default: 30)")
-    p.add_argument("--events-per-run", type=float, default=5000, help="mean events per run (default: 5000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--runs", type=cli_args.count, default=30, help="simulated runs (default: 30)")
+    p.add_argument("--events-per-run", type=cli_args.events_per_run, default=5000, help="mean events per run (default: 5000)")
+    p.add_argument("--seed", type=cli_args.seed, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_demo)
 
 
@@ -448,23 +494,30 @@ def _demo(args: argparse.Namespace) -> int:
     from .plot import plot_overview
     from .simulate import simulate_store
 
+    index = args.out / "store" / "obs-index.fits.gz"
+    if index.exists():
+        from astropy.io import fits
+
+        if str(fits.getheader(index, 1).get("CREATOR", "")).strip() != "bkgxr.simulate":
+            raise FileExistsError(f"{index.parent} holds a store bkgxr did not simulate; give the demo another --out")
     sim = simulate_store(args.out / "store", n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed, overwrite=True)
     store = open_store(sim.path)
     cube = build_cube(store.select(OFF_QUERY)).compute()
-    models = write_models(predict_models(cube, store, DEFAULT_RECIPE), args.out / "bkg_models.fits", store=store)
-    fig = plot_overview(read_models(models))  # the band models as written
-    fig.savefig(args.out / "overview.png", dpi=100)
+    models = predict_models(cube, store, DEFAULT_RECIPE)
+    path = write_models(models, args.out / "bkg-models.fits", store=store)
+    overview = _save(plot_overview(read_models(path)), args.out / "overview.png", dpi=100)  # the band models as written
     print(summary(cube, query=OFF_QUERY))
     print(DEFAULT_RECIPE.describe())
-    print(f"store:    {sim.path}\nmodels:   {models.resolve()}\noverview: {(args.out / 'overview.png').resolve()}")
+    print(f"store:    {sim.path}\n{written(models, path.resolve())}\noverview: {overview.resolve()}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``bkgxr`` command."""
-    parser = argparse.ArgumentParser(
-        prog="bkgxr", description="Background models for IACTs from off runs (GADF DL3)."
-    )
+    from . import __version__
+
+    parser = cli_args.Parser(prog="bkgxr", description="Background models for IACTs from off runs (GADF DL3).")
+    parser.add_argument("--version", action="version", version=f"bkgxr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
     _add_validate(sub)
@@ -478,20 +531,65 @@ def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -
     return f"bkgxr: warning: {message}\n"
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread so that every ``finally`` and context manager runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`Stopped` for the block; a second one exits at once.
+
+    Signals a parent set to be ignored stay ignored; the previous handlers are
+    restored after the block. Outside the main thread nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        if stopping:  # the first one's cleanup is under way: do not wait for it
+            os._exit(128 + signum)
+        stopping.append(signum)
+        raise Stopped(signum)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``bkgxr`` command; return its exit code."""
-    args = build_parser().parse_args(argv)
+    """Run the ``bkgxr`` command; return its exit code (0 done, 1 data or files, 2 usage, 130/143 SIGINT/SIGTERM)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or one line for a bad option
+        return done.code if isinstance(done.code, int) else 2
     warnings.formatwarning = _one_line_warning
     from .exceptions import BkgxrError
 
-    try:
-        return int(args.func(args))
-    except (BkgxrError, OSError) as err:  # OSError: the output cannot be written
-        print(f"bkgxr: error: {err}", file=sys.stderr)
-        return 1
-    except ValueError as err:  # bad option values reaching the API
-        print(f"bkgxr: error: {err}", file=sys.stderr)
-        return 2
+    with stop_on_signals():
+        try:
+            return int(args.func(args))
+        except Stopped as stop:
+            name = signal.Signals(stop.signum).name
+            print(f"bkgxr: stopped by {name}; no temporary file left, outputs complete or untouched", file=sys.stderr)
+            return 128 + stop.signum
+        except (BkgxrError, OSError) as err:  # OSError: the output cannot be written
+            print(f"bkgxr: error: {err}", file=sys.stderr)
+            return 1
+        except ValueError as err:  # bad option values reaching the API
+            print(f"bkgxr: error: {err}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ a scheduler address when asked to (the CLI's ``--workers``/``--scheduler``).
 
 from __future__ import annotations
 
+import logging
 import sys
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,7 +37,7 @@ def active_client() -> Client | None:
 
 @contextmanager
 def connect(
-    *, workers: int | None = None, scheduler: str | None = None, quiet: bool = False
+    *, workers: int | None = None, scheduler: str | None = None, quiet: bool = False, silence_logs: bool = False
 ) -> Iterator[Client | None]:
     """Start or join a dask cluster for the duration of the block.
 
@@ -49,6 +50,11 @@ def connect(
         must be able to read the run files at the paths of the index tables.
     quiet : bool
         Do not print the dashboard link.
+    silence_logs : bool
+        Keep distributed's log records below CRITICAL quiet in this process
+        and in the workers of a ``LocalCluster`` (a failing task's traceback,
+        cancelled tasks); the error itself is still raised. The workers of a
+        running scheduler log where they were started.
 
     Yields
     ------
@@ -68,12 +74,17 @@ def connect(
     from distributed import Client, LocalCluster
 
     # distributed's Client and LocalCluster constructors are unannotated
+    level = logging.CRITICAL if silence_logs else logging.WARNING
     with ExitStack() as stack:
+        if silence_logs:
+            logger = logging.getLogger("distributed")
+            stack.callback(logger.setLevel, logger.level)
+            logger.setLevel(level)
         if workers is not None:
             if workers < 1:
                 raise ValueError(f"workers must be >= 1, got {workers}")
             cluster = stack.enter_context(
-                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")  # type: ignore[no-untyped-call]
+                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=level)  # type: ignore[no-untyped-call]
             )
             client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
         else:

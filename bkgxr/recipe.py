@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -56,10 +57,12 @@ class Smoothing:
     n_tail: int = 4
 
     def __post_init__(self) -> None:
-        if (int(self.degree) != self.degree or self.degree < 1 or not self.min_counts >= 1
-                or not self.shape_counts > 0 or int(self.n_tail) != self.n_tail or self.n_tail < 2):
-            raise ValueError(f"bad smoothing options {self}: need an integer degree >= 1, min_counts >= 1, "
-                             "shape_counts > 0 and an integer n_tail >= 2")
+        for name, low, integer in (("degree", 1, True), ("min_counts", 1, False), ("shape_counts", 0, False), ("n_tail", 2, True)):
+            value = getattr(self, name)
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or (integer and int(value) != value) or not (value >= low if name != "shape_counts" else value > low):
+                kind = "an integer" if integer else "a finite number"
+                raise ValueError(f"smoothing {name} must be {kind} {'>' if name == 'shape_counts' else '>='} {low}, got {value!r}")
 
     def options(self) -> dict[str, Any]:
         """Return the keyword options of :func:`bkgxr.smooth.smooth_rate`."""
@@ -133,12 +136,13 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.zenith not in ZENITH_MODELS:
             raise ValueError(f"unknown zenith model {self.zenith!r}; choose from {ZENITH_MODELS}")
-        widths = (self.kernel_sigma, self.time_sigma, self.efficiency_sigma)
-        if not 0 < self.kernel_sigma < math.inf or any(w is not None and not 0 < w < math.inf for w in widths):
-            raise ValueError(
-                f"kernel widths must be positive and finite, got kernel_sigma={self.kernel_sigma}, time_sigma={self.time_sigma}, "
-                f"efficiency_sigma={self.efficiency_sigma}"
-            )
+        for name in ("kernel_sigma", "time_sigma", "efficiency_sigma"):
+            width = getattr(self, name)
+            if width is None and name != "kernel_sigma":
+                continue
+            if isinstance(width, bool) or not isinstance(width, numbers.Real) or not 0 < float(width) < math.inf:
+                none = "" if name == "kernel_sigma" else " or None"
+                raise ValueError(f"{name} must be a positive finite number{none}, got {width!r}")
         if self.outside not in ("nearest", "none"):
             raise ValueError(f"outside must be 'nearest' or 'none', not {self.outside!r}")
         if self.deadtime not in DEADTIMES:

@@ -9,8 +9,13 @@ run's safe energy threshold and inside ``radius``:
 
 - normalisation: ``ratio = observed / predicted`` total counts;
 - shape: the prediction scaled to the observed total, then the Poisson
-  deviance over bins with a prediction (``ndf = n_bins - 1``), and Pearson
-  chi2 over bins predicting at least :data:`CHI2_MIN_PREDICTED` counts.
+  deviance over bins with a prediction (``NDF = n_bins - 1``), and Pearson
+  chi2 over bins predicting at least :data:`CHI2_MIN_PREDICTED` counts
+  (``NDF_CHI2`` of them, minus one).
+
+Names: in the per-run table (and its CSV) ``NDF`` and ``NDF_CHI2`` are
+degrees of freedom, integers; in the summary ``deviance_ndf`` and ``chi2_ndf``
+are the ratios deviance/ndf and chi2/ndf over all runs (sums over sums).
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ class Validation:
         One row per held-out run, columns :data:`COLUMNS`.
     summary : dict
         ``model``, ``n_runs``, ``mean``, ``std``, ``mad`` of RATIO,
-        ``deviance_ndf`` and ``chi2_ndf`` (sums over runs / sums of their ndf),
+        ``deviance_ndf`` and ``chi2_ndf`` (ratios: sums of DEVIANCE and CHI2
+        over runs divided by the sums of NDF and NDF_CHI2),
         ``radius`` and ``default_threshold``.
     """
 
@@ -59,22 +65,22 @@ class Validation:
     def __str__(self) -> str:
         s = self.summary
         return (
-            f"{s['model']:>11}: {s['n_runs']} runs, obs/pred mean {s['mean']:.3f} std {s['std']:.3f} "
+            f"{s['model']:>{MODEL_WIDTH}}: {s['n_runs']:>4} runs, obs/pred mean {s['mean']:.3f} std {s['std']:.3f} "
             f"MAD {s['mad']:.3f}; shape deviance/ndf {s['deviance_ndf']:.3f}, chi2/ndf {s['chi2_ndf']:.3f}"
         )
 
     def write(self, path: str | Path) -> Path:
-        """Write the per-run table as CSV with the summary as ``#`` header lines."""
-        path = Path(path)
-        with open(path, "w") as out:
-            for key, value in self.summary.items():
-                out.write(f"# {key}: {value}\n")
-            self.runs.to_csv(out, index=False)
-        return path
+        """Write the per-run table as CSV with the summary as ``#`` header lines, atomically (see :func:`bkgxr.io.write.write_atomic`)."""
+        from .io.write import write_atomic
+
+        header = "".join(f"# {key}: {value}\n" for key, value in self.summary.items())
+        return write_atomic((header + self.runs.to_csv(index=False)).encode(), path)
 
 
-#: Columns of the per-run validation table.
-COLUMNS = ["OBS_ID", "ZEN_PNT", "OBSERVED", "PREDICTED", "RATIO", "DEVIANCE", "NDF", "CHI2", "CHI2_NDF", "N_EFF"]
+#: Columns of the per-run validation table: NDF and NDF_CHI2 are the degrees of freedom of DEVIANCE and CHI2.
+COLUMNS = ["OBS_ID", "ZEN_PNT", "OBSERVED", "PREDICTED", "RATIO", "DEVIANCE", "NDF", "CHI2", "NDF_CHI2", "N_EFF"]
+#: Width the recipe's name is right-aligned to in a summary line (the longest name, ``interpolate+smooth+deadc``).
+MODEL_WIDTH = 24
 #: Pearson chi2 counts only bins whose scaled prediction reaches this many counts.
 CHI2_MIN_PREDICTED = 5.0
 
@@ -93,7 +99,7 @@ def compare(
     deviance, ndf : float, int
         Poisson deviance over bins with a positive prediction, and their
         number minus one (the scaling).
-    chi2, chi2_ndf : float, int
+    chi2, ndf_chi2 : float, int
         Pearson chi2 over bins whose scaled prediction is at least
         :data:`CHI2_MIN_PREDICTED` counts, and their number minus one.
     """
@@ -195,7 +201,7 @@ def compare_runs(
         mask = in_energy[k].reshape(-1, *([1] * in_radius.ndim)) & in_radius[None]
         observed = cube["run_counts"].values[i].astype(np.float64)
         rows.append(
-            (int(cube["obs_id"].values[i]), float(cube["run_zenith"].values[i]), observed[mask].sum(),
+            (int(cube["obs_id"].values[i]), float(cube["run_zenith"].values[i]), round(observed[mask].sum()),
              predicted[k][mask].sum(), *compare(observed[mask], predicted[k][mask]), float(n_eff[k]))
         )
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -213,7 +219,7 @@ def summarize(table: pd.DataFrame, *, model: str, radius: float, default_thresho
         "std": float(np.std(ratio[ok], ddof=1)),
         "mad": float(np.median(np.abs(ratio[ok] - np.median(ratio[ok])))),
         "deviance_ndf": float(table["DEVIANCE"].to_numpy()[ok].sum() / table["NDF"].to_numpy()[ok].sum()),
-        "chi2_ndf": float(table["CHI2"].to_numpy()[ok].sum() / table["CHI2_NDF"].to_numpy()[ok].sum()),
+        "chi2_ndf": float(table["CHI2"].to_numpy()[ok].sum() / table["NDF_CHI2"].to_numpy()[ok].sum()),
         "radius": radius,
         "default_threshold": default_threshold,
     }

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from astropy.io import fits
 
 from bkgxr.cli import main
@@ -13,7 +14,8 @@ def test_build_writes_models_and_prints_the_summary(hess_dir, hess_cube, tmp_pat
     assert 'TARGET_NAME == "Off data"' in text
     for label, runs, events in zip(["0-20", "20-40", "40-90"], [11, 25, 9], hess_cube["counts"].sum(("energy", "offset")).values):
         assert f"{label:>18} {runs:>6} {int(events):>10}" in text
-    assert str(out) in text
+    # the absolute path, and which models the file holds: bands only, every observation pointing to its band's
+    assert f"written: {out.absolute()}: 3 zenith-band BKG_2D models (BKG_ZEN_*), each of the 105 observations" in text
     np.testing.assert_array_equal(
         fits.getdata(out, "BKG_ZEN_20_40")["BKG"][0].T, hess_cube["rate"].sel(zenith=30).values
     )
@@ -38,7 +40,8 @@ def test_errors_print_one_line_and_exit_non_zero(hess_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("bkgxr: error:") and "hdu-index" in err and err.count("\n") == 1
     assert main(["build", str(hess_dir), "--out", str(tmp_path / "x.fits"), "--query", "TARGET_NAME == 'none'", "--quiet"]) == 1
-    assert "no run" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the query as given, no internals
+    assert err == f"bkgxr: error: no run of {hess_dir.resolve()} matches --query \"TARGET_NAME == 'none'\"; its obs index has 105 runs\n"
     assert not (tmp_path / "x.fits").exists()
 
 
@@ -61,7 +64,9 @@ def test_cli_options_make_the_recipe_with_the_api_defaults():
 def test_build_states_the_zenith_model_in_summary_and_header(hess_dir, tmp_path, capsys):
     out = tmp_path / "bkg.fits"
     assert main(["build", str(hess_dir), "--out", str(out), "--quiet", "--time-sigma", "0.5"]) == 0
-    assert "zenith model: kernel (kernel sigma 0.03 in cos z, time sigma 0.5 yr)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "zenith model: kernel (kernel sigma 0.03 in cos z, time sigma 0.5 yr)" in text
+    assert f"written: {out.absolute()}: one BKG_2D model per observation (105 HDUs BKG_OBS_<OBS_ID>) and 3 zenith-band" in text
     header = fits.getheader(out, 0)
     assert header["ZENMODEL"] == "kernel" and header["KTSIGMA"] == 0.5 and header["SMOOTH"]
     index = fits.getdata(out, "HDU_INDEX")
@@ -74,11 +79,21 @@ def test_validate_prints_runs_and_summaries_and_writes_csv(hess_dir, tmp_path, c
     out = tmp_path / "v.csv"
     assert main(["validate", str(hess_dir), "--runs", "off", "--quiet", "--compare", "--zenith-model", "bands", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "bands: 45 runs, obs/pred mean 0.987 std 0.320" in text
-    assert "kernel: 45 runs, obs/pred mean 0.988 std 0.158" in text and "interpolate: 45 runs" in text
-    assert "kernel+smooth+deadc: 45 runs, obs/pred mean 0.984 std 0.161" in text
+    assert "                   bands:   45 runs, obs/pred mean 0.987 std 0.320" in text
+    assert "                  kernel:   45 runs, obs/pred mean 0.988 std 0.158" in text and "interpolate:   45 runs" in text
+    assert "     kernel+smooth+deadc:   45 runs, obs/pred mean 0.984 std 0.161" in text
+    summaries = [line for line in text.splitlines() if " runs, obs/pred mean " in line]
+    assert len(summaries) == 13 and len({line.index(":") for line in summaries}) == 1  # aligned
     table = pd.read_csv(out, comment="#")
     assert len(table) == 45 and abs(table["RATIO"].std() - 0.320) < 0.001
+    # degrees of freedom are integers named NDF*, the summary's *_ndf are ratios of sums
+    assert table["OBSERVED"].dtype.kind == "i" and table["NDF"].dtype.kind == "i" and table["NDF_CHI2"].dtype.kind == "i"
+    header = dict(line[2:].split(": ") for line in out.read_text().splitlines() if line.startswith("# "))
+    assert float(header["chi2_ndf"]) == pytest.approx(table["CHI2"].sum() / table["NDF_CHI2"].sum())
+    assert float(header["deviance_ndf"]) == pytest.approx(table["DEVIANCE"].sum() / table["NDF"].sum())
+    assert f"chi2/ndf {float(header['chi2_ndf']):.3f}" in text
+    row = text.splitlines()[[i for i, line in enumerate(text.splitlines()) if "OBSERVED" in line][0] + 1].split()
+    assert row[2] == str(table["OBSERVED"][0])  # printed as an integer
 
 
 def test_build_uses_every_run_outside_its_target_circle_by_default(hess_dir, hess_store, tmp_path, capsys):

@@ -1,7 +1,11 @@
 """Index tables of a model file: the store's rows round-trip, FILE_DIR re-based whatever its form, gammapy opens every HDU."""
 
+import gzip
+import io
 import os
+import re
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,15 @@ from gammapy.data import DataStore
 
 import bkgxr
 from bkgxr.cli import main
-from bkgxr.io.index import hdu_index_table, obs_index_table, rebase_dir
+from bkgxr.exceptions import StoreError
+from bkgxr.io import index as index_module
+from bkgxr.io.index import (
+    MAX_INDEX_BYTES,
+    hdu_index_table,
+    obs_index_table,
+    read_index,
+    rebase_dir,
+)
 from bkgxr.simulate import simulate_store
 
 #: FILE_DIR forms of a store's hdu-index: each gives (folder of the run files relative to the store, FILE_DIR cell).
@@ -152,3 +164,113 @@ def test_obs_index_keeps_every_column_and_adds_the_given_ones(simulated, tmp_pat
     assert table.meta["EXTNAME"] == "OBS_INDEX"
     with pytest.raises(ValueError, match="BKG_HDU has 1 values"):
         obs_index_table(sim_store, {"BKG_HDU": ["x"]})
+
+
+# --------------------------------------------------------------------------- reading: hostile index files
+
+
+def _hostile(source: Path, out: Path, *, rows: int | None = None, gz: bool = True, edit=None) -> Path:
+    """Copy an index file (as plain or gzipped FITS), its NAXIS2 card set to ``rows``, its table through ``edit``."""
+    table = Table.read(source)
+    if edit is not None:
+        table = edit(table)
+    buffer = io.BytesIO()
+    table.write(buffer, format="fits")
+    data = bytearray(buffer.getvalue())
+    if rows is not None:
+        card = data.index(b"NAXIS2  =", 2880)
+        data[card : card + 80] = f"NAXIS2  = {rows:20d}".ljust(80).encode()
+    out.write_bytes(gzip.compress(bytes(data)) if gz else bytes(data))
+    return out
+
+
+def test_read_index_gives_the_table_as_astropy_reads_it(hess_dir):
+    for kind in ("hdu", "obs"):
+        path = hess_dir / f"{kind}-index.fits.gz"
+        read, given = read_index(path, kind), Table.read(path)
+        assert read.colnames == given.colnames and len(read) == len(given) and read.meta == given.meta
+        for name in given.colnames:
+            _same_cells(read, given, name)
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
+@pytest.mark.parametrize("kind", ["hdu", "obs"])
+def test_an_index_declaring_1e10_rows_is_refused_before_allocating(simulated, tmp_path, kind, gz):
+    path = _hostile(simulated / f"{kind}-index.fits.gz", tmp_path / f"{kind}-index.fits", rows=10**10, gz=gz)
+    row_bytes = fits.getheader(simulated / f"{kind}-index.fits.gz", 1)["NAXIS1"]
+    tracemalloc.start()
+    try:
+        with pytest.raises(StoreError) as info:
+            read_index(path, kind)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value) == (
+        f"{path}: the index table declares {row_bytes * 10**10} bytes (10000000000 rows), "
+        f"more than the {MAX_INDEX_BYTES} an index may hold: not read"
+    )
+    assert peak < 2**20  # headers only: under a MiB
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
+def test_an_index_declaring_more_rows_than_it_holds_is_refused(simulated, tmp_path, gz):
+    path = _hostile(simulated / "obs-index.fits.gz", tmp_path / "obs-index.fits", rows=1000, gz=gz)
+    row_bytes = fits.getheader(simulated / "obs-index.fits.gz", 1)["NAXIS1"]
+    with pytest.raises(StoreError, match=rf"declares {row_bytes * 1000} bytes \(1000 rows\), but the file ends before them"):
+        read_index(path, "obs")
+
+
+def test_a_real_index_larger_than_the_limit_is_refused(hess_dir, monkeypatch):
+    """A gzip bomb holds every row it declares: the limit, not the file's length, refuses it."""
+    header = fits.getheader(hess_dir / "hdu-index.fits.gz", 1)
+    declared = header["NAXIS1"] * header["NAXIS2"]
+    monkeypatch.setattr(index_module, "MAX_INDEX_BYTES", declared - 1)
+    with pytest.raises(StoreError, match=rf"declares {declared} bytes \(630 rows\), more than the {declared - 1}"):
+        read_index(hess_dir / "hdu-index.fits.gz", "hdu")
+    monkeypatch.setattr(index_module, "MAX_INDEX_BYTES", declared)
+    assert len(read_index(hess_dir / "hdu-index.fits.gz", "hdu")) == 630
+
+
+def _obs_id(values: object) -> object:
+    def edit(table: Table) -> Table:
+        table.replace_column("OBS_ID", values(table) if callable(values) else values)
+        return table
+
+    return edit
+
+
+#: name -> (kind, _hostile keywords, message after the path).
+REFUSED_INDEXES = {
+    "negative_rows": ("obs", {"rows": -3}, r"the index table declares a negative size \(NAXISn, PCOUNT, GCOUNT = \[\d+, -3, 0, 1\]\)"),
+    "obs_id_text": ("obs", {"edit": _obs_id(lambda t: [str(i) for i in t["OBS_ID"]])},
+                    r"the OBS_ID column holds bytes\d+, not one integer per row"),
+    "obs_id_float": ("hdu", {"edit": _obs_id(lambda t: np.asarray(t["OBS_ID"], dtype=float))},
+                     r"the OBS_ID column holds float64, not one integer per row"),
+    "obs_id_vector": ("obs", {"edit": _obs_id(lambda t: np.stack([t["OBS_ID"]] * 2, axis=1))},
+                      r"the OBS_ID column holds int64\[2\], not one integer per row"),
+    "obs_id_masked": ("obs", {"edit": _obs_id(lambda t: MaskedColumn(t["OBS_ID"], mask=np.arange(len(t)) < 2))},
+                      r"the OBS_ID column has 2 empty \(masked\) cell\(s\)"),
+    "no_hdu_type": ("hdu", {"edit": lambda t: t[["OBS_ID", "FILE_NAME"]]}, r"hdu-index lacks column\(s\) HDU_TYPE"),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED_INDEXES))
+def test_hostile_index_tables_are_one_store_error_naming_the_file(simulated, tmp_path, name):
+    kind, kwargs, reason = REFUSED_INDEXES[name]
+    path = _hostile(simulated / f"{kind}-index.fits.gz", tmp_path / f"{kind}-index.fits.gz", **kwargs)
+    with pytest.raises(StoreError) as info:
+        read_index(path, kind)
+    assert re.fullmatch(re.escape(f"{path}: ") + reason, str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "the file ends inside a FITS header"), (b"OBS_ID\n1\n", "Header size is not multiple of 2880: 9"),
+     (gzip.compress(b"SIMPLE  =                    T" + b" " * 50)[:20], "Compressed file ended before the end-of-stream marker")],
+    ids=["empty", "text", "truncated_gzip"],
+)
+def test_unreadable_index_files_are_one_store_error(tmp_path, content, reason):
+    path = tmp_path / "obs-index.fits.gz"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(path))}: cannot read index table: {reason}"):
+        read_index(path, "obs")

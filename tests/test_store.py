@@ -4,10 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 
 import bkgxr
-from bkgxr.exceptions import EmptySelectionError, StoreError
+from bkgxr.exceptions import EmptySelectionError, InvalidRunError, StoreError
 
 
 def _variant(hess_dir: Path, root: Path, *, obs_columns=None, file_dir=None, gzip=True, obs_ids=None):
@@ -104,3 +105,45 @@ def test_an_unset_gammapy_data_gets_a_hint(monkeypatch):
     monkeypatch.delenv("GAMMAPY_DATA", raising=False)
     with pytest.raises(bkgxr.StoreError, match="GAMMAPY_DATA is not set"):
         bkgxr.open_store("/hess-dl3-dr1")
+
+
+def _sharing_store(root: Path) -> Path:
+    """Three simulated runs; run 2's events row points at run 1's file, whose header has no OBS_ID."""
+    from bkgxr.simulate import simulate_store
+
+    path = simulate_store(root, n_runs=3, events_per_run=300, seed=3, zenith_range=(10.0, 35.0), date="2026-01-01").path
+    run_1 = path / "data" / "obs_000001.fits.gz"
+    with fits.open(run_1) as hdul:
+        del hdul["EVENTS"].header["OBS_ID"]
+        hdul.writeto(run_1, overwrite=True)
+    hdu = Table.read(path / "hdu-index.fits.gz")
+    hdu["FILE_NAME"] = hdu["FILE_NAME"].astype("U32")
+    hdu["FILE_NAME"][(hdu["OBS_ID"] == 2) & (hdu["HDU_TYPE"] == "events")] = run_1.name
+    hdu.write(path / "hdu-index.fits.gz", overwrite=True)
+    return path
+
+
+def test_runs_sharing_an_events_file_without_obs_id_keyword_are_all_refused(tmp_path, capsys):
+    """Without the keyword no run can claim the file: both are refused, through the API and the CLI."""
+    from bkgxr.cli import main
+
+    root = _sharing_store(tmp_path / "store")
+    store = bkgxr.open_store(root)
+    with pytest.raises(InvalidRunError, match=r"^run 1 \(obs_000001.fits.gz\): its EVENTS HDU is also that of run\(s\) \[2\]"):
+        store.select()
+    runs = store.select(skip_bad=True)
+    errors = dict(zip(runs["OBS_ID"], runs["ERROR"], strict=True))
+    assert errors == {1: "its EVENTS HDU is also that of run(s) [2] in the hdu-index",
+                      2: "its EVENTS HDU is also that of run(s) [1] in the hdu-index", 3: ""}
+    assert runs.loc[runs["ERROR"] != "", ["LIVETIME", "ONTIME", "TSTART", "TSTOP", "DEADC"]].isna().all(axis=None)
+    args = ["build", str(root), "--zenith-edges", "0,45", "--date", "2026-01-01", "--quiet", "--zenith-model", "bands", "--no-smooth"]
+    assert main([*args, "--out", str(tmp_path / "refused.fits")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bkgxr: error: run 1 (obs_000001.fits.gz): its EVENTS HDU") and err.count("\n") == 1
+    assert not (tmp_path / "refused.fits").exists()
+    with pytest.warns(UserWarning, match=r"no bkg model: \[1, 2\]"):
+        assert main([*args, "--skip-bad", "--out", str(tmp_path / "skip.fits")]) == 0
+    left_out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("left out:")]
+    assert left_out == [f"left out: run {i}: {errors[i]}" for i in (1, 2)]
+    used = Table.read(tmp_path / "skip.fits", hdu="RUNS")
+    assert dict(zip(used["OBS_ID"].tolist(), used["USED"].tolist(), strict=True)) == {1: False, 2: False, 3: True}

@@ -32,7 +32,8 @@ from ..axes import binning_of
 from ..recipe import Recipe
 from ._checksum import add_checksum_cards, fill_checksums
 from .gadf import bkg_hdu_name, bkg_hdus_bytes, create_bkg_2d_hdu, create_bkg_3d_hdu
-from .index import hdu_index_table, obs_index_table
+from .index import hdu_index_table, obs_index_table, rebase_dir
+from .partfiles import PART_SUFFIX, part_prefix, remove_stale, signals_held
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,22 +51,41 @@ def check_output(path: str | Path, *, overwrite: bool = True, store: Store | Non
     """Check, without writing anything, that ``path`` can become the output file.
 
     With ``store``, a path that resolves (symlinks followed) to one of the
-    store's files is refused: the output never replaces an input.
+    store's files is refused: the output never replaces an input. So is a
+    path the FITS index tables cannot hold: FITS strings are ASCII, and the
+    HDU index names the output file and the store's folders relative to it, so
+    a non-ASCII output name, or a non-ASCII store path that is not shared with
+    the output's folder, is refused before anything is read.
 
     Raises
     ------
     ValueError
-        If ``path`` is a file of ``store``.
+        If ``path`` is a file of ``store``, or a path the index cannot hold.
     IsADirectoryError
-        If ``path`` is a folder.
+        If ``path`` is a folder, or names one (a trailing separator).
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
     PermissionError
         If the nearest existing folder above ``path`` is not a writable folder.
     """
+    text = os.fspath(path)
+    if text.endswith((os.sep, "/")) or os.path.basename(text) in ("", ".", ".."):
+        raise IsADirectoryError(f"{text} names a folder; give the name of the output file")
     path = Path(path)
-    if store is not None and Path(os.path.realpath(path)) in store.files():
-        raise ValueError(f"{path} is a file of the store being read ({store.root}); write the models elsewhere")
+    if store is not None:
+        if Path(os.path.realpath(path)) in store.files():
+            raise ValueError(f"{path} is a file of the store being read ({store.root}); write the models elsewhere")
+        if not path.name.isascii():
+            raise ValueError(f"{path}: the output name is not ASCII, and FITS index tables hold ASCII only; rename it")
+        hdus = store.hdus
+        out_dir = path.absolute().resolve().parent
+        for file_dir in sorted({str(d).strip() for d in hdus["FILE_DIR"]} if "FILE_DIR" in hdus else {""}):
+            if not rebase_dir(file_dir, store.root, out_dir).isascii():
+                raise ValueError(
+                    f"{path}: its HDU index would name the store's folder {rebase_dir(file_dir, store.root, out_dir)!r}, "
+                    "not ASCII (FITS index tables hold ASCII only); write the models into a folder that shares the "
+                    "non-ASCII part of the store's path, or move the store"
+                )
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the name of the output file")
     if path.exists() and not overwrite:
@@ -95,6 +115,10 @@ def write_atomic(data: bytes, path: str | Path, *, overwrite: bool = True) -> Pa
     """Write ``data`` to a temporary file beside ``path`` and rename it into place.
 
     A failure leaves no partial file and any existing ``path`` untouched.
+    SIGINT, SIGTERM and SIGHUP wait while the temporary file exists and take
+    effect once it is renamed or removed, so none leaves it behind; the stale
+    temporary files of ``path`` left by killed processes are removed first
+    (the rule is in :mod:`bkgxr.io.partfiles`).
 
     Raises
     ------
@@ -105,15 +129,17 @@ def write_atomic(data: bytes, path: str | Path, *, overwrite: bool = True) -> Pa
     """
     path = check_output(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it: mkstemp's 0600 hides models from a cluster's users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    remove_stale(path)
+    with signals_held():
+        fd, tmp = tempfile.mkstemp(prefix=part_prefix(path), suffix=PART_SUFFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it: mkstemp's 0600 hides models from a cluster's users
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return path
 
 

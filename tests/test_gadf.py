@@ -315,3 +315,69 @@ def test_written_files_follow_the_umask_as_open_would(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "reference").stat().st_mode) == 0o666 & ~umask
+
+
+# --- observations with equal models share one HDU ---------------------------------------------
+
+
+def test_shared_models_matches_the_pairwise_rule():
+    from bkgxr.io.gadf import SHARE_RTOL, shared_models
+
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0, 1, (6, 40)) * (rng.uniform(size=(6, 40)) > 0.2)  # zeros too
+    copies = base[rng.integers(0, 6, 200)] * (1 + rng.uniform(-0.4, 0.4, (200, 40)) * SHARE_RTOL)
+    apart = base[:3] * (1 + np.r_[3, -3, 5][:, None] * SHARE_RTOL)  # just beyond the tolerance
+    values = np.concatenate([base, copies, apart])
+    target = shared_models(values)
+    written = np.unique(target)
+    assert np.all(target[written] == written)  # a written model is its own
+    close = np.abs(values[:, None] - values[None, :]) <= SHARE_RTOL * np.maximum(np.abs(values[:, None]), np.abs(values[None, :]))
+    equal = close.all(axis=-1)  # the rule, pair by pair
+    assert np.all(equal[np.arange(len(values)), target])  # every model equals the one written for it
+    assert not equal[np.ix_(written, written)][~np.eye(written.size, dtype=bool)].any()  # written ones are distinct
+    assert written.size == 6 + 3
+    with pytest.raises(ValueError, match="finite"):
+        shared_models([[np.nan]])
+
+
+def test_observations_with_equal_models_share_one_hdu_that_gammapy_and_read_models_load(sim_store, tmp_path):
+    """Observations 1-3 get observation 0's zenith and time (the same model), 4 and 5 a copy of 0's model
+    within and beyond the tolerance: one HDU for 0-4, every observation loading its own model."""
+    from bkgxr.io.gadf import SHARE_RTOL
+
+    obs = sim_store.select().reset_index(drop=True)
+    obs.loc[1:3, ["ZEN_PNT", "TSTART"]] = obs.loc[0, ["ZEN_PNT", "TSTART"]].to_numpy()
+    cube = bkgxr.build_cube(sim_store.select()).compute()
+    models = bkgxr.predict_models(cube, obs)
+    ids = models["obs_id"].values
+    first = int(np.flatnonzero(ids == obs.loc[0, "OBS_ID"])[0])
+    within, beyond = (int(np.flatnonzero(ids == obs.loc[k, "OBS_ID"])[0]) for k in (4, 5))
+    rate = models["obs_rate"].values.copy()
+    rate[within] = rate[first] * (1 + 0.5 * SHARE_RTOL)
+    rate[beyond] = rate[first] * (1 + 3 * SHARE_RTOL)
+    models["obs_rate"].values[:] = rate
+    models["obs_n_eff"].values[[within, beyond]] = models["obs_n_eff"].values[first]
+    path = bkgxr.write_models(models, tmp_path / "shared.fits", store=sim_store, date="2026-01-01")
+
+    shared = {int(i) for i in obs.loc[0:4, "OBS_ID"]}
+    with fits.open(path) as hdul:
+        names = [h.name for h in hdul if h.name.startswith("BKG_OBS_")]
+        counts = {h.name: h.header["NOBS"] for h in hdul if h.name.startswith("BKG_OBS_")}
+    assert len(names) == len(ids) - 4 and sorted(counts.values()) == [1] * (len(ids) - 5) + [5]
+    store = DataStore.from_file(path)
+    bkg_rows = store.hdu_table[store.hdu_table["HDU_TYPE"] == "bkg"]
+    assert len(bkg_rows) == len(ids)  # one row per observation, several naming the same HDU
+    assert len({str(bkg_rows["HDU_NAME"][list(bkg_rows["OBS_ID"]).index(i)]) for i in shared}) == 1
+    for observation in store.get_observations(ids.tolist()):
+        k = int(np.flatnonzero(ids == observation.obs_id)[0])
+        if observation.obs_id in shared:  # the written model is the one of a member
+            np.testing.assert_allclose(observation.bkg.data, rate[k], rtol=SHARE_RTOL, atol=0)
+        else:
+            np.testing.assert_array_equal(observation.bkg.data, rate[k])
+    back = bkgxr.read_models(path)
+    np.testing.assert_array_equal(back["obs_id"].values, ids)
+    np.testing.assert_allclose(back["obs_rate"].values, rate, rtol=SHARE_RTOL, atol=0)
+    alone = np.array([i not in shared for i in ids])
+    np.testing.assert_array_equal(back["obs_rate"].values[alone], rate[alone])
+    for name in ("obs_deadc", "obs_n_eff", "obs_own", "obs_band"):  # zenith and time are the store's, not the faked ones
+        np.testing.assert_array_equal(back[name].values, models[name].values, err_msg=name)

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 #: Keywords every GADF HDU written here carries (copied per HDU, never shared).
 DEFAULT_HEADER = {"HDUCLASS": "GADF", "HDUDOC": "https://github.com/open-gamma-ray-astro/gamma-astro-data-formats", "HDUVERS": "0.2"}
 
+#: Largest relative difference of models written as one HDU: every value ``a`` of a model shares
+#: the HDU of a model with value ``b`` when ``|a - b| <= SHARE_RTOL x max(|a|, |b|)`` (zeros match only zeros).
+SHARE_RTOL = 1e-6
+
+
 def bkg_hdu_name(lo: float, hi: float) -> str:
     """Return the EXTNAME of the model of zenith band ``[lo, hi)``, e.g. ``BKG_ZEN_0_20``."""
     return f"BKG_ZEN_{lo:g}_{hi:g}".replace(".", "p")
@@ -196,3 +201,53 @@ def bkg_hdus_bytes(
         row["BKG"][0] = np.asarray(rate, dtype=np.float64).T  # the numpy -> FITS axis flip of create
         out += ["".join(cards).encode("ascii"), row.tobytes(), data_pad]
     return b"".join(out)
+
+
+def shared_models(values: npt.ArrayLike, *, rtol: float = SHARE_RTOL) -> npt.NDArray[np.intp]:
+    """Return, for each model, the index of the model whose HDU it shares (its own index if none).
+
+    Models are equal when every value agrees within ``rtol`` (see :data:`SHARE_RTOL`); each
+    model is compared with the models already chosen to be written, in increasing order of
+    their sums, and shares the first that equals it. A written model thus differs from each
+    model that shares it by at most ``rtol`` relative, in every value.
+
+    Parameters
+    ----------
+    values : array-like
+        The values that must agree (rates, and the header values written with them), finite.
+        Shape: (n_models, n_values).
+    rtol : float
+        Relative tolerance, >= 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        Index of the written model of each model. Shape: (n_models,).
+
+    Examples
+    --------
+    >>> shared_models([[1.0, 2.0], [1.0, 2.0000001], [1.0, 2.1], [0.0, 2.0]]).tolist()
+    [0, 0, 2, 3]
+    """
+    flat = np.asarray(values, dtype=np.float64)
+    if flat.ndim != 2 or not rtol >= 0 or not np.all(np.isfinite(flat)):
+        raise ValueError("shared_models needs finite values of shape (n_models, n_values) and a tolerance rtol >= 0")
+    if len(flat) == 0:
+        return np.zeros(0, dtype=np.intp)
+    unique, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)  # exact copies at once
+    magnitude = np.abs(unique).sum(axis=1)
+    order = np.argsort(magnitude, kind="stable")
+    written: list[int] = []  # rows of ``unique`` that are written, by increasing magnitude
+    target = np.empty(len(unique), dtype=np.intp)
+    for row in order:
+        target[row] = row
+        lowest = magnitude[row] * (1.0 - 2.0 * rtol)  # an equal model's magnitude is at least this
+        for other in reversed(written):
+            if magnitude[other] < lowest:
+                break
+            if np.all(np.abs(unique[row] - unique[other]) <= rtol * np.maximum(np.abs(unique[row]), np.abs(unique[other]))):
+                target[row] = other
+                break
+        if target[row] == row:
+            written.append(row)
+    return np.asarray(first[target[inverse.ravel()]], dtype=np.intp)

@@ -140,7 +140,7 @@ def read_models(path: str | Path) -> xr.Dataset:
             zen = np.array([[float(h.header["ZEN_LO"]), float(h.header["ZEN_HI"])] for h in bands])
             runs = Table.read(hdul["RUNS"])
             obs = Table.read(hdul["OBS_INDEX"])
-            own = {int(h.header["OBS_ID"]): h for h in hdul[1:] if str(h.name).startswith("BKG_OBS_")}
+            own = {str(h.name): h for h in hdul[1:] if str(h.name).startswith("BKG_OBS_")}
         except (KeyError, ValueError, IndexError) as err:
             raise StoreError(f"missing keyword, HDU or column: {err}", path=path) from err
         grids = [_grid(h, path) for h in bands]
@@ -205,9 +205,13 @@ def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
 
 
 def _observations(
-    obs: Table, own: dict[int, fits.BinTableHDU], band_rate: npt.NDArray[np.float64], binning: Binning, path: Path
+    obs: Table, own: dict[str, fits.BinTableHDU], band_rate: npt.NDArray[np.float64], binning: Binning, path: Path
 ) -> dict[str, npt.NDArray[Any]]:
-    """Return the ``obs_*`` values of the OBS_INDEX and the per-observation HDUs, keyed as :data:`bkgxr.models.OBS_VARIABLES`."""
+    """Return the ``obs_*`` values of the OBS_INDEX and the per-observation HDUs, keyed as :data:`bkgxr.models.OBS_VARIABLES`.
+
+    ``own`` holds the ``BKG_OBS_*`` HDUs by name; each observation's is the one its ``BKG_HDU``
+    names, which several observations share when their models are equal (:func:`bkgxr.write_models`).
+    """
     labels = band_labels(binning.zenith)
     ids = np.asarray(obs["OBS_ID"], dtype=np.int64)
     hdu = np.char.strip(np.asarray(obs["BKG_HDU"].filled("") if hasattr(obs["BKG_HDU"], "filled") else obs["BKG_HDU"], dtype=str))
@@ -216,16 +220,18 @@ def _observations(
     rate = np.zeros((ids.size, *band_rate.shape[1:]))
     deadc, n_eff = np.ones(ids.size), np.zeros(ids.size)
     is_own = np.array([name.startswith("BKG_OBS_") for name in hdu])
+    models: dict[str, tuple[npt.NDArray[np.float64], float, float]] = {}  # each HDU read once
     for i, obs_id in enumerate(ids):
         if is_own[i]:
-            if int(obs_id) not in own:
+            if hdu[i] not in own:
                 raise StoreError(f"OBS_INDEX names {hdu[i]} for observation {obs_id}, which the file lacks", path=path)
-            grid = _grid(own[int(obs_id)], path)
-            if not all(np.array_equal(edges, binning.edges(field)) for field, edges in grid.items()):
-                raise StoreError(f"{hdu[i]} has other bins than the band models", path=path)
-            rate[i] = _rate(own[int(obs_id)], path)
-            deadc[i] = float(own[int(obs_id)].header.get("DEADC", 1.0))
-            n_eff[i] = float(own[int(obs_id)].header.get("N_EFF", np.nan))
+            if hdu[i] not in models:
+                model = own[hdu[i]]
+                grid = _grid(model, path)
+                if not all(np.array_equal(edges, binning.edges(field)) for field, edges in grid.items()):
+                    raise StoreError(f"{hdu[i]} has other bins than the band models", path=path)
+                models[hdu[i]] = _rate(model, path), float(model.header.get("DEADC", 1.0)), float(model.header.get("N_EFF", np.nan))
+            rate[i], deadc[i], n_eff[i] = models[hdu[i]]
         elif band[i] >= 0:
             rate[i] = band_rate[band[i]]
     zenith = np.asarray(obs["ZEN_PNT"], dtype=np.float64)

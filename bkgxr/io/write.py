@@ -4,9 +4,13 @@ One FITS file holds, in order: a primary HDU stating the recipe, ``HDU_INDEX``,
 ``OBS_INDEX``, ``RUNS`` (the runs the models were built from, with their
 counts), one ``BKG_2D`` (or, for 3D cubes, ``BKG_3D`` with ``FOVALIGN = 'ALTAZ'``)
 HDU per zenith band (``BKG_ZEN_<lo>_<hi>``) and, for recipes that give each
-observation its own model, one per observation (``BKG_OBS_<OBS_ID>``). The HDU index keeps every row of the source
+observation its own model, one per distinct model (``BKG_OBS_<OBS_ID>``, named
+after one of the observations it is for, its ``NOBS`` saying how many): observations
+whose rates, DEADC and N_EFF agree within :data:`bkgxr.io.gadf.SHARE_RTOL` (1e-6
+relative, in every bin) share one HDU, so the file grows with the number of distinct
+models. The HDU index keeps every row of the source
 store, with paths re-based to the output file, and points each observation's
-``bkg`` row to its model, so ``gammapy.data.DataStore.from_file(path)`` loads
+``bkg`` row to its model (``HDU_NAME``), so ``gammapy.data.DataStore.from_file(path)`` loads
 it as the observation's bkg. Every rate is per observation time (ONTIME), as
 the GADF spec says and gammapy uses (``BKGTIME = 'ONTIME'`` in each header).
 Every HDU carries FITS CHECKSUM/DATASUM keywords, which :func:`bkgxr.read_models`
@@ -31,13 +35,20 @@ from astropy.table import Table
 from ..axes import binning_of
 from ..recipe import Recipe
 from ._checksum import add_checksum_cards, fill_checksums
-from .gadf import bkg_hdu_name, bkg_hdus_bytes, create_bkg_2d_hdu, create_bkg_3d_hdu
+from .gadf import (
+    bkg_hdu_name,
+    bkg_hdus_bytes,
+    create_bkg_2d_hdu,
+    create_bkg_3d_hdu,
+    shared_models,
+)
 from .index import hdu_index_table, obs_index_table, rebase_dir
 from .partfiles import PART_SUFFIX, part_prefix, remove_stale, signals_held
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import numpy.typing as npt
     import xarray as xr
 
     from ..axes import Binning
@@ -171,13 +182,29 @@ def runs_table(models: xr.Dataset) -> Table:
     return table
 
 
-def _hdu_names(models: xr.Dataset) -> tuple[list[str], list[str]]:
+def _written_models(models: xr.Dataset) -> npt.NDArray[np.intp]:
+    """Return, per observation, the observation whose model HDU holds its own model (-1 for none).
+
+    Observations whose rates, DEADC and N_EFF agree within :data:`bkgxr.io.gadf.SHARE_RTOL`
+    share one HDU (:func:`bkgxr.io.gadf.shared_models`), so that it states each of them.
+    """
+    own = np.flatnonzero(models["obs_own"].values)
+    rates = models["obs_rate"].values[own]
+    rates = rates.reshape(own.size, int(np.prod(rates.shape[1:])))
+    values = np.column_stack([rates, models["obs_deadc"].values[own], models["obs_n_eff"].values[own]])
+    written = np.full(models.sizes["obs_id"], -1, dtype=np.intp)
+    written[own] = own[shared_models(values)]
+    return written
+
+
+def _hdu_names(models: xr.Dataset, written: npt.NDArray[np.intp]) -> tuple[list[str], list[str]]:
     """Return the EXTNAME of each band model and of each observation's model ('' for none)."""
     binning = binning_of(models)
     bands = [bkg_hdu_name(lo, hi) for lo, hi in zip(binning.zenith[:-1], binning.zenith[1:], strict=True)]
+    obs_ids = models["obs_id"].values
     names = [
-        f"BKG_OBS_{int(obs_id)}" if own else (bands[band] if band >= 0 else "")
-        for obs_id, own, band in zip(models["obs_id"].values, models["obs_own"].values, models["obs_band"].values, strict=True)
+        f"BKG_OBS_{int(obs_ids[hdu])}" if hdu >= 0 else (bands[band] if band >= 0 else "")
+        for hdu, band in zip(written, models["obs_band"].values, strict=True)
     ]
     return bands, names
 
@@ -228,20 +255,22 @@ def _band_hdus(models: xr.Dataset, names: list[str]) -> list[fits.BinTableHDU]:
     return hdus
 
 
-def _observation_bytes(models: xr.Dataset, recipe: Recipe, names: list[str]) -> bytes:
-    """Return the BKG_2D HDUs of the observations with a model of their own, as FITS bytes."""
-    own = np.flatnonzero(models["obs_own"].values)
+def _observation_bytes(models: xr.Dataset, recipe: Recipe, names: list[str], written: npt.NDArray[np.intp]) -> bytes:
+    """Return the model HDUs of the observations with a model of their own, one per distinct model, as FITS bytes."""
+    own, sharing = np.unique(written[written >= 0], return_counts=True)
+    obs_id, zenith, deadc, n_eff = (models[name].values for name in ("obs_id", "obs_zenith", "obs_deadc", "obs_n_eff"))
     metas = [
         {
             "EXTNAME": (names[i], "name of this binary table extension"),
             "BKGTIME": BKGTIME_CARD,
-            "OBS_ID": (int(models["obs_id"].values[i]), "observation this model is for"),
-            "ZEN_PNT": (float(models["obs_zenith"].values[i]), "[deg] zenith the model is evaluated at"),
+            "OBS_ID": (int(obs_id[i]), "observation this model is for"),
+            "NOBS": (int(n), "observations with this model (OBS_INDEX BKG_HDU)"),
+            "ZEN_PNT": (float(zenith[i]), "[deg] zenith the model is evaluated at"),
             "ZENMODEL": (recipe.zenith, "zenith recipe"),
-            "DEADC": (float(models["obs_deadc"].values[i]), "dead-time factor folded in (1: none)"),
-            "N_EFF": (float(models["obs_n_eff"].values[i]), "effective number of runs behind the model"),
+            "DEADC": (float(deadc[i]), "dead-time factor folded in (1: none)"),
+            "N_EFF": (float(n_eff[i]), "effective number of runs behind the model"),
         }
-        for i in own
+        for i, n in zip(own, sharing, strict=True)
     ]
     binning = binning_of(models)
     rates = models["obs_rate"].transpose("obs_id", "energy", *binning.fov_dims).values[own]
@@ -289,7 +318,8 @@ def write_models(
     path = check_output(path, overwrite=overwrite, store=store)
     recipe = Recipe.from_header(models.attrs)
     binning = binning_of(models)
-    bands, names = _hdu_names(models)
+    written = _written_models(models)
+    bands, names = _hdu_names(models, written)
     labels = models["zenith_band"].values
     band = models["obs_band"].values
     # the models are sorted by OBS_ID; the obs index keeps its own row order
@@ -313,5 +343,5 @@ def write_models(
     # every HDU is built here from valid parts: astropy's verification pass would
     # cost more than the writing itself for thousands of per-observation models
     fits.HDUList(hdus).writeto(buffer, checksum=False, output_verify="ignore")
-    data = fill_checksums(buffer.getvalue() + _observation_bytes(models, recipe, names))
+    data = fill_checksums(buffer.getvalue() + _observation_bytes(models, recipe, names, written))
     return write_atomic(data, path, overwrite=overwrite)

@@ -1043,6 +1043,8 @@ def _expected(
     ra, dec = (stored[n].astype(np.float64) * ANGLE_TUNITS[a_unit].to(u.deg) for n in ("RA", "DEC"))
     if not (np.isfinite(energy).all() and np.isfinite(ra).all() and np.isfinite(dec).all()) or (np.abs(dec) > 90 + 1e-5).any():
         return None
+    if (energy <= 0).any():  # no event has zero or negative energy (bkgxr.io.checks)
+        return None
     # the offset by astropy's Vincenty formula, as bkgxr (checked against gammapy in test_geometry)
     offset = np.degrees(angular_separation(*np.radians([ra, dec, np.full_like(ra, PNT[0]), np.full_like(dec, PNT[1])])))
     counts = np.zeros(BINNING.shape[1:], dtype=np.int64)

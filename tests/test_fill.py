@@ -119,3 +119,17 @@ def test_skip_bad_keeps_the_good_runs_of_a_batch_and_says_why_the_bad_one_failed
     assert total == alone
     assert run_counts[1].sum() == 0 and run_counts[0].sum() == alone.values().sum()
     assert errors[0] == "" and "ends inside" in errors[1] and errors[2] == "outside every zenith band"
+
+
+def test_every_block_is_checked_for_impossible_values(tmp_path):
+    """A negative energy in the last block, or a header naming another run, is refused naming the run."""
+    table = _events_file(tmp_path / "a.fits", 30_000)
+    table["ENERGY"][-1] = -1.0
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(table, name="EVENTS"), fits.BinTableHDU(Table({"START": [0.0]}), name="GTI")]).writeto(
+        tmp_path / "b.fits"
+    )
+    with pytest.raises(InvalidRunError, match=r"run 1 \(b.fits\): EVENTS ENERGY has 1 value\(s\) <= 0"):
+        fill_runs([_run(tmp_path / "b.fits")], _histref(), block_bytes=2**14)
+    _events_file(tmp_path / "c.fits", 10, OBS_ID=99)
+    with pytest.raises(InvalidRunError, match="OBS_ID = 99 disagrees"):
+        fill_runs([_run(tmp_path / "c.fits")], _histref())

@@ -34,6 +34,7 @@ from ..fov import NodeMaps, event_fov_deg, location_of, reference_time, run_node
 from ..geometry import offset_deg
 from ..units import ANGLE_UNIT, ENERGY_UNIT, TIME_UNIT, parse_unit, scale_to
 from ._rawfits import BLOCK_BYTES, Unsupported, iter_table_blocks
+from .checks import check_event_columns
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -107,6 +108,8 @@ def iter_event_blocks(
     gti_hdu: str = "",
     wanted: dict[str, Any] = EVENT_COLUMNS,
     block_bytes: int = BLOCK_BYTES,
+    tstart: float | None = None,
+    tstop: float | None = None,
 ) -> Iterator[tuple[dict[str, npt.NDArray[np.float64]], Header]]:
     """Yield the ``wanted`` EVENTS columns of one run in canonical units, a block of rows at a time.
 
@@ -129,6 +132,9 @@ def iter_event_blocks(
         Column name -> canonical unit (:data:`EVENT_COLUMNS` or :data:`EVENT_COLUMNS_3D`).
     block_bytes : int
         Bytes of table rows per block.
+    tstart, tstop : float, optional
+        The run's TSTART and TSTOP (s) in the run table, checked against the
+        header's and the events' TIME (:func:`bkgxr.io.checks.check_event_columns`).
 
     Yields
     ------
@@ -141,7 +147,7 @@ def iter_event_blocks(
     ------
     InvalidRunError
         If the file is unreadable, lacks the HDU or a column, has an unknown
-        unit, or holds non-finite values or a DEC beyond a pole.
+        unit, or holds impossible values (see :func:`bkgxr.io.checks.check_event_columns`).
     """
     path = Path(path)
     also = (gti_hdu,) if gti_hdu else ()
@@ -156,7 +162,9 @@ def iter_event_blocks(
         for header, columns, units in blocks:
             if not factors:
                 factors = _unit_factors(columns, units, wanted, obs_id=obs_id, path=path, hdu=hdu)
-            yield _canonical(columns, factors, obs_id=obs_id, path=path, hdu=hdu), header
+            block = _canonical(columns, factors)
+            check_event_columns(block, header, obs_id=obs_id, path=path, hdu=hdu, tstart=tstart, tstop=tstop)
+            yield block, header
     except KeyError as err:
         raise InvalidRunError(obs_id, path, f"no {err.args[0]} HDU") from err
     except (OSError, EOFError, ValueError, TypeError, IndexError, zlib.error) as err:
@@ -178,23 +186,9 @@ def _unit_factors(
     return factors
 
 
-def _canonical(
-    columns: dict[str, npt.NDArray[np.float64]], factors: dict[str, float], *, obs_id: int, path: Path, hdu: str
-) -> dict[str, npt.NDArray[np.float64]]:
-    """Return the columns in canonical units, checked to be finite and on the sphere."""
-    out = {}
-    for name, factor in factors.items():
-        values = columns[name] if factor == 1.0 else columns[name] * factor
-        bad = ~np.isfinite(values)
-        if bad.any():
-            raise InvalidRunError(obs_id, path, f"{hdu} {name} has {int(bad.sum())} non-finite value(s)")
-        out[name] = values
-    # A DEC beyond a pole would still give an offset, and a wrong count; the slack
-    # keeps a pole written as float32 radians (90.0000025 deg) valid.
-    beyond = np.abs(out["DEC"]) > 90.0 + 1e-5
-    if beyond.any():
-        raise InvalidRunError(obs_id, path, f"{hdu} DEC has {int(beyond.sum())} value(s) outside [-90, 90] deg")
-    return out
+def _canonical(columns: dict[str, npt.NDArray[np.float64]], factors: dict[str, float]) -> dict[str, npt.NDArray[np.float64]]:
+    """Return the wanted columns in canonical units."""
+    return {name: columns[name] if factor == 1.0 else columns[name] * factor for name, factor in factors.items()}
 
 
 def read_event_table(
@@ -216,6 +210,7 @@ class RunRead:
     ``ra_pnt``/``dec_pnt`` (deg, from the run table) are used only when the
     EVENTS header lacks RA_PNT/DEC_PNT; ``zenith`` (deg) is the run's pointing
     zenith; events outside ``[e_min, e_max)`` TeV and inside ``exclude`` are dropped.
+    ``tstart``/``tstop`` (s, NaN if unknown): the run table's, checked against the file.
     """
 
     path: str
@@ -230,6 +225,8 @@ class RunRead:
     fov: str = "offset"
     exclude: ExclusionRegions | None = None
     nodes: NodeMaps | None = None
+    tstart: float = np.nan
+    tstop: float = np.nan
 
     @property
     def n_dims(self) -> int:
@@ -264,7 +261,10 @@ def iter_run_rows(run: RunRead, *, block_bytes: int = BLOCK_BYTES) -> Iterator[t
     path = Path(run.path)
     wanted = EVENT_COLUMNS_3D if run.fov == "altaz" else EVENT_COLUMNS
     pointing: tuple[float, float] | None = None
-    for columns, header in iter_event_blocks(path, run.hdu, run.obs_id, gti_hdu=run.gti_hdu, wanted=wanted, block_bytes=block_bytes):
+    blocks = iter_event_blocks(
+        path, run.hdu, run.obs_id, gti_hdu=run.gti_hdu, wanted=wanted, block_bytes=block_bytes, tstart=run.tstart, tstop=run.tstop
+    )
+    for columns, header in blocks:
         if pointing is None:
             pointing = header_pointing(header, run.obs_id, path, run.hdu) or (run.ra_pnt, run.dec_pnt)
         keep = (columns["ENERGY"] >= run.e_min) & (columns["ENERGY"] < run.e_max)
@@ -357,6 +357,7 @@ def run_reads(
         Each run's node maps (:func:`index_node_maps`), when the caller has them already.
     """
     limits = runs.reindex(columns=["E_MIN", "E_MAX"]).fillna({"E_MIN": -np.inf, "E_MAX": np.inf})
+    times = runs.reindex(columns=["TSTART", "TSTOP"]).astype(np.float64)
     regions = [None] * len(runs) if exclude is None else list(exclude)
     if fov != "altaz":
         nodes = [None] * len(runs)
@@ -364,9 +365,9 @@ def run_reads(
         nodes = index_node_maps(runs)
     return [
         RunRead(str(r.EVENTS_PATH), str(r.EVENTS_HDU), str(getattr(r, "GTI_HDU", "")), int(r.OBS_ID),
-                float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region, node)
-        for r, lo, hi, region, node in zip(
-            runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], regions, nodes, strict=True
+                float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region, node, float(t0), float(t1))
+        for r, lo, hi, region, node, t0, t1 in zip(
+            runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], regions, nodes, times["TSTART"], times["TSTOP"], strict=True
         )
     ]
 

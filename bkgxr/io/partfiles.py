@@ -5,7 +5,7 @@ hidden temporary file beside it, ``<folder>/.<name>.<host>.<pid>.<random>.part``
 and renames it into place. SIGINT, SIGTERM and SIGHUP are held off
 (:func:`signals_held`) from the moment that file is created until it is
 renamed or removed, so a signal never leaves one behind; it takes effect
-right after. Only a process killed outright (SIGKILL, power loss) can leave
+right after (the write itself is one call on bytes held in memory). Only a process killed outright (SIGKILL, power loss) can leave
 one, and the next write of the same output removes it (:func:`remove_stale`)
 when all of these hold:
 
@@ -100,17 +100,32 @@ def remove_stale(path: Path) -> list[Path]:
 
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold off :data:`HELD_SIGNALS` for the block; one that arrived meanwhile takes effect when it ends.
+    """Hold off :data:`HELD_SIGNALS` for the block; one that arrived meanwhile is raised again when it ends.
 
-    Only the main thread receives Python's signal handlers, so only its mask
-    matters; in other threads (and where ``pthread_sigmask`` is missing) the
-    block runs unchanged.
+    Python runs signal handlers in the main thread, whichever thread the
+    signal reached, so the main thread's handlers are swapped for one that
+    only records the signal, and the previous ones restored after the block
+    (a default action, like SIGTERM's, then takes effect too). Ignored
+    signals stay ignored. Outside the main thread, whose handlers cannot be
+    changed, the block runs unchanged: a signal there stops the main thread,
+    and this thread's block completes.
     """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    arrived: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        arrived.append(signum)
+
+    previous = {s: signal.getsignal(s) for s in HELD_SIGNALS}
+    held = {s: h for s, h in previous.items() if h is not None and h is not signal.SIG_IGN}
+    for s in held:
+        signal.signal(s, record)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in held.items():
+            signal.signal(s, handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)

@@ -158,7 +158,12 @@ class Store:
         EmptySelectionError
             If no run is selected.
         InvalidRunError
-            If a selected run has no events file or lacks a needed keyword.
+            If a selected run has no events file, lacks a needed keyword, has
+            an impossible value (:func:`bkgxr.io.checks.check_run_values`; its
+            EVENTS header, when read here, :func:`bkgxr.io.checks.check_event_columns`),
+            or shares its EVENTS HDU with another run of the hdu-index.
+        StoreError
+            If the hdu-index has several events or gti rows for one run.
         """
         frame = self.obs
         if query is not None:

@@ -92,7 +92,7 @@ def test_validate_prints_runs_and_summaries_and_writes_csv(hess_dir, tmp_path, c
     assert float(header["chi2_ndf"]) == pytest.approx(table["CHI2"].sum() / table["NDF_CHI2"].sum())
     assert float(header["deviance_ndf"]) == pytest.approx(table["DEVIANCE"].sum() / table["NDF"].sum())
     assert f"chi2/ndf {float(header['chi2_ndf']):.3f}" in text
-    row = text.splitlines()[[i for i, line in enumerate(text.splitlines()) if "OBSERVED" in line][0] + 1].split()
+    row = text.splitlines()[next(i for i, line in enumerate(text.splitlines()) if "OBSERVED" in line) + 1].split()
     assert row[2] == str(table["OBSERVED"][0])  # printed as an integer
 
 
@@ -107,3 +107,80 @@ def test_build_uses_every_run_outside_its_target_circle_by_default(hess_dir, hes
     kept = dict(zip(runs["OBS_ID"], runs["KEPT"]))  # per run, the fraction of each offset ring kept
     assert all(kept[i].min() < 1 for i in hess_store.obs_table["OBS_ID"][on])  # 0.5 deg around each target
     assert all((kept[i] == 1).all() for i in hess_store.obs_table["OBS_ID"][~on])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--kernel-sigma", "inf", "argument --kernel-sigma: 'inf' is not a finite number"),
+        ("--kernel-sigma", "nan", "argument --kernel-sigma: 'nan' is not a finite number"),
+        ("--kernel-sigma", "-0.1", "argument --kernel-sigma: must be > 0"),
+        ("--offset-edges", "-1,1", "argument --offset-edges: expected one argument; a value starting with '-' is given as"),
+        ("--kernel-sigma", "0", "argument --kernel-sigma: must be > 0"),
+        ("--kernel-sigma=", "-1", "argument --kernel-sigma: must be > 0"),
+        ("--time-sigma", "1e999", "argument --time-sigma: '1e999' is not a finite number"),
+        ("--efficiency-sigma", "x", "argument --efficiency-sigma: 'x' is not a number"),
+        ("--exclude-radius", "nan", "argument --exclude-radius: 'nan' is not a finite number"),
+        ("--energy-edges", "1,inf", "argument --energy-edges: 'inf' is not a finite number"),
+        ("--energy-edges", "3,1", "argument --energy-edges: edges must be two or more strictly increasing"),
+        ("--zenith-edges", "20", "argument --zenith-edges: edges must be two or more"),
+        ("--workers", "0", "argument --workers: must be >= 1"),
+        ("--workers", "100000", "argument --workers: at most"),
+        ("--date", "2026-13-01", "argument --date: expected an ISO date"),
+        ("--date", "é", "argument --date: expected an ISO date"),
+        ("--out", "newdir/", "argument --out: 'newdir/' names a folder"),
+        ("--out", "newdir/..", "argument --out: 'newdir/..' names a folder"),
+        ("--out", "", "argument --out: '' names a folder"),
+    ],
+)
+def test_bad_option_values_are_one_line_naming_the_option(sim_store, tmp_path, capsys, monkeypatch, option, value, says):
+    monkeypatch.chdir(tmp_path)
+    args = ["build", str(sim_store.root), "--quiet"] + (["--out", "m.fits"] if option != "--out" else [])
+    given = [option + value] if option.endswith("=") else [option, value]
+    assert main([*args, *given]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bkgxr: error: {says}") and err.endswith("(see bkgxr build --help)\n") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written, no file named newdir
+
+
+def test_out_with_a_trailing_slash_is_refused_through_the_api_too(sim_store, tmp_path):
+    from bkgxr.io.write import check_output
+
+    for out in (f"{tmp_path}/newdir/", f"{tmp_path}/newdir/.", str(tmp_path)):
+        with pytest.raises(IsADirectoryError, match="folder"):
+            check_output(out, store=sim_store)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_and_simulate_name_the_cli_spelling(tmp_path, capsys):
+    import bkgxr
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"bkgxr {bkgxr.__version__}\n"
+    out = tmp_path / "store"
+    assert main(["simulate", str(out), "--runs", "2", "--events-per-run", "100", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(out), "--runs", "2", "--events-per-run", "100", "--quiet"]) == 1
+    assert capsys.readouterr().err == f"bkgxr: error: {out} already holds a store; pass --overwrite to replace it\n"
+    assert main(["simulate", str(out), "--runs", "2", "--events-per-run", "1e12", "--quiet"]) == 2
+    assert "argument --events-per-run: at most 1e+08" in capsys.readouterr().err
+
+
+def test_non_ascii_paths_are_refused_before_the_build_unless_the_index_can_hold_them(simulation, tmp_path, capsys):
+    """FITS strings are ASCII: a non-ASCII folder shared by store and output works (gammapy loads it), the others are refused."""
+    import shutil
+
+    from gammapy.data import DataStore
+
+    root = tmp_path / "jürgen"
+    store = shutil.copytree(simulation.path, root / "store")
+    shared = root / "models.fits"
+    assert main(["build", str(store), "--out", str(shared), "--quiet", "--zenith-model", "bands"]) == 0
+    obs = DataStore.from_file(shared).obs(1)  # the relative FILE_DIR 'store/data' resolves
+    assert obs.bkg is not None and len(obs.events.table) > 0
+    capsys.readouterr()
+    for out, says in [(root / "módels.fits", "the output name is not ASCII"),
+                      (tmp_path / "models.fits", "its HDU index would name the store's folder 'jürgen/store/data', not ASCII")]:
+        assert main(["build", str(store), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1 and not out.exists()

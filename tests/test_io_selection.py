@@ -57,6 +57,33 @@ def test_allowed_selections_keep_the_rows_pandas_query_keeps(selection):
         ("OBS_ID == b'1'", "not a literal"),
         ("OBS_ID == 1; import os", "not a valid expression"),
         ("x" * 20_000, "longer than"),
+        # what a careful attacker tries next: values of another kind than their column, deep nesting, oversized literals
+        ("ZEN_PNT < 'a'", "column ZEN_PNT \\(number\\) compared with 'a' \\(text\\)"),
+        ("TARGET_NAME == 3", "column TARGET_NAME \\(text\\) compared with 3"),
+        ("OBS_ID == True", "compared with True \\(bool\\)"),
+        ("OBS_ID == TARGET_NAME", "compared with column TARGET_NAME"),
+        ("OBS_ID in [1, 'a']", "compared with 'a'"),
+        ("OBS_ID in [1, [2]]", "not a literal"),
+        ("OBS_ID == [1]", "a list outside 'in'"),
+        ("1 < 2", "a comparison without a column"),
+        ("'a' == 'a' or OBS_ID == 1", "a comparison without a column"),
+        ("not " * 2000 + "OBS_ID == 1", "nested deeper than 50"),
+        ("~" * 9000 + "(OBS_ID == 1)", "nested too deeply to parse"),
+        ("OBS_ID == " + "-" * 60 + "1", "nested deeper than 50"),
+        ("OBS_ID == 1" + "0" * 5000, "is not a valid expression"),
+        ("OBS_ID is 1", "operator Is"),
+        ("OBS_ID == 1\x00", "not a valid expression"),
+        ("OBS_ID == None", "not a literal"),
+        ("OBS_ID == ...", "not a literal"),
+        ("OBS_ID == 1 if True else False", "IfExp"),
+        ("OBS_ID == {1}", "Set"),
+        ("OBS_ID == {'a': 1}", "Dict"),
+        ("(OBS_ID == 1) == (OBS_ID == 2)", "Compare is not a literal"),
+        ("ZEN_PNT == nan", "unknown column 'nan'"),
+        ("OBS_ID == __import__", "unknown column '__import__'"),
+        ("OBS_ID == 1 and __debug__", "Name where a condition"),
+        ("await OBS_ID", "Await"),
+        ("yield", "not a valid expression"),
     ],
 )
 def test_every_escape_is_refused_with_one_line(selection, refused, tmp_path, monkeypatch):
@@ -65,6 +92,20 @@ def test_every_escape_is_refused_with_one_line(selection, refused, tmp_path, mon
         select_rows(FRAME, selection)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_refused_selection_is_quoted_short():
+    with pytest.raises(ValueError, match=r"\.\.\. \(9\d{3} characters\) refused") as err:
+        select_rows(FRAME, "not " * 2400 + "OBS_ID == 1")
+    assert len(str(err.value)) < 250
+
+
+@pytest.mark.parametrize("query", ["1", "OBS_ID", "ZEN_PNT < 'a'", "", "OBS_ID in [1, [2]]"])
+def test_the_cli_prints_one_line_and_exit_code_2_for_a_bad_query(sim_store, tmp_path, capsys, query):
+    out = tmp_path / "m.fits"
+    assert main(["build", str(sim_store.root), "--out", str(out), "--query", query, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bkgxr: error: selection") and err.count("\n") == 1 and not out.exists()
 
 
 def test_the_cli_refuses_a_query_that_would_run_code(sim_store, tmp_path, capsys, monkeypatch):

@@ -472,7 +472,7 @@ BAD_CASES: dict[str, Bad] = {
                                                   r"events file /\S+/nowhere/obs_000002.fits.gz not found"),
     "hdu_index_two_events_files_for_one_run": Bad(
         _second_events_row_to_run_3, StoreError, "select", r"hdu-index has several events rows for OBS_ID \[2\]",
-        names=("hdu-index", "[2]")),
+        names=("hdu-index.fits.gz: hdu-index has several events rows", "[2]")),
     # hostile index files: one error naming the file, before anything is allocated
     "obs_index_declares_1e10_rows": Bad(_declare_rows("obs", 10**10), StoreError, "open",
                                         r"declares 1[0-9]{12} bytes \(10000000000 rows\), more than the 1073741824",
@@ -491,7 +491,7 @@ BAD_CASES: dict[str, Bad] = {
     "duplicate_obs_id": Bad(_duplicate_obs_row, StoreError, "open", r"duplicate OBS_ID in the obs-index: \[2\]",
                             names=("obs-index.fits.gz", "[2]")),
     "duplicate_hdu_rows": Bad(_duplicate_hdu_row, StoreError, "select", r"hdu-index has several events rows for OBS_ID \[2\]",
-                              names=("hdu-index", "[2]")),
+                              names=("hdu-index.fits.gz: hdu-index has several events rows", "[2]")),
     "selection_matches_no_run": Bad(lambda r: None, EmptySelectionError, "select", r"no run of .* matches",
                                     names=("OBS_ID > 100",), query="OBS_ID > 100"),
     "every_run_outside_the_bands": Bad(lambda r: None, EmptySelectionError, "build", r"no usable run falls in any zenith band",

@@ -221,7 +221,7 @@ def hdu_locations(store: Store, hdu_type: str) -> pd.DataFrame:
     rows = hdus[hdus["HDU_TYPE"].str.lower() == hdu_type]
     if rows["OBS_ID"].duplicated().any():
         dup = rows.loc[rows["OBS_ID"].duplicated(), "OBS_ID"].tolist()
-        raise StoreError(f"hdu-index has several {hdu_type} rows for OBS_ID {dup}", path=store.root)
+        raise StoreError(f"hdu-index has several {hdu_type} rows for OBS_ID {dup}", path=find_index(store.root, "hdu"))
     names = rows["HDU_NAME"] if "HDU_NAME" in rows else pd.Series("", index=rows.index)
     key = hdu_type.upper()
     return pd.DataFrame(

@@ -373,6 +373,13 @@ def _obs_id_as(dtype: str, masked: bool = False) -> Callable[[Table], None]:
     return edit
 
 
+def _header_tstart_shift(seconds: float) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        edit_header(root, TSTART=float(fits.getheader(run_file(root), "EVENTS")["TSTART"]) + seconds)
+
+    return mutate
+
+
 BAD_CASES: dict[str, Bad] = {
     # the file itself
     "truncated_gzip": Bad(_truncate, InvalidRunError, "compute", r"cannot read the file"),
@@ -458,6 +465,15 @@ BAD_CASES: dict[str, Bad] = {
                                         r"EVENTS keyword OBS_ID = 7 disagrees with the index's OBS_ID 2"),
     "header_tstart_an_hour_off": Bad(_header_value("TSTART", lambda t: t - 3600.0), InvalidRunError, "select",
                                      r"EVENTS keyword TSTART = [0-9.e+]+ s disagrees with the run table's"),
+    # impossible events, found by the read task (issue 14, item 10)
+    "negative_energy": Bad(lambda r: edit_events(r, set_event("ENERGY", -1.0)), InvalidRunError, "compute",
+                           r"EVENTS ENERGY has 3 value\(s\) <= 0 TeV"),
+    "zero_energy": Bad(lambda r: edit_events(r, set_event("ENERGY", 0.0, slice(0, 1))), InvalidRunError, "compute",
+                       r"EVENTS ENERGY has 1 value\(s\) <= 0 TeV"),
+    "events_of_another_run_by_obs_id": Bad(lambda r: edit_header(r, OBS_ID=3), InvalidRunError, "compute",
+                                           r"EVENTS keyword OBS_ID = 3 disagrees with the index's OBS_ID 2"),
+    "header_tstart_a_day_off": Bad(_header_tstart_shift(86400.0), InvalidRunError, "compute",
+                                   r"EVENTS keyword TSTART = [0-9.]+ s disagrees with the run table's [0-9.]+ s"),
     # index rows pointing where they must not
     "two_runs_share_one_events_file": Bad(
         _events_row_to(run_file(Path("."), 1).name), InvalidRunError, "select",

@@ -84,8 +84,8 @@ def test_notebook_runs_against_the_hess_data(notebook, hess_dir, tmp_path, monke
     assert "105 observations in the store, 45 off runs" in text
     assert "rate == counts / (ONTIME x dE x dOmega) in every bin" in text
     # leave-one-run-out: the default recipe scatters less than the tutorial's band models
-    tutorial = number(text, r"tutorial +bands: 45 runs, obs/pred mean [\d.]+ std ([\d.]+)")
-    default = number(text, r"default kernel\+smooth: 45 runs, obs/pred mean [\d.]+ std ([\d.]+)")
+    tutorial = number(text, r"tutorial +bands: +45 runs, obs/pred mean [\d.]+ std ([\d.]+)")
+    default = number(text, r"default +kernel\+smooth: +45 runs, obs/pred mean [\d.]+ std ([\d.]+)")
     assert default < 0.6 * tutorial
     # gammapy predicts rate x ONTIME: the ONTIME sum matches its npred, LIVETIME is off by DEADC (0.93 for run 47802)
     ontime = number(text, r"ONTIME   x dE x dOmega: +[\d.]+ counts \(ratio ([\d.]+)\)")

@@ -350,12 +350,12 @@ def test_demo_writes_models_gammapy_loads_and_a_png(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--runs", "10", "--events-per-run", "2000"]) == 0
     text = capsys.readouterr().out
-    for name in ("bkg_models.fits", "overview.png", "store"):
+    for name in ("bkg-models.fits", "overview.png", "store"):
         assert str((out / name).resolve()) in text
     assert (out / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     store = bkgxr.open_store(out / "store")
     cube = bkgxr.build_cube(store.select(bkgxr.OFF_QUERY)).compute()
-    data_store = DataStore.from_file(out / "bkg_models.fits")
+    data_store = DataStore.from_file(out / "bkg-models.fits")
     # the demo writes the default recipe: each observation's smoothed kernel model at its zenith and time
     from bkgxr.nodes import to_node_values
 

@@ -180,5 +180,5 @@ def test_efficiency_kernel_weights_runs_by_muoneff(hess_cube):
 
 def test_infinite_kernel_widths_are_refused_when_the_recipe_is_made():
     for widths in ({"kernel_sigma": float("inf")}, {"time_sigma": float("inf")}, {"efficiency_sigma": float("nan")}):
-        with pytest.raises(ValueError, match="positive and finite"):
+        with pytest.raises(ValueError, match=f"{next(iter(widths))} must be a positive finite number"):
             bkgxr.Recipe(**widths)

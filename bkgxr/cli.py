@@ -83,6 +83,14 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
         help="use each run only in the energy bins inside its SAFE_ENERGY_LO/HI range",
     )
     p.add_argument(
+        "--event-zenith",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="each event in the zenith band of the pointing at its time, each run's ONTIME shared among the bands "
+        "it crossed, in the cube's band rates (the zenith models weight whole runs; default: whole runs in the "
+        "band of ZEN_PNT)",
+    )
+    p.add_argument(
         "--skip-bad",
         action="store_true",
         help="leave out runs that cannot be read, list them in the summary and the output's RUNS table",
@@ -262,7 +270,7 @@ def _cube(args: argparse.Namespace) -> tuple[Store, xr.Dataset, str | None]:
     with connect(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet, silence_logs=not args.verbose):
         cube = build_cube(
             runs, binning=binning, skip_bad=args.skip_bad, safe_energy=args.safe_energy,
-            exclusion=exclusion, target_radius=args.exclude_radius or None,
+            exclusion=exclusion, target_radius=args.exclude_radius or None, event_zenith=args.event_zenith,
         )
         cube = compute(cube, progress=not args.quiet)
     return store, cube, query

@@ -51,7 +51,7 @@ from .exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
 from .fill import histogram_runs
 from .io.events import index_node_maps, run_reads
 from .masking import kept_fractions, run_regions
-from .track import zenith_tracks
+from .track import band_fractions, slice_tracks, zenith_tracks
 from .units import RATE_UNIT
 
 if TYPE_CHECKING:
@@ -61,8 +61,13 @@ if TYPE_CHECKING:
 
 #: The time a rate is per, as GADF defines it and gammapy uses.
 RATE_TIME = "ONTIME: observation time (GTI sum), no dead-time correction"
-#: How a run's zenith picks its band in the cube.
-ZENITH_RULE = "band containing the run's pointing zenith ZEN_PNT: lo <= zenith < hi"
+#: How events and runs pick their zenith bands in the cube (``event_zenith=True``).
+ZENITH_RULE = (
+    "event: band holding the pointing's zenith at its TIME (linear between 33 points of the run); "
+    "ONTIME shared among bands by the time the pointing spent in each; runs without a known track: as ZEN_PNT"
+)
+#: The same with ``event_zenith=False``, and for a cube read back from a file.
+POINTING_RULE = "band containing the run's pointing zenith ZEN_PNT: lo <= zenith < hi"
 
 
 def safe_bins(
@@ -111,6 +116,7 @@ def build_cube(
     safe_energy: bool = False,
     exclusion: ExclusionRegions | None = None,
     target_radius: float | None = DEFAULT_RADIUS_DEG,
+    event_zenith: bool = False,
 ) -> xr.Dataset:
     """Build the lazy background cube of ``runs``.
 
@@ -137,6 +143,15 @@ def build_cube(
         Radius (deg) of the circle excluded around the target (``RA_OBJ``,
         ``DEC_OBJ``) of every run that is not an off run (``TARGET_NAME``
         other than "Off data"): 0.5 deg by default; None for no such circle.
+    event_zenith : bool
+        Give each event the zenith band of the pointing at its TIME, and share
+        each run's ONTIME among the bands by the time its pointing spent in
+        each (:mod:`bkgxr.track`; runs whose track is unknown stay whole in the
+        band of ``ZEN_PNT``). The band variables of the cube (``counts``,
+        ``exposure``, ``rate``, ``ontime``...) then follow the track; the
+        zenith models of :mod:`bkgxr.zenith` still weight whole runs
+        (``run_counts``), so the default (False) keeps every event and the
+        whole run in the band of ``ZEN_PNT``, consistent with them.
 
     Returns
     -------
@@ -199,8 +214,13 @@ def build_cube(
 
     regions, read_set = run_regions(runs, exclusion=exclusion, target_radius=target_radius), set(read.tolist())
     nodes = index_node_maps(runs)  # one astropy call: the zenith tracks, 3D reads and 3D exclusion share it
+    times, track, known = slice_tracks(runs, nodes=nodes)
+    known &= event_zenith
+    times[~known] = np.nan
     reads: list[RunRead | None] = [None] * n_runs_all
-    for i, one in zip(read.tolist(), run_reads(to_read, fov=binning.fov, exclude=[regions[i] for i in read], nodes=[nodes[i] for i in read]), strict=True):
+    for i, one in zip(read.tolist(), run_reads(
+        to_read, fov=binning.fov, exclude=[regions[i] for i in read], nodes=[nodes[i] for i in read], tracks=(times[read], track[read])
+    ), strict=True):
         reads[i] = one
     # a run the selection found bad keeps its reason (its zenith is NaN: no band either)
     reasons = np.where(given_error != "", given_error, np.where(band < 0, "outside every zenith band", "")).astype(object)
@@ -221,7 +241,9 @@ def build_cube(
         run_tstart=runs.get("TSTART", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         run_muoneff=runs.get("MUONEFF", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         run_track=zenith_tracks(runs, nodes=nodes),
-        attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy)},
+        run_band_fraction=np.where(known[:, None], band_fractions(track, binning.zenith), band[:, None] == np.arange(binning.shape[0])),
+        attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy),
+               "zenith_assignment": ZENITH_RULE if event_zenith else POINTING_RULE},
         run_kept=kept_fractions(runs, binning, [r if i in read_set else None for i, r in enumerate(regions)], nodes=nodes),
     )
     if not skip_bad:  # with skip_bad, n_runs is known only after compute
@@ -246,6 +268,7 @@ def assemble_cube(
     run_kept: npt.ArrayLike | None = None,
     run_muoneff: npt.ArrayLike | None = None,
     run_track: npt.ArrayLike | None = None,
+    run_band_fraction: npt.ArrayLike | None = None,
 ) -> xr.Dataset:
     """Return the cube Dataset from counts and per-run values (numpy or dask).
 
@@ -280,24 +303,28 @@ def assemble_cube(
     run_track : array-like, optional
         Pointing zenith (deg) at equal-time nodes of each run (:func:`bkgxr.track.zenith_tracks`);
         ``run_zenith`` at one node if omitted. Shape: (n_runs, n_nodes).
+    run_band_fraction : array-like, optional
+        Fraction of each run's time in each zenith band (:func:`bkgxr.track.band_fractions`);
+        all of it in the band of ``run_zenith`` if omitted. Shape: (n_runs, n_zenith).
     """
     n_bands, n_energy, *fov_shape = binning.shape
     fov_dims = binning.fov_dims
     band = band_index(run_zenith, binning.zenith)
     onehot = (band[:, None] == np.arange(n_bands)[None, :]).astype(np.float64)
+    fraction = onehot if run_band_fraction is None else np.asarray(run_band_fraction, dtype=np.float64)
     run_ontime = np.asarray(run_ontime, dtype=np.float64)
     run_livetime = np.asarray(run_livetime, dtype=np.float64)
     run_safe = np.asarray(run_safe, dtype=bool)
     used = cast("npt.NDArray[np.bool_] | da.Array", run_error == "")  # elementwise, never a bare bool
     used_ontime = np.where(used, run_ontime, 0.0)  # not 0 * NaN: a run found bad has no time
-    ontime = used_ontime @ onehot
-    livetime = np.where(used, run_livetime, 0.0) @ onehot
-    exposed = (used_ontime[:, None] * run_safe).T @ onehot  # (energy, zenith)
-    n_runs = used.astype(np.int64) @ onehot.astype(np.int64)
+    ontime = used_ontime @ fraction
+    livetime = np.where(used, run_livetime, 0.0) @ fraction
+    exposed = (used_ontime[:, None] * run_safe).T @ fraction  # (energy, zenith)
+    n_runs = used.astype(np.int64) @ (fraction > 0).astype(np.int64)
     n_all = run_ontime.size
     kept = np.ones((n_all, *fov_shape)) if run_kept is None else np.asarray(run_kept, dtype=np.float64)
     # ONTIME x safe energy bins x kept FoV fraction, summed over each band's runs
-    exposed_fov = np.einsum("rb,re,rf->bef", used_ontime[:, None] * onehot, run_safe, kept.reshape(n_all, -1))
+    exposed_fov = np.einsum("rb,re,rf->bef", used_ontime[:, None] * fraction, run_safe, kept.reshape(n_all, -1))
     exposure = xr.DataArray(
         exposed_fov.reshape(n_bands, n_energy, *fov_shape) * exposure_s_mev_sr(np.ones(1), binning),
         dims=binning.dims,
@@ -330,7 +357,8 @@ def assemble_cube(
             "run_muoneff": ("obs_id", np.full(run_ontime.size, np.nan) if run_muoneff is None else np.asarray(run_muoneff, dtype=np.float64),
                             {"units": "", "long_name": "optical efficiency MUONEFF"}),
             "run_threshold": ("obs_id", np.asarray(run_threshold, dtype=np.float64), {"units": "TeV", "long_name": "safe energy threshold"}),
-            "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band index (-1: none)"}),
+            "run_band": ("obs_id", band, {"units": "", "long_name": "zenith band of ZEN_PNT (-1: none)"}),
+            "run_band_fraction": (("obs_id", "zenith"), fraction, {"units": "", "long_name": "fraction of the run's time in the band"}),
             "run_used": ("obs_id", used, {"units": "", "long_name": "run counted in the model"}),
             "run_error": ("obs_id", run_error, {"units": "", "long_name": "why the run was left out"}),
         },
@@ -340,7 +368,7 @@ def assemble_cube(
             "obs_id": ("obs_id", np.asarray(obs_id, dtype=np.int64)),
         },
         attrs={
-            "zenith_assignment": ZENITH_RULE,
+            "zenith_assignment": POINTING_RULE,
             "rate_time": RATE_TIME,
             "rate_without_exposure": "0 (see has_exposure)",
             **attrs,

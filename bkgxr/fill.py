@@ -79,13 +79,15 @@ def fill_runs(
     total : boost_histogram.Histogram
         Counts of all runs of the batch read.
     run_counts : numpy.ndarray
-        Each run's counts summed over zenith. Shape: (n_reads, n_energy, *fov shape).
+        Each run's counts summed over zenith, including events whose zenith
+        lies outside the bands. Shape: (n_reads, n_energy, *fov shape).
     errors : numpy.ndarray
         Shape: (n_reads,), object: why each run was skipped, '' otherwise.
     """
     total, run = histref.copy(), histref.copy()
     run_counts = np.zeros((len(reads), *histref.shape[1:]), dtype=np.int64)
     errors = np.array([""] * len(reads) if reasons is None else list(reasons), dtype=object)
+    inner = (slice(1, -1),) * (len(histref.axes) - 1)  # without the energy and FoV flow bins
     for i, read in enumerate(reads):
         if read is None:
             continue
@@ -98,7 +100,8 @@ def fill_runs(
                 raise
             errors[i] = err.reason
             continue
-        run_counts[i] = run.values().sum(axis=0)
+        # all of the run's events, whichever zenith band (or none) its track was in at their time
+        run_counts[i] = run.values(flow=True).sum(axis=0)[inner]
         total += run
     return total, run_counts, errors
 

@@ -28,6 +28,8 @@ from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
 from astropy.utils import iers
 
+from .geometry import segment_shares
+
 if TYPE_CHECKING:
     import numpy.typing as npt
 
@@ -668,13 +670,4 @@ def zenith_time_s(
         ra_pnt_deg, dec_pnt_deg, np.concatenate([t0, t0 + width]), reference=reference, location=location
     )
     zen0, zen1 = np.split(90.0 - alt, 2)
-    low, high = np.minimum(zen0, zen1)[:, None], np.maximum(zen0, zen1)[:, None]
-    overlap = np.clip(np.minimum(high, edges[None, 1:]) - np.maximum(low, edges[None, :-1]), 0.0, None)
-    span = high - low
-    flat = span[:, 0] == 0
-    share = np.where(flat[:, None], 0.0, overlap / np.where(span > 0, span, 1.0))
-    # a piece at constant zenith goes whole to the bin that holds it
-    bin_of_flat = np.searchsorted(edges, low[flat, 0], side="right") - 1
-    inside = (bin_of_flat >= 0) & (bin_of_flat < edges.size - 1)
-    share[np.flatnonzero(flat)[inside], bin_of_flat[inside]] = 1.0
-    return np.asarray((share * width[:, None]).sum(axis=0), dtype=np.float64)
+    return np.asarray((segment_shares(zen0, zen1, edges) * width[:, None]).sum(axis=0), dtype=np.float64)

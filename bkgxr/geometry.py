@@ -50,3 +50,36 @@ def ring_solid_angle_sr(offset_edges_deg: npt.ArrayLike) -> npt.NDArray[np.float
     """
     cos = np.cos(np.radians(np.asarray(offset_edges_deg, dtype=np.float64)))
     return 2.0 * np.pi * (cos[:-1] - cos[1:])
+
+
+def segment_shares(start: npt.ArrayLike, stop: npt.ArrayLike, edges: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Return the share of each linear segment that lies in each bin.
+
+    A quantity moving linearly from ``start`` to ``stop`` over a segment (a
+    zenith over a slice of time) spends in each bin the fraction of the
+    segment its range overlaps; a segment without extent goes whole to the
+    bin holding it (``lo <= x < hi``). Parts beyond the edges are in no bin.
+
+    Parameters
+    ----------
+    start, stop : array-like
+        Values at the segment's ends. Shape: (n_segments,).
+    edges : array-like
+        Increasing bin edges. Shape: (n_bins + 1,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape: (n_segments, n_bins); each row sums to at most 1.
+    """
+    start, stop = np.asarray(start, dtype=np.float64), np.asarray(stop, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    low, high = np.minimum(start, stop)[:, None], np.maximum(start, stop)[:, None]
+    overlap = np.clip(np.minimum(high, edges[None, 1:]) - np.maximum(low, edges[None, :-1]), 0.0, None)
+    span = high - low
+    flat = span[:, 0] == 0
+    share = np.where(flat[:, None], 0.0, overlap / np.where(span > 0, span, 1.0))
+    bin_of_flat = np.searchsorted(edges, low[flat, 0], side="right") - 1
+    inside = (bin_of_flat >= 0) & (bin_of_flat < edges.size - 1)
+    share[np.flatnonzero(flat)[inside], bin_of_flat[inside]] = 1.0
+    return share

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 #: Variables of a cube that describe its runs, carried into the models along dim ``run``.
 RUN_VARIABLES = (
     "run_counts", "run_kept", "run_safe", "run_zenith", "run_track", "run_ontime", "run_livetime", "run_tstart", "run_muoneff",
-    "run_threshold", "run_band", "run_used", "run_error",
+    "run_threshold", "run_band", "run_band_fraction", "run_used", "run_error",
 )
 #: Per-observation variables of the models: units and meaning (``obs_rate`` has dims obs_id, energy, FoV).
 OBS_VARIABLES = {

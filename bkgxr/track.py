@@ -5,6 +5,10 @@ returns each run's pointing zenith at :data:`TRACK_NODES` times, the midpoints o
 slices of [TSTART, TSTOP], from one astropy evaluation for all runs
 (:func:`bkgxr.io.events.index_node_maps`, shared with the 3D event reads) and numpy for the rest. A run without the times or the
 observatory (obs-index header GEOLON/GEOLAT, MJDREF) keeps its ``ZEN_PNT`` at every node.
+
+:func:`slice_tracks` gives the zenith at the bounds of finer equal slices, linear
+in time between them: each event takes the zenith there at its TIME, and
+:func:`band_fractions` shares each run's time among the zenith bands the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .fov import az_alt_deg, location_of, reference_time
+from .geometry import segment_shares
 from .io.events import index_node_maps
 
 if TYPE_CHECKING:
@@ -26,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Times per run at which the track is sampled (equal slices of the run, at their midpoints).
 TRACK_NODES = 7
+#: Equal slices of a run between whose bounds an event's pointing zenith is interpolated.
+EVENT_SLICES = 32
 
 
 def track_times(tstart_s: npt.ArrayLike, tstop_s: npt.ArrayLike, n_nodes: int = TRACK_NODES) -> npt.NDArray[np.float64]:
@@ -38,7 +45,7 @@ def track_times(tstart_s: npt.ArrayLike, tstop_s: npt.ArrayLike, n_nodes: int = 
 def zenith_tracks(
     runs: pd.DataFrame, *, n_nodes: int = TRACK_NODES, nodes: Sequence[NodeMaps | None] | None = None
 ) -> npt.NDArray[np.float64]:
-    """Return each run's pointing zenith (deg) at its track times.
+    """Return each run's pointing zenith (deg) at its track times (:func:`track_times`).
 
     Parameters
     ----------
@@ -58,20 +65,79 @@ def zenith_tracks(
         finite TSTART <= TSTOP, or of every run when the header lacks MJDREF or
         the observatory.
     """
-    zenith = np.repeat(runs["ZEN_PNT"].to_numpy(np.float64)[:, None], n_nodes, axis=1)
-    meta = runs.attrs.get("OBS_META", {})
     if "TSTART" not in runs or "TSTOP" not in runs:
-        return zenith
+        return np.repeat(runs["ZEN_PNT"].to_numpy(np.float64)[:, None], n_nodes, axis=1)
+    times = track_times(runs["TSTART"].to_numpy(np.float64), runs["TSTOP"].to_numpy(np.float64), n_nodes)
+    return _zenith_at(runs, times, nodes)[0]
+
+
+def slice_tracks(
+    runs: pd.DataFrame, *, n_slices: int = EVENT_SLICES, nodes: Sequence[NodeMaps | None] | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Return each run's pointing zenith at the bounds of ``n_slices`` equal slices of [TSTART, TSTOP].
+
+    Between bounds the zenith is taken as linear in time: what
+    :func:`bkgxr.io.events.iter_run_rows` interpolates at each event's TIME,
+    and what :func:`band_fractions` shares among zenith bands.
+
+    Returns
+    -------
+    times : numpy.ndarray
+        Bounds, s since MJDREF. Shape: (n_runs, n_slices + 1).
+    zenith : numpy.ndarray
+        Pointing zenith at the bounds, deg; ``ZEN_PNT`` throughout for a run
+        whose track is unknown. Shape: (n_runs, n_slices + 1).
+    known : numpy.ndarray
+        Whether the run's track is known (finite TSTART <= TSTOP, MJDREF and
+        observatory in the obs-index header). Shape: (n_runs,).
+    """
+    fraction = np.arange(n_slices + 1) / n_slices
+    if "TSTART" not in runs or "TSTOP" not in runs:
+        zenith = np.repeat(runs["ZEN_PNT"].to_numpy(np.float64)[:, None], n_slices + 1, axis=1)
+        return np.full(zenith.shape, np.nan), zenith, np.zeros(len(runs), dtype=bool)
+    start, stop = runs["TSTART"].to_numpy(np.float64), runs["TSTOP"].to_numpy(np.float64)
+    times = start[:, None] + fraction[None, :] * (stop - start)[:, None]
+    zenith, known = _zenith_at(runs, times, nodes)
+    return times, zenith, known
+
+
+def band_fractions(zenith: npt.ArrayLike, edges: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Return the fraction of each run's time its pointing spent in each zenith band.
+
+    Parameters
+    ----------
+    zenith : array-like
+        Pointing zenith (deg) at the bounds of equal slices of each run
+        (:func:`slice_tracks`), linear in time between them. Shape: (n_runs, n_slices + 1).
+    edges : array-like
+        Zenith band edges, deg. Shape: (n_bands + 1,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape: (n_runs, n_bands); a row sums to less than 1 where the track leaves the edges.
+    """
+    zenith = np.atleast_2d(np.asarray(zenith, dtype=np.float64))
+    n_runs, n_bounds = zenith.shape
+    shares = segment_shares(zenith[:, :-1].ravel(), zenith[:, 1:].ravel(), edges)
+    return np.asarray(shares.reshape(n_runs, n_bounds - 1, -1).mean(axis=1), dtype=np.float64)
+
+
+def _zenith_at(
+    runs: pd.DataFrame, times: npt.NDArray[np.float64], nodes: Sequence[NodeMaps | None] | None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Return the pointing zenith of each run at ``times`` (n_runs, n_times) and whether it is known."""
+    zenith = np.repeat(runs["ZEN_PNT"].to_numpy(np.float64)[:, None], times.shape[1], axis=1)
+    known = np.zeros(len(runs), dtype=bool)
     try:
+        meta = runs.attrs.get("OBS_META", {})
         reference, location = reference_time(meta), location_of(meta)
     except (KeyError, ValueError, TypeError):
-        return zenith
+        return zenith, known
     maps = index_node_maps(runs) if nodes is None else nodes  # None for a run without finite times
-    start, stop = runs["TSTART"].to_numpy(np.float64), runs["TSTOP"].to_numpy(np.float64)
-    times = track_times(start, stop, n_nodes)
     ra, dec = runs["RA_PNT"].to_numpy(np.float64), runs["DEC_PNT"].to_numpy(np.float64)
     for i, run_nodes in enumerate(maps):
         if run_nodes is not None:
             _, alt = az_alt_deg(ra[i], dec[i], times[i], reference=reference, location=location, nodes=run_nodes)
-            zenith[i] = 90.0 - alt
-    return zenith
+            zenith[i], known[i] = 90.0 - alt, True
+    return zenith, known

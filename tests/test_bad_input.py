@@ -373,6 +373,18 @@ def _obs_id_as(dtype: str, masked: bool = False) -> Callable[[Table], None]:
     return edit
 
 
+def _shift_time(seconds: float, rows: slice = slice(3, 6)) -> Callable[[Table], None]:
+    def edit(table: Table) -> None:
+        table["TIME"][rows] = table["TIME"][rows] + seconds
+
+    return edit
+
+
+def _time_in_mjd(table: Table) -> None:
+    """TIME written as MJD (days), the unit left as seconds."""
+    table["TIME"] = (np.asarray(table["TIME"]) / 86400.0 + 51910.0) * u.s
+
+
 def _header_tstart_shift(seconds: float) -> Callable[[Path], None]:
     def mutate(root: Path) -> None:
         edit_header(root, TSTART=float(fits.getheader(run_file(root), "EVENTS")["TSTART"]) + seconds)
@@ -474,6 +486,10 @@ BAD_CASES: dict[str, Bad] = {
                                            r"EVENTS keyword OBS_ID = 3 disagrees with the index's OBS_ID 2"),
     "header_tstart_a_day_off": Bad(_header_tstart_shift(86400.0), InvalidRunError, "compute",
                                    r"EVENTS keyword TSTART = [0-9.]+ s disagrees with the run table's [0-9.]+ s"),
+    "time_of_the_next_run": Bad(lambda r: edit_events(r, _shift_time(3600.0)), InvalidRunError, "compute",
+                                r"EVENTS TIME has 3 value\(s\) outside the run's \[TSTART, TSTOP\] = \[[0-9.]+, [0-9.]+\] s"),
+    "time_in_mjd_not_seconds": Bad(lambda r: edit_events(r, _time_in_mjd), InvalidRunError, "compute",
+                                   r"EVENTS TIME has \d+ value\(s\) outside the run's"),
     # index rows pointing where they must not
     "two_runs_share_one_events_file": Bad(
         _events_row_to(run_file(Path("."), 1).name), InvalidRunError, "select",

@@ -2,7 +2,7 @@ import dask
 import numpy as np
 import pytest
 import xarray as xr
-from reference import numpy_counts
+from reference import band_ontime, numpy_counts
 
 import bkgxr
 from bkgxr.axes import band_index, exposure_s_mev_sr
@@ -11,25 +11,35 @@ from bkgxr.cube import build_cube
 
 def test_counts_equal_a_plain_numpy_histogram(hess_runs, hess_cube):
     b = bkgxr.Binning()
-    expected = numpy_counts(hess_runs, b.zenith, b.energy, b.offset)
-    np.testing.assert_array_equal(hess_cube["counts"].values, expected)
+    by_pointing = numpy_counts(hess_runs, b.zenith, b.energy, b.offset, event_zenith=False)
+    np.testing.assert_array_equal(hess_cube["counts"].values, by_pointing)
     assert hess_cube["counts"].sum() > 300_000
+
+
+def test_event_zenith_counts_equal_a_histogram_at_astropys_zenith_of_each_event(hess_runs):
+    """Events at the pointing's zenith at their TIME (astropy per event); bkgxr interpolates a track."""
+    b = bkgxr.Binning()
+    cube = build_cube(hess_runs, event_zenith=True).compute()
+    expected = numpy_counts(hess_runs, b.zenith, b.energy, b.offset)
+    moved = np.abs(cube["counts"].values - expected).sum()
+    assert moved <= 2, moved  # an event within ~1e-4 deg of a band edge may fall either side
+    by_pointing = numpy_counts(hess_runs, b.zenith, b.energy, b.offset, event_zenith=False)
+    assert np.abs(by_pointing - expected).sum() > 1000  # the track matters: runs cross band edges
+    np.testing.assert_array_equal(cube["counts"].values.sum(axis=0), by_pointing.sum(axis=0))
 
 
 @pytest.fixture(params=["hess", "simulated"])
 def store_and_cube(request):
     """The H.E.S.S. off runs, and a simulated store (so the engine is tested without the H.E.S.S. data)."""
-    if request.param == "hess":
-        return request.getfixturevalue("hess_runs"), request.getfixturevalue("hess_cube")
-    runs = request.getfixturevalue("sim_store").select()
-    return runs, build_cube(runs).compute()
+    runs = request.getfixturevalue("hess_runs") if request.param == "hess" else request.getfixturevalue("sim_store").select()
+    return runs, build_cube(runs, event_zenith=True).compute()
 
 
 def test_rate_is_counts_over_ontime_energy_width_and_ring_solid_angle(store_and_cube):
     runs, cube = store_and_cube
     b = bkgxr.Binning()
-    band = np.digitize(runs["ZEN_PNT"], b.zenith) - 1
-    ontime = np.array([runs["ONTIME"][band == i].sum() for i in range(3)])
+    np.testing.assert_allclose(cube["ontime"].values, band_ontime(runs, b.zenith), rtol=2e-3)
+    ontime = cube["ontime"].values
     d_energy_mev = (b.energy[1:] - b.energy[:-1]) * 1e6
     d_omega = 2 * np.pi * (np.cos(np.radians(b.offset[:-1])) - np.cos(np.radians(b.offset[1:])))
     exposure = ontime[:, None, None] * d_energy_mev[None, :, None] * d_omega[None, None, :]
@@ -37,8 +47,8 @@ def test_rate_is_counts_over_ontime_energy_width_and_ring_solid_angle(store_and_
     assert counts.sum() > 100_000
     np.testing.assert_allclose(cube["rate"].values, counts / exposure, rtol=1e-12, atol=0)
     np.testing.assert_allclose(cube["rate_err"].values, np.sqrt(counts) / exposure, rtol=1e-12)
-    np.testing.assert_allclose(cube["ontime"].values, ontime, rtol=1e-12)
-    livetime = np.array([runs["LIVETIME"][band == i].sum() for i in range(3)])
+    np.testing.assert_allclose(cube["ontime"].values.sum(), runs["ONTIME"].sum(), rtol=1e-12)
+    livetime = (runs["LIVETIME"].to_numpy()[:, None] * cube["run_band_fraction"].values).sum(axis=0)
     np.testing.assert_allclose(cube["livetime"].values, livetime, rtol=1e-12)
     assert np.all(cube["livetime"].values < cube["ontime"].values)  # dead time is not in the rate
     assert cube["rate"].attrs["units"] == "1 / (MeV s sr)"
@@ -47,6 +57,13 @@ def test_rate_is_counts_over_ontime_energy_width_and_ring_solid_angle(store_and_
 
 def test_runs_per_band_are_listed(hess_runs, hess_cube):
     assert hess_cube["n_runs"].values.tolist() == [11, 25, 9]
+    assert hess_cube.attrs["zenith_assignment"].startswith("band containing the run's pointing zenith")
+    # with tracks, a run crossing an edge counts in both bands
+    tracked = build_cube(hess_runs, event_zenith=True)
+    crossing = (tracked["run_band_fraction"] > 0).sum("zenith")
+    assert tracked["n_runs"].values.tolist() == (tracked["run_band_fraction"] > 0).sum("obs_id").values.tolist()
+    assert int((crossing == 2).sum()) == tracked["n_runs"].values.sum() - 45 > 0
+    assert tracked.attrs["zenith_assignment"].startswith("event: band holding the pointing's zenith at its TIME")
     in_band = hess_cube["obs_id"].where(hess_cube["run_band"] == 0, drop=True).values
     expected = hess_runs.loc[hess_runs["ZEN_PNT"] < 20, "OBS_ID"].to_numpy()
     np.testing.assert_array_equal(np.sort(in_band), np.sort(expected))
@@ -86,7 +103,7 @@ def test_empty_band_gives_zero_rate_not_nan(hess_runs):
 
 def test_runs_outside_every_band_are_left_out_with_a_warning(hess_runs):
     with pytest.warns(UserWarning, match="outside every zenith band"):
-        cube = build_cube(hess_runs, binning=bkgxr.Binning(zenith=[0, 40])).compute()
+        cube = build_cube(hess_runs, binning=bkgxr.Binning(zenith=[0, 40]), event_zenith=False).compute()
     outside = hess_runs.loc[hess_runs["ZEN_PNT"] >= 40, "OBS_ID"].tolist()
     assert cube.attrs["excluded_runs"] == outside
     left_out = cube["obs_id"].where(~cube["run_used"], drop=True).values.tolist()
@@ -103,12 +120,11 @@ def test_run_counts_are_each_runs_own_histogram(hess_runs, hess_cube):
         run = hess_runs[hess_runs["OBS_ID"] == obs_id]
         expected = numpy_counts(run, [0, 90], b.energy, b.offset)[0]
         np.testing.assert_array_equal(hess_cube["run_counts"].sel(obs_id=obs_id).values, expected)
-    by_band = hess_cube["run_counts"].groupby(hess_cube["run_band"]).sum().values
-    np.testing.assert_array_equal(by_band, hess_cube["counts"].values)
+    np.testing.assert_array_equal(hess_cube["run_counts"].sum("obs_id").values, hess_cube["counts"].sum("zenith").values)
 
 
 def test_safe_energy_masks_counts_and_exposure_per_run(hess_runs):
-    cube = build_cube(hess_runs, safe_energy=True).compute()
+    cube = build_cube(hess_runs, safe_energy=True, event_zenith=False).compute()
     b = bkgxr.Binning()
     lo = hess_runs["SAFE_ENERGY_LO"].to_numpy()
     safe = b.energy[None, :-1] >= lo[:, None] * (1 - 1e-6)

@@ -133,3 +133,20 @@ def test_every_block_is_checked_for_impossible_values(tmp_path):
     _events_file(tmp_path / "c.fits", 10, OBS_ID=99)
     with pytest.raises(InvalidRunError, match="OBS_ID = 99 disagrees"):
         fill_runs([_run(tmp_path / "c.fits")], _histref())
+
+
+def test_events_take_the_zenith_of_the_track_at_their_time_and_run_counts_keep_them_all(tmp_path):
+    table = _events_file(tmp_path / "a.fits", 20_000)  # TIME uniform in [0, 1600] s
+    binning = bkgxr.Binning(zenith=[0.0, 30.0, 35.0])
+    histref = bh.Histogram(*binning.boost_axes(), storage=bh.storage.Int64())
+    run = RunRead(str(tmp_path / "a.fits"), "EVENTS", "GTI", 1, 83.6, 22.0, 30.0,
+                  track_time=np.array([0.0, 1600.0]), track_zenith=np.array([20.0, 40.0]))
+    total, run_counts, _ = fill_runs([run], histref)
+    zenith = 20.0 + 20.0 * np.asarray(table["TIME"]) / 1600.0
+    energy = np.asarray(table["ENERGY"], float)
+    offset = offset_deg(np.asarray(table["RA"], float), np.asarray(table["DEC"], float), 83.6, 22.0)
+    expected, _ = np.histogramdd((zenith, energy, offset), bins=(binning.zenith, binning.energy, binning.offset))
+    np.testing.assert_array_equal(total.values(), expected)
+    everything, _ = np.histogramdd((energy, offset), bins=(binning.energy, binning.offset))
+    np.testing.assert_array_equal(run_counts[0], everything)
+    assert run_counts[0].sum() > 1.2 * total.values().sum()  # a quarter of the run lies beyond the bands

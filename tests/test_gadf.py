@@ -181,8 +181,11 @@ def test_appended_models_read_back_as_astropy_builds_them(tmp_path):
         bkg_hdus_bytes(np.full((1, 19, 9), np.nan), create, metas[:1])
 
 
-def test_read_models_gives_back_what_was_written_and_refuses_a_changed_file(sim_store, tmp_path):
-    cube = bkgxr.build_cube(sim_store.select()).compute()
+@pytest.mark.parametrize("event_zenith", [False, True])
+def test_read_models_gives_back_what_was_written_and_refuses_a_changed_file(sim_store, tmp_path, event_zenith):
+    """Band counts and each run's share of time per band (event_zenith) come back from COUNTS and BAND_FRACTION."""
+    cube = bkgxr.build_cube(sim_store.select(), event_zenith=event_zenith).compute()
+    assert (cube["run_band_fraction"].values.max(axis=1) < 1).any() == event_zenith
     models = bkgxr.predict_models(cube, sim_store)  # the default recipe: a model per observation
     path = bkgxr.write_models(models, tmp_path / "m.fits", store=sim_store, date="2026-01-01")
     back = bkgxr.read_models(path)
@@ -202,7 +205,7 @@ def test_tutorial_band_model_is_counts_over_ontime_and_ring_solid_angle(sim_stor
 
     out = tmp_path / "bands.fits"
     args = ["build", str(sim_store.root), "--out", str(out), "--quiet", "--zenith-model", "bands", "--no-smooth", "--no-nodes"]
-    assert main([*args, "--date", "2026-01-01"]) == 0
+    assert main([*args, "--date", "2026-01-01", "--no-event-zenith"]) == 0  # whole runs in the band of ZEN_PNT, as below
     obs = fits.getdata(sim_store.root / "obs-index.fits.gz")
     energy, offset = np.geomspace(0.1, 100, 20), np.sqrt(np.linspace(0, 9, 10))
     d_omega = 2 * np.pi * (np.cos(np.radians(offset[:-1])) - np.cos(np.radians(offset[1:])))

@@ -3,11 +3,12 @@
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.io import fits
 from astropy.time import Time
 
 import bkgxr
 from bkgxr.axes import binning_of, exposure_s_mev_sr
-from bkgxr.track import track_times, zenith_tracks
+from bkgxr.track import band_fractions, slice_tracks, track_times, zenith_tracks
 from bkgxr.zenith import predict_rates
 
 
@@ -43,3 +44,28 @@ def test_track_kernel_averages_over_both_tracks(sim_store):
     np.testing.assert_allclose(rate[0], np.mean(expected, axis=0), rtol=1e-9)
     untracked, _ = predict_rates(cube, target[None, :], recipe=recipe.replace(track=False))
     assert not np.allclose(untracked, rate, rtol=1e-6)
+
+
+def test_band_fractions_equal_finely_sampled_linear_tracks():
+    rng = np.random.default_rng(5)
+    edges = np.array([0.0, 20.0, 40.0, 90.0])
+    zenith = np.cumsum(rng.normal(0, 3, (50, 9)), axis=1) + rng.uniform(5, 60, (50, 1))
+    zenith[0] = 20.0  # constant, on an edge: the upper band
+    got = band_fractions(zenith, edges)
+    fine = np.linspace(0, 1, 80_001)[1:] - 0.5 / 80_000  # midpoints of fine equal slices
+    sampled = np.array([np.interp(fine, np.linspace(0, 1, 9), row) for row in zenith])
+    expected = np.stack([((sampled >= lo) & (sampled < hi)).mean(axis=1) for lo, hi in zip(edges[:-1], edges[1:])], axis=1)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert got[0].tolist() == [0.0, 1.0, 0.0]
+    assert np.all(got.sum(axis=1) <= 1 + 1e-12) and np.any(got.sum(axis=1) < 1)  # some tracks leave [0, 90]
+
+
+def test_slice_tracks_follow_astropy_at_the_bounds(hess_runs):
+    from reference import pointing_zenith
+
+    times, zenith, known = slice_tracks(hess_runs.iloc[:3])
+    assert known.all() and times.shape == zenith.shape == (3, 33)
+    for run, t, z in zip(hess_runs.iloc[:3].itertuples(), times, zenith):
+        header = fits.getheader(run.EVENTS_PATH, "EVENTS")
+        np.testing.assert_allclose(z, pointing_zenith(header, t), atol=1e-4)
+        assert t[0] == run.TSTART and t[-1] == run.TSTOP

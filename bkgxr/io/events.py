@@ -110,6 +110,7 @@ def iter_event_blocks(
     block_bytes: int = BLOCK_BYTES,
     tstart: float | None = None,
     tstop: float | None = None,
+    optional: tuple[str, ...] = (),
 ) -> Iterator[tuple[dict[str, npt.NDArray[np.float64]], Header]]:
     """Yield the ``wanted`` EVENTS columns of one run in canonical units, a block of rows at a time.
 
@@ -135,6 +136,8 @@ def iter_event_blocks(
     tstart, tstop : float, optional
         The run's TSTART and TSTOP (s) in the run table, checked against the
         header's and the events' TIME (:func:`bkgxr.io.checks.check_event_columns`).
+    optional : tuple of str
+        Names of ``wanted`` that may be absent (then absent from the blocks too).
 
     Yields
     ------
@@ -161,7 +164,7 @@ def iter_event_blocks(
             blocks = iter([_read_with_astropy(path, hdu, also, wanted)])
         for header, columns, units in blocks:
             if not factors:
-                factors = _unit_factors(columns, units, wanted, obs_id=obs_id, path=path, hdu=hdu)
+                factors = _unit_factors(columns, units, wanted, optional, obs_id=obs_id, path=path, hdu=hdu)
             block = _canonical(columns, factors)
             check_event_columns(block, header, obs_id=obs_id, path=path, hdu=hdu, tstart=tstart, tstop=tstop)
             yield block, header
@@ -172,11 +175,20 @@ def iter_event_blocks(
 
 
 def _unit_factors(
-    columns: dict[str, npt.NDArray[np.float64]], units: dict[str, str], wanted: dict[str, Any], *, obs_id: int, path: Path, hdu: str
+    columns: dict[str, npt.NDArray[np.float64]],
+    units: dict[str, str],
+    wanted: dict[str, Any],
+    optional: tuple[str, ...],
+    *,
+    obs_id: int,
+    path: Path,
+    hdu: str,
 ) -> dict[str, float]:
-    """Return the factor from each wanted column's TUNIT to its canonical unit."""
+    """Return the factor from each wanted column's TUNIT to its canonical unit (optional ones absent: none)."""
     factors = {}
     for name, unit in wanted.items():
+        if name not in columns and name in optional:
+            continue
         if name not in columns:
             raise InvalidRunError(obs_id, path, f"{hdu} lacks column {name}")
         try:
@@ -199,7 +211,7 @@ def read_event_table(
     The blocks of :func:`iter_event_blocks`, joined; see there.
     """
     blocks = list(iter_event_blocks(path, hdu, obs_id, gti_hdu=gti_hdu, wanted=wanted))
-    columns = {name: np.concatenate([block[name] for block, _ in blocks]) for name in wanted}
+    columns = {name: np.concatenate([block[name] for block, _ in blocks]) for name in blocks[0][0]}
     return columns, blocks[0][1]
 
 
@@ -211,6 +223,9 @@ class RunRead:
     EVENTS header lacks RA_PNT/DEC_PNT; ``zenith`` (deg) is the run's pointing
     zenith; events outside ``[e_min, e_max)`` TeV and inside ``exclude`` are dropped.
     ``tstart``/``tstop`` (s, NaN if unknown): the run table's, checked against the file.
+    ``track_time``/``track_zenith`` (s since MJDREF, deg; :func:`bkgxr.track.slice_tracks`):
+    the pointing's zenith at increasing times, linear between them; each event
+    then takes the zenith at its TIME instead of ``zenith``.
     """
 
     path: str
@@ -227,6 +242,8 @@ class RunRead:
     nodes: NodeMaps | None = None
     tstart: float = np.nan
     tstop: float = np.nan
+    track_time: npt.NDArray[np.float64] | None = None
+    track_zenith: npt.NDArray[np.float64] | None = None
 
     @property
     def n_dims(self) -> int:
@@ -259,10 +276,12 @@ def iter_run_rows(run: RunRead, *, block_bytes: int = BLOCK_BYTES) -> Iterator[t
         See :func:`iter_event_blocks`; also for a 3D read without the keywords it needs.
     """
     path = Path(run.path)
-    wanted = EVENT_COLUMNS_3D if run.fov == "altaz" else EVENT_COLUMNS
+    # TIME: for the FoV frame or the zenith at each event; else read when present, to check it
+    optional = () if run.fov == "altaz" or run.track_zenith is not None else ("TIME",)
     pointing: tuple[float, float] | None = None
     blocks = iter_event_blocks(
-        path, run.hdu, run.obs_id, gti_hdu=run.gti_hdu, wanted=wanted, block_bytes=block_bytes, tstart=run.tstart, tstop=run.tstop
+        path, run.hdu, run.obs_id, gti_hdu=run.gti_hdu, wanted=EVENT_COLUMNS_3D, block_bytes=block_bytes,
+        tstart=run.tstart, tstop=run.tstop, optional=optional,
     )
     for columns, header in blocks:
         if pointing is None:
@@ -272,7 +291,10 @@ def iter_run_rows(run: RunRead, *, block_bytes: int = BLOCK_BYTES) -> Iterator[t
             keep &= ~excluded(columns["RA"], columns["DEC"], run.exclude)
         if not keep.all():
             columns = {name: values[keep] for name, values in columns.items()}
-        zenith = np.full(columns["ENERGY"].size, run.zenith)
+        if run.track_time is None or run.track_zenith is None:
+            zenith = np.full(columns["ENERGY"].size, run.zenith)
+        else:
+            zenith = np.interp(columns["TIME"], run.track_time, run.track_zenith)
         if run.fov != "altaz":
             yield zenith, columns["ENERGY"], offset_deg(columns["RA"], columns["DEC"], *pointing)
             continue
@@ -339,6 +361,7 @@ def run_reads(
     fov: str = "offset",
     exclude: Sequence[ExclusionRegions | None] | None = None,
     nodes: Sequence[NodeMaps | None] | None = None,
+    tracks: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
 ) -> list[RunRead]:
     """Return what reading each run of ``runs`` needs, in run-table order.
 
@@ -355,6 +378,10 @@ def run_reads(
         Regions whose events each run drops, one entry per run (None: none).
     nodes : sequence of NodeMaps or None, optional
         Each run's node maps (:func:`index_node_maps`), when the caller has them already.
+    tracks : tuple of numpy.ndarray, optional
+        Times (s) and pointing zenith (deg) along each run, shape (n_runs,
+        n_times) each (:func:`bkgxr.track.slice_tracks`; a row of NaN times:
+        track unknown): events take the zenith at their TIME.
     """
     limits = runs.reindex(columns=["E_MIN", "E_MAX"]).fillna({"E_MIN": -np.inf, "E_MAX": np.inf})
     times = runs.reindex(columns=["TSTART", "TSTOP"]).astype(np.float64)
@@ -363,11 +390,14 @@ def run_reads(
         nodes = [None] * len(runs)
     elif nodes is None:
         nodes = index_node_maps(runs)
+    track_times, track_zenith = (np.full((len(runs), 1), np.nan),) * 2 if tracks is None else tracks
     return [
         RunRead(str(r.EVENTS_PATH), str(r.EVENTS_HDU), str(getattr(r, "GTI_HDU", "")), int(r.OBS_ID),
-                float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region, node, float(t0), float(t1))
-        for r, lo, hi, region, node, t0, t1 in zip(
-            runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], regions, nodes, times["TSTART"], times["TSTOP"], strict=True
+                float(r.RA_PNT), float(r.DEC_PNT), float(r.ZEN_PNT), float(lo), float(hi), fov, region, node, float(t0), float(t1),
+                *((track_t, track_z) if np.isfinite(track_t).all() else (None, None)))
+        for r, lo, hi, region, node, t0, t1, track_t, track_z in zip(
+            runs.itertuples(index=False), limits["E_MIN"], limits["E_MAX"], regions, nodes, times["TSTART"], times["TSTOP"],
+            track_times, track_zenith, strict=True
         )
     ]
 

@@ -43,6 +43,7 @@ def create_bkg_2d_hdu(
     extname: str,
     meta: Mapping[str, object] | None = None,
     error: npt.ArrayLike | None = None,
+    counts: npt.ArrayLike | None = None,
 ) -> fits.BinTableHDU:
     """Create a GADF ``BKG_2D`` HDU.
 
@@ -61,13 +62,15 @@ def create_bkg_2d_hdu(
     error : array-like, optional
         Statistical error of the rate, written as the extra column ``BKG_ERR``
         (gammapy reads ``BKG`` only). Shape: (n_energy, n_offset).
+    counts : array-like, optional
+        Events behind the rate, written as the extra integer column ``COUNTS``.
 
     Raises
     ------
     ValueError
         If the rate (or error) is not finite and non-negative, or its shape does not match.
     """
-    return _bkg_hdu(rate, {"ENERG": energy_edges, "THETA": offset_edges}, extname=extname, meta=meta, error=error)
+    return _bkg_hdu(rate, {"ENERG": energy_edges, "THETA": offset_edges}, extname=extname, meta=meta, error=error, counts=counts)
 
 
 def create_bkg_3d_hdu(
@@ -79,6 +82,7 @@ def create_bkg_3d_hdu(
     extname: str,
     meta: Mapping[str, object] | None = None,
     error: npt.ArrayLike | None = None,
+    counts: npt.ArrayLike | None = None,
 ) -> fits.BinTableHDU:
     """Create a GADF ``BKG_3D`` HDU in FoV coordinates aligned with Alt/Az (``FOVALIGN = 'ALTAZ'``).
 
@@ -100,6 +104,8 @@ def create_bkg_3d_hdu(
     error : array-like, optional
         Statistical error of the rate, written as the extra column ``BKG_ERR``
         (gammapy reads ``BKG`` only). Shape: (n_energy, n_lon, n_lat).
+    counts : array-like, optional
+        Events behind the rate, written as the extra integer column ``COUNTS``.
 
     Raises
     ------
@@ -111,7 +117,7 @@ def create_bkg_3d_hdu(
     create_bkg_2d_hdu : the radial model.
     """
     edges = {"ENERG": energy_edges, "DETX": lon_edges, "DETY": lat_edges}
-    return _bkg_hdu(rate, edges, extname=extname, meta={"FOVALIGN": "ALTAZ", **(meta or {})}, error=error)
+    return _bkg_hdu(rate, edges, extname=extname, meta={"FOVALIGN": "ALTAZ", **(meta or {})}, error=error, counts=counts)
 
 
 def _bkg_hdu(
@@ -121,6 +127,7 @@ def _bkg_hdu(
     extname: str,
     meta: Mapping[str, object] | None,
     error: npt.ArrayLike | None,
+    counts: npt.ArrayLike | None = None,
 ) -> fits.BinTableHDU:
     """Build a BKG_2D (edges ENERG, THETA) or BKG_3D (ENERG, DETX, DETY) HDU, checking the rate and error."""
     rate = np.asarray(rate, dtype=np.float64)
@@ -142,6 +149,11 @@ def _bkg_hdu(
         if values.shape != rate.shape or not np.all(np.isfinite(values)) or np.any(values < 0):
             raise ValueError(f"{extname}: refusing to write a non-finite or negative {name}, or one of another shape")
         columns.append(fits.Column(name, f"{rate.size}D", unit=RATE_UNIT.to_string("fits"), dim=dim, array=values.T[None]))
+    if counts is not None:
+        events = np.asarray(counts, dtype=np.int64)
+        if events.shape != rate.shape or np.any(events < 0):
+            raise ValueError(f"{extname}: refusing to write negative COUNTS, or of another shape than BKG")
+        columns.append(fits.Column("COUNTS", f"{rate.size}K", dim=dim, array=events.T[None]))
     hduclas4 = "BKG_3D" if "DETX" in grid else "BKG_2D"
     header = fits.Header(
         {**DEFAULT_HEADER, "HDUCLAS1": "RESPONSE", "HDUCLAS2": "BKG", "HDUCLAS3": "FULL-ENCLOSURE", "HDUCLAS4": hduclas4}

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import astropy.units as u
 import numpy as np
 import xarray as xr
 from astropy.io import fits
@@ -27,7 +28,6 @@ from ..recipe import Recipe
 from ..units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT, TIME_UNIT, parse_unit, scale_to
 
 if TYPE_CHECKING:
-    import astropy.units as u
     import numpy.typing as npt
 
 #: What a file without the BKGTIME keyword (bkgxr 0.1) holds.
@@ -147,11 +147,14 @@ def read_models(path: str | Path) -> xr.Dataset:
         if any(not _same(g, grids[0]) for g in grids):
             raise StoreError("the band models have different energy or FoV bins", path=path)
         band_rate = np.stack([_rate(h, path) for h in bands])
+        # files before the zenith of each event's time lack COUNTS: their runs were whole in one band
+        band_counts = np.stack([_column(h, "COUNTS", u.dimensionless_unscaled, path).T for h in bands]) \
+            if all("COUNTS" in h.columns.names for h in bands) else None
         band_err = np.stack([_rate(h, path, "BKG_ERR") if "BKG_ERR" in h.columns.names else np.zeros(band_rate.shape[1:]) for h in bands])
         fov = "altaz" if "fov_lon" in grids[0] else "offset"
         binning = Binning(zenith=_edges(zen[:, 0], zen[:, 1], "zenith band", path), fov=fov, **grids[0])
         obs_models = _observations(obs, own, band_rate, binning, path)
-    cube = _cube(runs, binning, bool(primary.get("SAFEENER", False)))
+    cube = _cube(runs, binning, bool(primary.get("SAFEENER", False)), band_counts)
     n_runs = cube["n_runs"].values
     of_band = ~obs_models["obs_own"] & (obs_models["obs_band"] >= 0)
     obs_models["obs_n_eff"][of_band] = n_runs[obs_models["obs_band"][of_band]]
@@ -170,8 +173,8 @@ def read_models(path: str | Path) -> xr.Dataset:
     return models_dataset(models, cube, np.asarray(obs["OBS_ID"], dtype=np.int64), obs_models, recipe, attrs)
 
 
-def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
-    """Return the cube of the RUNS table (counts, exposure, per-run values)."""
+def _cube(runs: Table, binning: Binning, safe_energy: bool, band_counts: npt.NDArray[np.float64] | None) -> xr.Dataset:
+    """Return the cube of the RUNS table and the band HDUs' COUNTS (counts, exposure, per-run values)."""
     run_zenith = np.asarray(runs["ZEN_PNT"].quantity.to_value(ANGLE_UNIT), np.float64)
     run_counts = np.asarray(runs["COUNTS"], dtype=np.int64)
     run_counts = run_counts.transpose(0, *range(run_counts.ndim - 1, 0, -1))  # FITS order back to (energy, *fov)
@@ -181,7 +184,7 @@ def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
     band = band_index(run_zenith, binning.zenith)
     used = (run_error == "") & (band >= 0)
     member = (used[:, None] & (band[:, None] == np.arange(binning.shape[0])[None, :])).astype(np.int64)  # (run, band)
-    counts = np.tensordot(member, run_counts, axes=(0, 0))
+    counts = np.tensordot(member, run_counts, axes=(0, 0)) if band_counts is None else band_counts.astype(np.int64)
     livetime = np.asarray(runs["LIVETIME"].quantity.to_value(TIME_UNIT), np.float64)
     # files of bkgxr 0.1 have no ONTIME: their rates were per LIVETIME, which then stands in
     ontime = np.asarray(runs["ONTIME"].quantity.to_value(TIME_UNIT), np.float64) if "ONTIME" in runs.colnames else livetime
@@ -199,6 +202,7 @@ def _cube(runs: Table, binning: Binning, safe_energy: bool) -> xr.Dataset:
         run_tstart=np.asarray(runs["TSTART"].quantity.to_value(TIME_UNIT), np.float64),
         run_muoneff=np.asarray(runs["MUONEFF"], np.float64) if "MUONEFF" in runs.colnames else None,
         run_track=np.asarray(runs["TRACK"], np.float64).reshape(len(runs), -1) if "TRACK" in runs.colnames else None,
+        run_band_fraction=np.asarray(runs["BAND_FRACTION"], np.float64).reshape(len(runs), -1) if "BAND_FRACTION" in runs.colnames else None,
         attrs={"safe_energy": int(safe_energy)},
         run_kept=kept,
     )

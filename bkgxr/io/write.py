@@ -168,6 +168,7 @@ def runs_table(models: xr.Dataset) -> Table:
             "TSTART": models["run_tstart"].values,
             "MUONEFF": models["run_muoneff"].values,
             "TRACK": models["run_track"].values,
+            "BAND_FRACTION": models["run_band_fraction"].values,
             "BAND": models["run_band"].values,
             "USED": models["run_used"].values,
             "ERROR": np.asarray(models["run_error"].values, dtype=str),
@@ -241,6 +242,7 @@ def _band_hdus(models: xr.Dataset, names: list[str]) -> list[fits.BinTableHDU]:
                 band["rate"].transpose("energy", *binning.fov_dims).values,
                 extname=name,
                 error=band["rate_err"].transpose("energy", *binning.fov_dims).values,
+                counts=band["counts"].transpose("energy", *binning.fov_dims).values,
                 meta={
                     "BKGTIME": BKGTIME_CARD,
                     "ZEN_LO": (float(binning.zenith[i]), "[deg] zenith band lower edge"),

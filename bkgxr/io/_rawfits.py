@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -104,6 +104,12 @@ class Header(Mapping[str, "str | int | float | bool"]):
             value = text.strip()
         self._parsed[key] = value
         return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw  # Mapping's default reads the value and catches KeyError: slow
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self._raw else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)

@@ -13,6 +13,7 @@ else the run table's (the obs-index, float32 in H.E.S.S. DR1).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import zlib
@@ -192,10 +193,16 @@ def _unit_factors(
         if name not in columns:
             raise InvalidRunError(obs_id, path, f"{hdu} lacks column {name}")
         try:
-            factors[name] = scale_to(parse_unit(units[name], default=unit, what=f"{hdu} {name}"), unit)
+            factors[name] = _unit_factor(units[name], unit, f"{hdu} {name}")
         except UnitError as err:
             raise InvalidRunError(obs_id, path, str(err)) from err
     return factors
+
+
+@functools.lru_cache(maxsize=256)
+def _unit_factor(text: str, unit: Any, what: str) -> float:
+    """Return the factor from the unit ``text`` to ``unit`` (astropy parses each text once per process)."""
+    return scale_to(parse_unit(text, default=unit, what=what), unit)
 
 
 def _canonical(columns: dict[str, npt.NDArray[np.float64]], factors: dict[str, float]) -> dict[str, npt.NDArray[np.float64]]:

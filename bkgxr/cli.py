@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import cli_args
+from .io.partfiles import handling
 from .recipe import DEADTIMES, DEFAULT_RECIPE, ZENITH_MODELS, Recipe, Smoothing
 
 if TYPE_CHECKING:
@@ -565,15 +566,8 @@ def stop_on_signals() -> Iterator[None]:
         stopping.append(signum)
         raise Stopped(signum)
 
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(s, stop)
-    try:
+    with handling((signal.SIGINT, signal.SIGTERM), stop):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

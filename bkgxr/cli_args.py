@@ -14,10 +14,12 @@ import datetime as dt
 import itertools
 import math
 import os
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+T = TypeVar("T", int, float)
 
 #: Largest ``--workers`` per CPU of this machine: more processes than that only compete.
 WORKERS_PER_CPU = 4
@@ -54,36 +56,23 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
-def positive(text: str) -> float:
-    """A finite number > 0 (widths, radii)."""
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
+def _bounded(parse: Callable[[str], T], ok: Callable[[T], bool], rule: str, doc: str) -> Callable[[str], T]:
+    """Return an argparse type: ``parse`` the text, then refuse a value that is not ``ok``, saying the ``rule``."""
+
+    def check(text: str) -> T:
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return value
+
+    check.__doc__ = doc
+    return check
 
 
-def width_or_zero(text: str) -> float:
-    """A finite number >= 0, where 0 means none (kernel terms, exclusion radius)."""
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0: none), got {text!r}")
-    return value
-
-
-def count(text: str) -> int:
-    """An integer >= 1 (runs)."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
-
-
-def seed(text: str) -> int:
-    """An integer >= 0 (numpy's seeds)."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+positive = _bounded(_float, lambda v: v > 0, "> 0", "A finite number > 0 (widths, radii).")
+width_or_zero = _bounded(_float, lambda v: v >= 0, ">= 0 (0: none)", "A finite number >= 0, where 0 means none (kernel terms, exclusion radius).")
+count = _bounded(_int, lambda v: v >= 1, ">= 1", "An integer >= 1 (runs).")
+seed = _bounded(_int, lambda v: v >= 0, ">= 0", "An integer >= 0 (numpy's seeds).")
 
 
 def workers(text: str) -> int:

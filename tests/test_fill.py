@@ -86,13 +86,18 @@ def test_memory_of_a_fill_is_one_block_whatever_the_runs_size(tmp_path):
     assert large < 8 * block  # a block of rows, its float64 columns and their offsets
 
 
+def _set_card(path, key, value):
+    """Overwrite the integer card ``key`` of the first extension header in place, bytes only."""
+    data = bytearray(path.read_bytes())
+    start = data.index(f"{key:8}=".encode(), 2880)
+    data[start : start + 80] = f"{key:8}= {value:>20}".ljust(80).encode()
+    path.write_bytes(bytes(data))
+
+
 def test_a_header_claiming_more_rows_than_the_file_holds_is_refused_before_reading(tmp_path):
     path = tmp_path / "hostile.fits"
     _events_file(path, 10)
-    data = bytearray(path.read_bytes())
-    start = data.index(b"NAXIS2  =", 2880)
-    data[start : start + 80] = f"{'NAXIS2':8}= {100_000_000_000:>20}".ljust(80).encode()
-    path.write_bytes(bytes(data))
+    _set_card(path, "NAXIS2", 100_000_000_000)
     with pytest.raises(InvalidRunError, match=r"run 7 \(hostile.fits\): cannot read the file: .*more than the file can hold"):
         fill_runs([_run(path, obs_id=7)], _histref())
 
@@ -100,10 +105,7 @@ def test_a_header_claiming_more_rows_than_the_file_holds_is_refused_before_readi
 def test_a_header_with_more_tfields_than_columns_says_so(tmp_path):
     path = tmp_path / "tfields.fits"
     _events_file(path, 10)
-    data = bytearray(path.read_bytes())
-    start = data.index(b"TFIELDS =", 2880)
-    data[start : start + 80] = f"{'TFIELDS':8}= {6:>20}".ljust(80).encode()
-    path.write_bytes(bytes(data))
+    _set_card(path, "TFIELDS", 6)  # astropy refuses to write such a header
     with pytest.raises(InvalidRunError, match="declares TFIELDS = 6 but has no TFORM6"):
         list(iter_event_blocks(path, "EVENTS", 3))
 

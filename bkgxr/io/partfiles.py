@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
 
 #: Suffix of the temporary files.
@@ -99,6 +99,24 @@ def remove_stale(path: Path) -> list[Path]:
 
 
 @contextmanager
+def handling(signals: Iterable[int], handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Handle ``signals`` with ``handler`` in the block, then restore the previous handlers.
+
+    Signals a parent set to be ignored (or whose handler is not Python's)
+    are left alone. Call from the main thread: only it may change handlers.
+    """
+    previous = {s: signal.getsignal(s) for s in signals}
+    swapped = {s: h for s, h in previous.items() if h is not None and h is not signal.SIG_IGN}
+    for s in swapped:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, old in swapped.items():
+            signal.signal(s, old)
+
+
+@contextmanager
 def signals_held() -> Iterator[None]:
     """Hold off :data:`HELD_SIGNALS` for the block; one that arrived meanwhile is raised again when it ends.
 
@@ -118,14 +136,9 @@ def signals_held() -> Iterator[None]:
     def record(signum: int, frame: object) -> None:
         arrived.append(signum)
 
-    previous = {s: signal.getsignal(s) for s in HELD_SIGNALS}
-    held = {s: h for s, h in previous.items() if h is not None and h is not signal.SIG_IGN}
-    for s in held:
-        signal.signal(s, record)
     try:
-        yield
+        with handling(HELD_SIGNALS, record):
+            yield
     finally:
-        for s, handler in held.items():
-            signal.signal(s, handler)
         for signum in dict.fromkeys(arrived):
             signal.raise_signal(signum)

@@ -102,6 +102,16 @@ def test_a_header_claiming_more_rows_than_the_file_holds_is_refused_before_readi
         fill_runs([_run(path, obs_id=7)], _histref())
 
 
+def test_a_header_whose_size_overflows_int64_is_refused(tmp_path):
+    """2**40 rows of 2**40 bytes: numpy's int64 product wraps to 0, a size that would pass any check."""
+    path = tmp_path / "wrap.fits"
+    _events_file(path, 10)
+    _set_card(path, "NAXIS1", 2**40)
+    _set_card(path, "NAXIS2", 2**40)
+    with pytest.raises(InvalidRunError, match="more than the file can hold"):
+        fill_runs([_run(path)], _histref())
+
+
 def test_a_header_with_more_tfields_than_columns_says_so(tmp_path):
     path = tmp_path / "tfields.fits"
     _events_file(path, 10)

@@ -10,6 +10,7 @@ does not handle (scaled or non-scalar columns, unusual headers) raises
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -144,7 +145,8 @@ def _data_size(header: Mapping[str, str | int | float | bool]) -> int:
     if naxis == 0:
         return 0
     size = abs(int(header["BITPIX"])) // 8
-    count = int(np.prod([int(header[f"NAXIS{i}"]) for i in range(1, naxis + 1)]))
+    # Python integers: a hostile header's product cannot wrap around as numpy's int64 would
+    count = math.prod(int(header[f"NAXIS{i}"]) for i in range(1, naxis + 1))
     size *= int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + count)
     return -(-size // BLOCK) * BLOCK
 

@@ -181,7 +181,11 @@ def _add_validate(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
         "significance outside exclusion; bkgxr.fields), each field's models built without its runs (from "
         "--runs), the store's published models beside them; --out is then a folder for one CSV per field",
     )
-    p.add_argument("--png", type=Path, help="with --fields: significance maps and distributions to this PNG")
+    p.add_argument(
+        "--png", type=cli_args.output_file,
+        help="picture to this PNG: obs/pred per run against zenith and time, each --compare recipe's points beside "
+        "(bkgxr.plot.plot_validation); with --fields, significance maps and distributions",
+    )
     _add_cluster_options(p)
     p.set_defaults(func=_validate)
 
@@ -357,41 +361,70 @@ def _validate(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
     if args.fields:
         return _validate_fields(args, recipe)
-    if args.out is not None:
+    outputs = [name for name in (args.out, args.png) if name is not None]
+    if len(outputs) == 2 and os.path.realpath(args.out) == os.path.realpath(args.png):
+        raise ValueError(f"--out and --png both name {args.out}; give two files")
+    if outputs:
         from . import open_store
         from .io.write import check_output
 
-        check_output(args.out, store=open_store(args.data_dir))  # the CSV never replaces an input
+        for name in outputs:
+            check_output(name, store=open_store(args.data_dir))  # the CSV and PNG never replace an input
     store, cube, query = _cube(args)
     result = validate(cube, recipe=recipe, radius=args.radius)
     print(summary(cube, query=query))
     print(recipe.describe())
     print(result.runs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(result)
+    results = [result]
     if args.compare:
-        for other in _compared(recipe):
-            print(validate(cube, recipe=other, radius=args.radius))
+        results += [validate(cube, recipe=other, radius=args.radius) for other in _compared(recipe)]
         if "bkg" in {str(t).strip().lower() for t in store.hdu_table["HDU_TYPE"]}:
             from .published import validate_published
 
-            print(validate_published(store, cube, radius=args.radius))
+            results.append(validate_published(store, cube, radius=args.radius))
+        for other_result in results[1:]:
+            print(other_result)
     if args.out is not None:
         print(f"written: {result.write(args.out).absolute()}")
+    if args.png is not None:
+        from .fov import reference_time
+        from .plot import plot_validation
+
+        meta = store.obs_table.meta
+        reference = reference_time(meta) if "MJDREFI" in meta or "MJDREF" in meta else None  # without: years since it
+        data = f"{'simulated ' if meta.get('CREATOR') == 'bkgxr.simulate' else ''}{store.root.name} " \
+               f"({'query ' + args.query if args.query is not None else args.runs + ' runs'})"
+        fig = plot_validation(cube, results, recipe=recipe.describe(), data=data, reference=reference)
+        print(f"written: {_save(fig, args.png, dpi=100).absolute()}")
     return 0
 
 
 def _add_plot(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
+    def obs_ids(text: str) -> list[int]:
+        """Comma-separated OBS_IDs, e.g. ``20136,20137``."""
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items or not all(item.lstrip("+").isdigit() for item in items):
+            raise argparse.ArgumentTypeError(f"expected comma-separated OBS_IDs (integers), got {text!r}")
+        return [int(item) for item in items]
+
     p = sub.add_parser(
         "plot",
         help="plot the models of a file written by 'bkgxr build' to a PNG",
         description="Draw rate maps, spectra and radial profiles of every zenith band of a "
-        "model file (bkgxr.plot.plot_overview) and save the figure.",
+        "model file (bkgxr.plot.plot_overview), or with --obs the chosen observations' own models "
+        "(bkgxr.plot.plot_observations), and save the figure.",
     )
     p.add_argument("file", type=Path, help="FITS file written by 'bkgxr build' or bkgxr.write_models")
     p.add_argument("--out", type=cli_args.output_file, required=True, help="output image (PNG; format from the suffix)")
     p.add_argument("--offsets", type=cli_args.values, default=[0.5, 1.5], help="deg, offsets of the spectra (default: 0.5,1.5)")
     p.add_argument(
         "--energies", type=cli_args.values, default=[0.5, 1.0, 3.0, 10.0], help="TeV, energies of the radial profiles (default: 0.5,1,3,10)"
+    )
+    p.add_argument(
+        "--obs", type=obs_ids, metavar="OBS_ID,...",
+        help="draw these observations' own models instead (spectra at --offsets, radial profiles at --energies, "
+        "one line per observation; bkgxr.plot.plot_observations)",
     )
     p.add_argument("--dpi", type=cli_args.dpi, default=100, help=f"resolution, 1 to {cli_args.MAX_DPI} (default: 100)")
     p.set_defaults(func=_plot)
@@ -411,12 +444,20 @@ def _save(fig: Figure, out: str | Path, *, dpi: int) -> Path:
 def _plot(args: argparse.Namespace) -> int:
     from .io.read import read_models
     from .io.write import check_output
-    from .plot import plot_overview
+    from .plot import plot_observations, plot_overview
 
     if os.path.realpath(args.out) == os.path.realpath(args.file):
         raise ValueError(f"--out {args.out} is the model file being read; give another name")
     check_output(args.out)
-    fig = plot_overview(read_models(args.file), offsets=args.offsets, energies=args.energies)
+    models = read_models(args.file)
+    if args.obs is not None:
+        fig = plot_observations(models, args.obs, offsets=args.offsets, energies=args.energies)
+    else:
+        fig = plot_overview(models, offsets=args.offsets, energies=args.energies)
+        own = models["obs_id"].values[models["obs_own"].values]
+        if own.size:
+            print(f"bkgxr: note: {args.file} holds one model per observation ({own.size}); these are its zenith-band "
+                  f"models; draw observations' own with --obs, e.g. --obs {','.join(map(str, own[:2]))}", file=sys.stderr)
     print(f"written: {_save(fig, args.out, dpi=args.dpi).absolute()}")
     return 0
 

@@ -438,7 +438,7 @@ def plot_validation(
     missing = sorted({int(o) for r in results for o in r.runs["OBS_ID"]} - position.keys())
     if missing:
         raise ValueError(f"runs {missing} of the validation are not in the cube")
-    fig = plt.figure(figsize=(12.0, 5.2 + 0.17 * len(results)), layout="constrained")
+    fig = plt.figure(figsize=(12.0, 5.2 + 0.1 * len(results)), layout="constrained")
     by_zenith, by_time = fig.subplots(1, 2, sharey=True)
     for n, result in enumerate(results):
         table, s = result.runs, result.summary
@@ -458,9 +458,11 @@ def plot_validation(
     if reference is None:
         by_time.set_xlabel("TSTART (yr since MJDREF)")
     else:
-        by_time.xaxis.set_major_formatter(mdates.ConciseDateFormatter(by_time.xaxis.get_major_locator()))  # type: ignore[no-untyped-call]
+        locator = mdates.AutoDateLocator()
+        by_time.xaxis.set_major_locator(locator)
+        by_time.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
         by_time.set_xlabel("TSTART (UTC)")
-    fig.legend(*by_time.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(results), 3), fontsize="small")
+    fig.legend(*by_time.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(results), 2), fontsize="small")
     s = results[0].summary
     title = f"leave-one-run-out validation{' on ' + data if data else ''}: {s['n_runs']} runs, " \
             f"counts above each run's threshold within {s['radius']:g} deg\n{recipe}"

@@ -458,7 +458,7 @@ def plot_validation(
     if reference is None:
         by_time.set_xlabel("TSTART (yr since MJDREF)")
     else:
-        locator = mdates.AutoDateLocator()
+        locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
         by_time.xaxis.set_major_locator(locator)
         by_time.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
         by_time.set_xlabel("TSTART (UTC)")

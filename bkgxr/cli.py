@@ -86,10 +86,9 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--event-zenith",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="each event in the zenith band of the pointing at its time, each run's ONTIME shared among the bands "
-        "it crossed, in the cube's band rates (the zenith models weight whole runs; default: whole runs in the "
-        "band of ZEN_PNT)",
+        "it crossed (default); --no-event-zenith: whole runs in the band of ZEN_PNT",
     )
     p.add_argument(
         "--skip-bad",

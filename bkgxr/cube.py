@@ -116,7 +116,7 @@ def build_cube(
     safe_energy: bool = False,
     exclusion: ExclusionRegions | None = None,
     target_radius: float | None = DEFAULT_RADIUS_DEG,
-    event_zenith: bool = False,
+    event_zenith: bool = True,
 ) -> xr.Dataset:
     """Build the lazy background cube of ``runs``.
 
@@ -147,11 +147,11 @@ def build_cube(
         Give each event the zenith band of the pointing at its TIME, and share
         each run's ONTIME among the bands by the time its pointing spent in
         each (:mod:`bkgxr.track`; runs whose track is unknown stay whole in the
-        band of ``ZEN_PNT``). The band variables of the cube (``counts``,
-        ``exposure``, ``rate``, ``ontime``...) then follow the track; the
-        zenith models of :mod:`bkgxr.zenith` still weight whole runs
-        (``run_counts``), so the default (False) keeps every event and the
-        whole run in the band of ``ZEN_PNT``, consistent with them.
+        band of ``ZEN_PNT``). The cube then also holds ``run_band_counts``
+        (obs_id, zenith, energy, FoV), which the ``bands`` and ``interpolate``
+        zenith models weight, each run in each band by its share of time
+        (``run_band_fraction``); the kernel models weight whole runs either way.
+        False: every event and the whole run in the band of ``ZEN_PNT``.
 
     Returns
     -------
@@ -224,7 +224,9 @@ def build_cube(
         reads[i] = one
     # a run the selection found bad keeps its reason (its zenith is NaN: no band either)
     reasons = np.where(given_error != "", given_error, np.where(band < 0, "outside every zenith band", "")).astype(object)
-    counts, run_counts, read_errors = histogram_runs(reads, binning, skip_bad=skip_bad, reasons=reasons.tolist())
+    counts, run_counts, read_errors, band_counts = histogram_runs(
+        reads, binning, skip_bad=skip_bad, reasons=reasons.tolist(), by_band=event_zenith
+    )
     # with skip_bad, which runs count is known only once they are read
     run_error: npt.NDArray[np.object_] | da.Array = read_errors if skip_bad else reasons
     cube = assemble_cube(
@@ -246,6 +248,9 @@ def build_cube(
                "zenith_assignment": ZENITH_RULE if event_zenith else POINTING_RULE},
         run_kept=kept_fractions(runs, binning, [r if i in read_set else None for i, r in enumerate(regions)], nodes=nodes),
     )
+    if band_counts is not None:  # what the zenith models weight per band when runs cross band edges
+        cube["run_band_counts"] = (("obs_id", *binning.dims), band_counts,
+                                   {"units": "", "long_name": "counts per run and zenith band"})
     if not skip_bad:  # with skip_bad, n_runs is known only after compute
         _warn_empty(cube["n_runs"].values, binning)
     return cube

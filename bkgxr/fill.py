@@ -57,7 +57,8 @@ def fill_runs(
     skip_bad: bool = False,
     block_bytes: int = BLOCK_BYTES,
     reasons: Sequence[str] | None = None,
-) -> tuple[bh.Histogram[bh.storage.Int64], npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+    by_band: bool = False,
+) -> tuple[bh.Histogram[bh.storage.Int64], npt.NDArray[np.int64], npt.NDArray[np.object_], npt.NDArray[np.int64] | None]:
     """Fill the histograms of a batch of runs, each read in bounded blocks.
 
     Parameters
@@ -73,6 +74,8 @@ def fill_runs(
         Bytes of EVENTS rows read at once.
     reasons : sequence of str, optional
         Why each run is not read ('' if it is), returned as its error.
+    by_band : bool
+        Also return each run's counts per zenith band.
 
     Returns
     -------
@@ -83,8 +86,11 @@ def fill_runs(
         lies outside the bands. Shape: (n_reads, n_energy, *fov shape).
     errors : numpy.ndarray
         Shape: (n_reads,), object: why each run was skipped, '' otherwise.
+    band_counts : numpy.ndarray or None
+        With ``by_band``, each run's counts per zenith band. Shape: (n_reads, n_zenith, n_energy, *fov shape).
     """
     total, run = histref.copy(), histref.copy()
+    band_counts = np.zeros((len(reads), *histref.shape), dtype=np.int64) if by_band else None
     run_counts = np.zeros((len(reads), *histref.shape[1:]), dtype=np.int64)
     errors = np.array([""] * len(reads) if reasons is None else list(reasons), dtype=object)
     inner = (slice(1, -1),) * (len(histref.axes) - 1)  # without the energy and FoV flow bins
@@ -102,13 +108,20 @@ def fill_runs(
             continue
         # all of the run's events, whichever zenith band (or none) its track was in at their time
         run_counts[i] = run.values(flow=True).sum(axis=0)[inner]
+        if band_counts is not None:
+            band_counts[i] = run.values()
         total += run
-    return total, run_counts, errors
+    return total, run_counts, errors, band_counts
 
 
 def histogram_runs(
-    reads: Sequence[RunRead | None], binning: Binning, *, skip_bad: bool = False, reasons: Sequence[str] | None = None
-) -> tuple[da.Array, da.Array, da.Array]:
+    reads: Sequence[RunRead | None],
+    binning: Binning,
+    *,
+    skip_bad: bool = False,
+    reasons: Sequence[str] | None = None,
+    by_band: bool = False,
+) -> tuple[da.Array, da.Array, da.Array, da.Array | None]:
     """Return lazy counts of ``reads``: the cube's, each run's, and why runs were skipped.
 
     Parameters
@@ -117,7 +130,7 @@ def histogram_runs(
         One entry per run of the run table (None: not read), see
         :func:`bkgxr.io.events.run_reads`.
     binning : Binning
-    skip_bad, reasons
+    skip_bad, reasons, by_band
         See :func:`fill_runs`.
 
     Returns
@@ -128,25 +141,35 @@ def histogram_runs(
         Shape: (n_runs, n_energy, *fov shape), int64.
     errors : dask.array.Array
         Shape: (n_runs,), object: why each run was skipped or not read ('' if used).
+    band_counts : dask.array.Array or None
+        With ``by_band``: shape (n_runs, n_zenith, n_energy, *fov shape), int64.
     """
     if not reads:
         raise ValueError("histogram_runs needs at least one run")
     histref = bh.Histogram(*binning.boost_axes(), storage=bh.storage.Int64())
     bounds = batch_bounds(len(reads))
     reasons = [""] * len(reads) if reasons is None else list(reasons)
-    token = tokenize(list(reads), binning, skip_bad, reasons)
-    fill, hist, counts_name, errors_name = (f"bkgxr-{what}-{token}" for what in ("fill", "fill-hist", "run-counts", "run-error"))
+    token = tokenize(list(reads), binning, skip_bad, reasons, by_band)
+    fill, hist, counts_name, errors_name, band_name = (
+        f"bkgxr-{what}-{token}" for what in ("fill", "fill-hist", "run-counts", "run-error", "run-band-counts")
+    )
     zeros = (0,) * (len(binning.shape) - 1)
     layers: dict[str, dict[Any, Any]] = {
-        fill: {(fill, b): (fill_runs, list(reads[lo:hi]), histref, skip_bad, BLOCK_BYTES, reasons[lo:hi]) for b, (lo, hi) in enumerate(bounds)},
+        fill: {(fill, b): (fill_runs, list(reads[lo:hi]), histref, skip_bad, BLOCK_BYTES, reasons[lo:hi], by_band)
+               for b, (lo, hi) in enumerate(bounds)},
         hist: {(hist, b): (operator.getitem, (fill, b), 0) for b in range(len(bounds))},
         counts_name: {(counts_name, b, *zeros): (operator.getitem, (fill, b), 1) for b in range(len(bounds))},
         errors_name: {(errors_name, b): (operator.getitem, (fill, b), 2) for b in range(len(bounds))},
     }
-    graph = HighLevelGraph(layers, {fill: set(), hist: {fill}, counts_name: {fill}, errors_name: {fill}})
+    if by_band:
+        layers[band_name] = {(band_name, b, *zeros, 0): (operator.getitem, (fill, b), 3) for b in range(len(bounds))}
+    graph = HighLevelGraph(layers, {name: (set() if name == fill else {fill}) for name in layers})
     sizes = tuple(hi - lo for lo, hi in bounds)
     counts = PartitionedHistogram(graph, hist, len(bounds), histref).collapse().to_dask_array(flow=False)[0]
     # dask.array.Array's constructor is unannotated
     run_counts = da.Array(graph, counts_name, chunks=(sizes, *((n,) for n in binning.shape[1:])), dtype=np.int64)  # type: ignore[no-untyped-call]
     errors = da.Array(graph, errors_name, chunks=(sizes,), dtype=object)  # type: ignore[no-untyped-call]
-    return counts, run_counts, errors
+    band_counts = None if not by_band else da.Array(  # type: ignore[no-untyped-call]
+        graph, band_name, chunks=(sizes, *((n,) for n in binning.shape)), dtype=np.int64
+    )
+    return counts, run_counts, errors, band_counts

@@ -155,13 +155,38 @@ def _weights(
     time: npt.NDArray[np.float64] | None,
     efficiency: npt.ArrayLike | None,
 ) -> npt.NDArray[np.float64]:
-    """Return run weights per target (n_targets, n_runs) for ``bands`` and ``kernel``."""
-    used = cube["run_used"].values
-    if recipe.zenith == "kernel":
-        return kernel_weights(cube, zenith, sigma=recipe.kernel_sigma, time=time, time_sigma=recipe.time_sigma,
-                              efficiency=efficiency, efficiency_sigma=recipe.efficiency_sigma, track=recipe.track)
-    band = assign_bands(zenith, binning_of(cube).zenith, outside="nearest")
-    return np.asarray((cube["run_band"].values[None, :] == band[:, None]) & used[None, :], dtype=np.float64)
+    """Return run weights per target (n_targets, n_runs) of the ``kernel``."""
+    return kernel_weights(cube, zenith, sigma=recipe.kernel_sigma, time=time, time_sigma=recipe.time_sigma,
+                          efficiency=efficiency, efficiency_sigma=recipe.efficiency_sigma, track=recipe.track)
+
+
+def band_shares(cube: xr.Dataset) -> npt.NDArray[np.float64]:
+    """Return the share of each used run's time in each zenith band, shape (n_runs, n_bands).
+
+    ``run_band_fraction`` of a cube built with ``event_zenith=True``, else 1 in the band of ``ZEN_PNT``.
+    """
+    if "run_band_fraction" in cube:
+        share = np.asarray(cube["run_band_fraction"].values, dtype=np.float64)
+    else:
+        share = (cube["run_band"].values[:, None] == np.arange(cube.sizes["zenith"])[None, :]).astype(np.float64)
+    return np.asarray(share * cube["run_used"].values[:, None], dtype=np.float64)
+
+
+def _band_sums(
+    cube: xr.Dataset, weights: npt.NDArray[np.float64], counts: npt.NDArray[np.float64], exposure: npt.NDArray[np.float64], band: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return the weighted counts and exposure of zenith band ``band``, and the weights of the runs' shares.
+
+    ``weights``: (n_targets, n_runs); each run counts with its events and its
+    share of time in the band (``run_band_counts`` and ``run_band_fraction``
+    when the cube has them, else all or nothing by ``run_band``).
+    Shapes: (n_targets, n_bins) twice, (n_targets, n_runs).
+    """
+    n_runs = counts.shape[0]
+    shared = weights * band_shares(cube)[None, :, band]
+    in_band = cube["run_band_counts"].values[:, band].reshape(n_runs, -1) if "run_band_counts" in cube else None
+    band_counts = shared @ counts.reshape(n_runs, -1) if in_band is None else weights @ in_band
+    return band_counts, shared @ exposure.reshape(n_runs, -1), shared
 
 
 def predict_rates(
@@ -233,11 +258,18 @@ def predict_rates(
     if recipe.zenith == "interpolate":
         times_run = run_times(cube, recipe.deadtime)
         return _interpolate(cube, zenith, counts, exposure, times_run, keep, lambda c, x: _rate(c, x, binning, recipe.smoothing))
-    times = None if time is None else np.atleast_1d(np.asarray(time, dtype=np.float64))
-    weights = _weights(cube, zenith, recipe, times, efficiency) * keep
     shape = (zenith.size, *counts.shape[1:])
-    flat = (counts.reshape(n_runs, -1), exposure.reshape(n_runs, -1))
-    rate = _rate((weights @ flat[0]).reshape(shape), (weights @ flat[1]).reshape(shape), binning, recipe.smoothing)
+    if recipe.zenith == "bands":
+        band = assign_bands(zenith, binning.zenith, outside="nearest")
+        summed, exposed, weights = np.zeros((zenith.size, counts[0].size)), np.zeros((zenith.size, counts[0].size)), keep.copy()
+        for b in np.unique(band):
+            at = band == b
+            summed[at], exposed[at], weights[at] = _band_sums(cube, keep[at], counts, exposure, int(b))
+    else:
+        times = None if time is None else np.atleast_1d(np.asarray(time, dtype=np.float64))
+        weights = _weights(cube, zenith, recipe, times, efficiency) * keep
+        summed, exposed = weights @ counts.reshape(n_runs, -1), weights @ exposure.reshape(n_runs, -1)
+    rate = _rate(summed.reshape(shape), exposed.reshape(shape), binning, recipe.smoothing)
     n_eff = _ratio(weights.sum(axis=1) ** 2, (weights**2).sum(axis=1))
     return rate, n_eff
 
@@ -256,17 +288,19 @@ def _interpolate(
     Quadratic (Lagrange) through the three band centroids nearest the target,
     linear with two bands, constant with one; clamped to the outermost
     centroids and to non-negative rates. Band centroids are weighted by the
-    runs' times ``run_time``.
+    runs' times ``run_time`` (their share in the band, :func:`band_shares`).
     """
     n_bands = cube.sizes["zenith"]
-    member = (cube["run_band"].values[None, :] == np.arange(n_bands)[:, None]) & cube["run_used"].values[None, :]
     cos_run = np.cos(np.radians(cube["run_zenith"].values))
     rates = np.zeros((zenith.size, *counts.shape[1:]))
     n_eff = np.zeros(zenith.size)
     for t in range(zenith.size):
-        w = member * keep[t][None, :]  # (band, run)
+        sums = [_band_sums(cube, keep[t][None, :], counts, exposure, b) for b in range(n_bands)]
+        w = np.concatenate([shared for _, _, shared in sums])  # (band, run): each run's share of time
         filled = w.sum(axis=1) > 0
-        band_rate = rate_of(np.tensordot(w, counts, 1)[filled], np.tensordot(w, exposure, 1)[filled])
+        band_counts = np.concatenate([c for c, _, _ in sums]).reshape(n_bands, *counts.shape[1:])
+        band_exposure = np.concatenate([x for _, x, _ in sums]).reshape(n_bands, *counts.shape[1:])
+        band_rate = rate_of(band_counts[filled], band_exposure[filled])
         centre = _ratio((w * run_time * cos_run).sum(axis=1), (w * run_time).sum(axis=1))[filled]
         x = np.clip(np.cos(np.radians(zenith[t])), centre.min(), centre.max())
         nodes = np.argsort(np.abs(centre - x), kind="stable")[: min(3, centre.size)]

@@ -22,7 +22,21 @@ def test_bands_model_is_the_band_rate(hess_cube):
     rate, n_eff = predict_rates(hess_cube, [10, 30, 65, 0, 89.9], recipe=BANDS)
     expected = hess_cube["rate"].values[[0, 1, 2, 0, 2]]
     np.testing.assert_allclose(rate, expected, rtol=1e-14, atol=0)
-    np.testing.assert_array_equal(n_eff, hess_cube["n_runs"].values[[0, 1, 2, 0, 2]])
+    share = hess_cube["run_band_fraction"].values  # a run crossing an edge counts by its share of time
+    np.testing.assert_allclose(n_eff, (share.sum(0) ** 2 / (share**2).sum(0))[[0, 1, 2, 0, 2]], rtol=1e-12)
+    assert np.all(n_eff <= hess_cube["n_runs"].values[[0, 1, 2, 0, 2]])
+
+
+def test_bands_of_an_event_zenith_cube_are_its_band_rates_and_leave_one_out_is_the_cube_without_the_run(hess_runs):
+    """Runs crossing a band edge count in each band with their events there and their share of time."""
+    cube = bkgxr.build_cube(hess_runs).compute()
+    rate, _ = predict_rates(cube, [10, 30, 65], recipe=BANDS)
+    np.testing.assert_allclose(rate, cube["rate"].values, rtol=1e-12, atol=0)
+    crossing = int(np.flatnonzero((cube["run_band_fraction"].values > 0).sum(axis=1) == 2)[0])
+    without = bkgxr.build_cube(hess_runs.drop(index=hess_runs.index[crossing]), event_zenith=True).compute()
+    held, _ = predict_rates(cube, [10, 30, 65], recipe=BANDS, leave_out=[crossing] * 3)
+    np.testing.assert_allclose(held, without["rate"].values, rtol=1e-12, atol=0)
+    assert not np.allclose(held, rate)
 
 
 def test_wide_kernel_is_the_all_run_average_and_narrow_is_the_nearest_run(hess_cube):
@@ -82,7 +96,7 @@ def test_livetime_convention_divides_by_livetime(hess_cube):
 
 def test_run_exposures_follow_safe_bins_and_used_runs(hess_runs):
     with pytest.warns(UserWarning, match="outside every zenith band"):
-        cube = bkgxr.build_cube(hess_runs, safe_energy=True, binning=bkgxr.Binning(zenith=[0, 40])).compute()
+        cube = bkgxr.build_cube(hess_runs, safe_energy=True, binning=bkgxr.Binning(zenith=[0, 40]), event_zenith=False).compute()
     exposure = run_exposures(cube)
     unused = ~cube["run_used"].values
     assert unused.any() and np.all(exposure[unused] == 0)
@@ -97,7 +111,8 @@ def trend(tmp_path_factory):
     sim = simulate_store(tmp_path_factory.mktemp("trend"), n_runs=90, events_per_run=6000, seed=7, date="2026-01-01")
     runs = bkgxr.open_store(sim.path).select()
     binning = bkgxr.Binning(zenith=np.arange(0, 61, 10), energy=np.geomspace(0.3, 30, 9), offset=[0, 0.5, 1, 1.5, 2])
-    return sim, bkgxr.build_cube(runs, binning=binning).compute()
+    # the simulator draws a run's events at the rate of its ZEN_PNT: whole runs, as its truth
+    return sim, bkgxr.build_cube(runs, binning=binning, event_zenith=False).compute()
 
 
 #: Zeniths between the centres of the 10-deg bands of ``trend``.

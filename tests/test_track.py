@@ -67,5 +67,5 @@ def test_slice_tracks_follow_astropy_at_the_bounds(hess_runs):
     assert known.all() and times.shape == zenith.shape == (3, 33)
     for run, t, z in zip(hess_runs.iloc[:3].itertuples(), times, zenith):
         header = fits.getheader(run.EVENTS_PATH, "EVENTS")
-        np.testing.assert_allclose(z, pointing_zenith(header, t), atol=1e-4)
+        np.testing.assert_allclose(z, pointing_zenith([header], [t])[0], atol=1e-4)
         assert t[0] == run.TSTART and t[-1] == run.TSTOP

@@ -4,7 +4,8 @@ import dask
 import numpy as np
 from astropy.io import fits
 
-from bkgxr.io.events import RunRead, open_events, read_run
+from bkgxr.io.events import RunRead, read_run
+from bkgxr.io.lazy_events import open_events
 
 
 def _args(run):

@@ -1,16 +1,14 @@
 """Event columns of runs, read in bounded blocks.
 
-:func:`iter_run_rows` yields a run's events a block of rows at a time (what
-:mod:`bkgxr.fill` histograms); :func:`bkgxr.io.lazy_events.open_events` returns an ``(n_events, 3)`` float64 dask array whose
-columns follow :data:`bkgxr.axes.DIMS` (zenith, energy, offset), or
-``(n_events, 4)`` in :data:`bkgxr.axes.DIMS_3D` order for 3D cubes, and whose row
-chunks are the runs, in run-table order. Nothing is read before compute; each
-chunk's task opens one file, reads ENERGY, RA and DEC from its EVENTS HDU,
-converts them to canonical units and computes the offset from the pointing:
-the EVENTS header's RA_PNT/DEC_PNT (float64, what gammapy uses) when present,
-else the run table's (the obs-index, float32 in H.E.S.S. DR1).
+:func:`iter_run_rows` yields a run's events a block of rows at a time, as
+columns in :data:`bkgxr.axes.DIMS` (zenith, energy, offset) or
+:data:`bkgxr.axes.DIMS_3D` order: what :mod:`bkgxr.fill` histograms and
+:func:`bkgxr.io.lazy_events.open_events` stacks into one dask chunk per run.
+Only ENERGY, RA, DEC (and TIME) are read, converted once to canonical units
+and checked (:mod:`bkgxr.io.checks`); FoV coordinates are measured from the
+EVENTS header's RA_PNT/DEC_PNT (float64, what gammapy uses) when present,
+else from the run table's (the obs-index, float32 in H.E.S.S. DR1).
 """
-
 from __future__ import annotations
 
 import functools

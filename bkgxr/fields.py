@@ -16,6 +16,7 @@ gammapy and matplotlib are imported only when a function needs them.
 
 from __future__ import annotations
 
+import io
 import re
 import tempfile
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from .exclusion import DEFAULT_RADIUS_DEG, Circle, ExclusionRegions
 from .field_analysis import AnalysisSettings, FieldResult, analyse_field
 from .io.selection import select_rows
 from .io.store import OFF_QUERY, Store, open_store
+from .io.write import write_atomic
 from .recipe import DEFAULT_RECIPE
 
 if TYPE_CHECKING:
@@ -253,6 +255,8 @@ class FieldValidation:
     def write(self, folder: str | Path) -> list[Path]:
         """Write ``<field>.csv`` per field: per-run rows of every model label, the summaries as ``#`` lines.
 
+        Each file is written whole or not at all (:func:`bkgxr.io.write.write_atomic`).
+
         Returns
         -------
         list of pathlib.Path
@@ -263,14 +267,12 @@ class FieldValidation:
         paths = []
         for f in self.fields:
             path = folder / f"{re.sub(r'[^A-Za-z0-9.+-]+', '_', f.name)}.csv"
-            with open(path, "w") as out:
-                out.write(f"# field: {f.name}; mode: {self.mode}\n")
-                for label in self.labels:
-                    summary = self.results[f.name, label].summary()
-                    out.write(f"# {label}: " + ", ".join(f"{k} {v:.6g}" for k, v in summary.items()) + "\n")
-                pd.concat([self.results[f.name, label].runs.assign(MODEL=label) for label in self.labels]).to_csv(
-                    out, index=False)
-            paths.append(path)
+            lines = [f"# field: {f.name}; mode: {self.mode}\n"]
+            for label in self.labels:
+                summary = self.results[f.name, label].summary()
+                lines.append(f"# {label}: " + ", ".join(f"{k} {v:.6g}" for k, v in summary.items()) + "\n")
+            table = pd.concat([self.results[f.name, label].runs.assign(MODEL=label) for label in self.labels])
+            paths.append(write_atomic(("".join(lines) + table.to_csv(index=False)).encode(), path))
         return paths
 
     def plot(self, path: str | Path) -> Path:
@@ -304,9 +306,10 @@ class FieldValidation:
             hist_ax.legend(fontsize=7)
         fig.tight_layout()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90)
+        png = io.BytesIO()
+        fig.savefig(png, dpi=90, format=Path(path).suffix.lstrip(".") or "png")
         plt.close(fig)
-        return Path(path)
+        return write_atomic(png.getvalue(), path)
 
 
 def _training_groups(

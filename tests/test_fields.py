@@ -144,6 +144,7 @@ def test_report_table_csv_and_plot(validations, tmp_path: Path) -> None:
                                   check_dtype=False)
     png = default.plot(tmp_path / "fields.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in paths), "fields.png"])  # no temporary left
 
 
 def test_training_groups_hold_out_fields_or_runs() -> None:

@@ -214,12 +214,14 @@ def build_cube(
 
     regions, read_set = run_regions(runs, exclusion=exclusion, target_radius=target_radius), set(read.tolist())
     nodes = index_node_maps(runs)  # one astropy call: the zenith tracks, 3D reads and 3D exclusion share it
-    times, track, known = slice_tracks(runs, nodes=nodes)
-    known &= event_zenith
-    times[~known] = np.nan
+    fraction, tracks = None, None  # without event_zenith: whole runs in the band of ZEN_PNT (assemble_cube's default)
+    if event_zenith:
+        times, track, known = slice_tracks(runs, nodes=nodes)
+        times[~known] = np.nan  # no track: the run's events keep ZEN_PNT, as its constant track does in band_fractions
+        fraction, tracks = band_fractions(track, binning.zenith), (times[read], track[read])
     reads: list[RunRead | None] = [None] * n_runs_all
     for i, one in zip(read.tolist(), run_reads(
-        to_read, fov=binning.fov, exclude=[regions[i] for i in read], nodes=[nodes[i] for i in read], tracks=(times[read], track[read])
+        to_read, fov=binning.fov, exclude=[regions[i] for i in read], nodes=[nodes[i] for i in read], tracks=tracks
     ), strict=True):
         reads[i] = one
     # a run the selection found bad keeps its reason (its zenith is NaN: no band either)
@@ -243,7 +245,7 @@ def build_cube(
         run_tstart=runs.get("TSTART", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         run_muoneff=runs.get("MUONEFF", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         run_track=zenith_tracks(runs, nodes=nodes),
-        run_band_fraction=np.where(known[:, None], band_fractions(track, binning.zenith), band[:, None] == np.arange(binning.shape[0])),
+        run_band_fraction=fraction,
         attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy),
                "zenith_assignment": ZENITH_RULE if event_zenith else POINTING_RULE},
         run_kept=kept_fractions(runs, binning, [r if i in read_set else None for i, r in enumerate(regions)], nodes=nodes),

@@ -58,7 +58,8 @@ def segment_shares(start: npt.ArrayLike, stop: npt.ArrayLike, edges: npt.ArrayLi
     A quantity moving linearly from ``start`` to ``stop`` over a segment (a
     zenith over a slice of time) spends in each bin the fraction of the
     segment its range overlaps; a segment without extent goes whole to the
-    bin holding it (``lo <= x < hi``). Parts beyond the edges are in no bin.
+    bin holding it (``lo <= x < hi``). Parts beyond the edges, and segments
+    with a non-finite end (an unknown value), are in no bin.
 
     Parameters
     ----------
@@ -78,7 +79,7 @@ def segment_shares(start: npt.ArrayLike, stop: npt.ArrayLike, edges: npt.ArrayLi
     overlap = np.clip(np.minimum(high, edges[None, 1:]) - np.maximum(low, edges[None, :-1]), 0.0, None)
     span = high - low
     flat = span[:, 0] == 0
-    share = np.where(flat[:, None], 0.0, overlap / np.where(span > 0, span, 1.0))
+    share = np.where(flat[:, None] | ~np.isfinite(span), 0.0, overlap / np.where(span > 0, span, 1.0))
     bin_of_flat = np.searchsorted(edges, low[flat, 0], side="right") - 1
     inside = (bin_of_flat >= 0) & (bin_of_flat < edges.size - 1)
     share[np.flatnonzero(flat)[inside], bin_of_flat[inside]] = 1.0

@@ -57,6 +57,7 @@ def test_band_fractions_equal_finely_sampled_linear_tracks():
     expected = np.stack([((sampled >= lo) & (sampled < hi)).mean(axis=1) for lo, hi in zip(edges[:-1], edges[1:])], axis=1)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert got[0].tolist() == [0.0, 1.0, 0.0]
+    assert band_fractions(np.full((1, 3), np.nan), edges).tolist() == [[0.0, 0.0, 0.0]]  # unknown zenith: no band, as band_index
     assert np.all(got.sum(axis=1) <= 1 + 1e-12) and np.any(got.sum(axis=1) < 1)  # some tracks leave [0, 90]
 
 

@@ -263,6 +263,23 @@ def run_node_maps(
     return [nodes._replace(time_s=nodes.time_s[a:b], maps=nodes.maps[a:b]) for a, b in zip(lo, hi, strict=True)]
 
 
+def merged_node_maps(nodes: Sequence[NodeMaps]) -> NodeMaps | None:
+    """Return one NodeMaps holding the nodes of all ``nodes`` (e.g. every run's, to map all runs in one call).
+
+    None if ``nodes`` is empty or its members differ in reference time or observatory.
+    A node time held by several members keeps the first one's map (those of
+    :func:`run_node_maps` share one evaluation).
+    """
+    if not nodes:
+        return None
+    first = nodes[0]
+    if any(n.reference_jd_tt != first.reference_jd_tt or n.location_m != first.location_m for n in nodes):
+        return None
+    times, index = np.unique(np.concatenate([n.time_s for n in nodes]), return_index=True)
+    maps = np.concatenate([n.maps for n in nodes])[index]
+    return NodeMaps(times, maps, first.reference_jd_tt, first.location_m)
+
+
 def _maps_from(
     nodes: NodeMaps, node_s: npt.NDArray[np.float64], reference: Time, location: EarthLocation
 ) -> npt.NDArray[np.float64] | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .fov import az_alt_deg, location_of, reference_time
+from .fov import az_alt_deg, location_of, merged_node_maps, reference_time
 from .geometry import segment_shares
 from .io.events import index_node_maps
 
@@ -136,8 +136,17 @@ def _zenith_at(
         return zenith, known
     maps = index_node_maps(runs) if nodes is None else nodes  # None for a run without finite times
     ra, dec = runs["RA_PNT"].to_numpy(np.float64), runs["DEC_PNT"].to_numpy(np.float64)
-    for i, run_nodes in enumerate(maps):
-        if run_nodes is not None:
-            _, alt = az_alt_deg(ra[i], dec[i], times[i], reference=reference, location=location, nodes=run_nodes)
-            zenith[i], known[i] = 90.0 - alt, True
+    with_nodes = np.array([i for i, run_nodes in enumerate(maps) if run_nodes is not None], dtype=np.intp)
+    merged = merged_node_maps([maps[i] for i in with_nodes])
+    if merged is not None:  # every run in one numpy evaluation
+        n_times = times.shape[1]
+        _, alt = az_alt_deg(
+            np.repeat(ra[with_nodes], n_times), np.repeat(dec[with_nodes], n_times), times[with_nodes].ravel(),
+            reference=reference, location=location, nodes=merged,
+        )
+        zenith[with_nodes], known[with_nodes] = 90.0 - alt.reshape(-1, n_times), True
+        return zenith, known
+    for i in with_nodes:  # nodes made for other references or sites
+        _, alt = az_alt_deg(ra[i], dec[i], times[i], reference=reference, location=location, nodes=maps[i])
+        zenith[i], known[i] = 90.0 - alt, True
     return zenith, known

@@ -70,3 +70,23 @@ def test_slice_tracks_follow_astropy_at_the_bounds(hess_runs):
         header = fits.getheader(run.EVENTS_PATH, "EVENTS")
         np.testing.assert_allclose(z, pointing_zenith([header], [t])[0], atol=1e-4)
         assert t[0] == run.TSTART and t[-1] == run.TSTOP
+
+
+def test_all_runs_in_one_evaluation_equal_each_run_on_its_own(hess_runs):
+    from bkgxr.fov import az_alt_deg, location_of, merged_node_maps, reference_time
+    from bkgxr.io.events import index_node_maps
+
+    nodes = index_node_maps(hess_runs)
+    times, zenith, known = slice_tracks(hess_runs, nodes=nodes)
+    meta = hess_runs.attrs["OBS_META"]
+    reference, location = reference_time(meta), location_of(meta)
+    one_by_one = np.array([
+        90 - az_alt_deg(run.RA_PNT, run.DEC_PNT, t, reference=reference, location=location, nodes=n)[1]
+        for run, t, n in zip(hess_runs.itertuples(), times, nodes)
+    ])
+    assert known.all()
+    np.testing.assert_array_equal(zenith, one_by_one)  # the same arithmetic, element by element
+    moved = nodes[1]._replace(location_m=(0.0, 0.0, 6.4e6))
+    assert merged_node_maps([nodes[0], moved]) is None  # maps of two sites cannot serve one call
+    merged = merged_node_maps(nodes[:2])
+    assert np.all(np.diff(merged.time_s) > 0) and set(merged.time_s) == set(nodes[0].time_s) | set(nodes[1].time_s)

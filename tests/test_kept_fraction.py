@@ -1,0 +1,79 @@
+"""3D kept fractions, all times of a run at once, against the one-time-at-a-time computation they replace.
+
+tests/kept_fraction_reference.py holds that computation (bkgxr 2a2a501): a rotation fit and a
+kernel call per time, each run's header read with astropy. Monte Carlo and astropy checks of
+the fractions themselves are in tests/test_exclusion.py and tests/test_masking.py.
+"""
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from gammapy.maps import WcsGeom
+from kept_fraction_reference import (
+    reference_kept_fraction_pixels,
+    reference_kept_fractions,
+)
+from regions import CircleSkyRegion
+
+import bkgxr
+from bkgxr.exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
+from bkgxr.kept_fraction import kept_fraction_pixels
+
+#: Overlapping circles (their boundaries cross), one on the pointing, one across the grid's edge.
+CIRCLES = "83.63,22.01,0.3; 84.0,22.2,0.4; 85.5,23.4,0.6; 83.63,22.51,0.2; 81.2,21.0,0.5"
+FOV_EDGES = np.linspace(-2.5, 2.5, 11)
+TIMES_S = np.linspace(0.0, 28 * 60.0, 6)
+#: Unequal weights, one of them 0 (that time is left out).
+WEIGHTS = np.array([1.0, 2.0, 0.0, 1.0, 0.5, 2.5])
+
+
+def turning_sky(ra_deg, dec_deg, deg_per_s):
+    """A rigid FoV → ICRS mapping in numpy: the FoV centred on (ra, dec), turning about it at ``deg_per_s``."""
+    ra0, dec0 = np.radians(ra_deg), np.radians(dec_deg)
+
+    def mapping(lon_deg, lat_deg, time_s):
+        lon, lat, psi = np.radians(lon_deg), np.radians(lat_deg), np.radians(deg_per_s * time_s)
+        x, y, z = np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)
+        y, z = y * np.cos(psi) - z * np.sin(psi), y * np.sin(psi) + z * np.cos(psi)  # turn about the centre
+        x, z = x * np.cos(dec0) - z * np.sin(dec0), x * np.sin(dec0) + z * np.cos(dec0)  # up to dec0
+        x, y = x * np.cos(ra0) - y * np.sin(ra0), x * np.sin(ra0) + y * np.cos(ra0)  # round to ra0
+        return np.degrees(np.arctan2(y, x)) % 360.0, np.degrees(np.arcsin(z))
+
+    return mapping
+
+
+@pytest.mark.parametrize("deg_per_s", [0.0, 0.02, -0.05])
+@pytest.mark.parametrize("lon_edges", [FOV_EDGES, np.array([-3.0, -1.0, 0.2, 0.5, 2.0])], ids=["even", "uneven"])
+def test_circle_fractions_equal_the_one_time_at_a_time_computation(deg_per_s, lon_edges):
+    regions = ExclusionRegions.from_text(CIRCLES)
+    sky = turning_sky(83.63, 22.51, deg_per_s)
+    kept = kept_fraction_pixels(lon_edges, FOV_EDGES, sky, TIMES_S, WEIGHTS, regions)
+    reference = reference_kept_fraction_pixels(lon_edges, FOV_EDGES, sky, TIMES_S, WEIGHTS, regions)
+    assert reference.min() < 0.5 < reference.max()  # the circles take a share of some pixels
+    np.testing.assert_allclose(kept, reference, rtol=0, atol=1e-9)
+
+
+def test_mask_fractions_equal_the_one_time_at_a_time_computation():
+    geom = WcsGeom.create(skydir=SkyCoord(83.63, 22.51, unit="deg"), width=6, binsz=0.05, frame="galactic")
+    mask = geom.region_mask([CircleSkyRegion(SkyCoord(84.0, 22.2, unit="deg"), 0.8 * u.deg)], inside=False)
+    regions = ExclusionRegions.from_mask(mask)
+    sky = turning_sky(83.63, 22.51, 0.03)
+    kept = kept_fraction_pixels(FOV_EDGES, FOV_EDGES, sky, TIMES_S, WEIGHTS, regions, oversample=12)
+    reference = reference_kept_fraction_pixels(FOV_EDGES, FOV_EDGES, sky, TIMES_S, WEIGHTS, regions, oversample=12)
+    assert reference.min() < 0.5
+    np.testing.assert_allclose(kept, reference, rtol=0, atol=1e-9)
+
+
+def test_dr1_kept_fractions_equal_the_one_time_at_a_time_computation(hess_store):
+    from bkgxr.io.events import index_node_maps
+    from bkgxr.masking import kept_fractions, run_regions
+
+    runs = hess_store.select()
+    binning = bkgxr.Binning(fov="altaz")
+    regions = run_regions(runs, target_radius=DEFAULT_RADIUS_DEG)
+    nodes = index_node_maps(runs)
+    kept = kept_fractions(runs, binning, regions, nodes=nodes)
+    reference = reference_kept_fractions(runs, binning, regions, nodes)
+    assert np.sum(np.any(reference < 1, axis=(1, 2))) == 60  # every run with a target loses some pixels
+    np.testing.assert_allclose(kept, reference, rtol=0, atol=1e-9)

@@ -14,6 +14,7 @@ Gauss–Legendre quadrature. Masks are sampled on a grid finer than their pixels
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SkyOfFov",
+    "SkyOfFovTimes",
     "kept_fraction_pixels",
+    "kept_fraction_pixels_times",
     "kept_fraction_rings",
 ]
 
@@ -45,6 +48,10 @@ RING_STEP_DEG = 0.01
 #: A field-of-view → sky mapping at one time: ``(lon_deg, lat_deg, time) -> (ra_deg, dec_deg)``,
 #: arrays of shape (n_points,) in and out.
 SkyOfFov = Callable[["FloatArray", "FloatArray", float], tuple["npt.ArrayLike", "npt.ArrayLike"]]
+
+#: The same mapping at all times in one call: ``(lon_deg, lat_deg, times) -> (ra_deg, dec_deg)``,
+#: lon and lat of shape (n_points,), times (n_times,); ra and dec of shape (n_times, n_points).
+SkyOfFovTimes = Callable[["FloatArray", "FloatArray", "FloatArray"], tuple["npt.ArrayLike", "npt.ArrayLike"]]
 
 def kept_fraction_rings(
     offset_edges_deg: npt.ArrayLike,
@@ -146,6 +153,32 @@ def kept_fraction_pixels(
         If the edges, times or weights are invalid, or ``sky_of_fov`` is not a rotation of
         the sphere within ``RIGID_TOL_DEG`` at some time.
     """
+
+    def at_times(lon: FloatArray, lat: FloatArray, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+        ra, dec = zip(*(sky_of_fov(lon, lat, float(t_i)) for t_i in t), strict=True)
+        return np.stack([np.asarray(a, dtype=np.float64) for a in ra]), np.stack([np.asarray(a, dtype=np.float64) for a in dec])
+
+    return kept_fraction_pixels_times(lon_edges_deg, lat_edges_deg, at_times, times, weights, regions, oversample=oversample)
+
+
+def kept_fraction_pixels_times(
+    lon_edges_deg: npt.ArrayLike,
+    lat_edges_deg: npt.ArrayLike,
+    sky_of_fov: SkyOfFovTimes,
+    times: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    regions: ExclusionRegions,
+    *,
+    oversample: int = 8,
+) -> FloatArray:
+    """Return the time-averaged fraction of each field-of-view pixel outside every region, all times at once.
+
+    :func:`kept_fraction_pixels` with a mapping that takes the times of positive weight in
+    one call: ``sky_of_fov(lon_deg, lat_deg, times) -> (ra_deg, dec_deg)`` of shape
+    (n_times, n_points) for ``lon_deg``, ``lat_deg`` of shape (n_points,) and ``times`` of
+    shape (n_times,). The rotations of all times are fitted together and the pixels' kept
+    solid angles computed together. Parameters, result and errors as there.
+    """
     lon = np.radians(_edges(lon_edges_deg, "lon_edges_deg", -180.0, 180.0))
     lat = np.radians(_edges(lat_edges_deg, "lat_edges_deg", -90.0, 90.0))
     t = np.asarray(times, dtype=np.float64).ravel()
@@ -157,18 +190,12 @@ def kept_fraction_pixels(
         )
     if oversample < 1:
         raise ValueError(f"oversample must be >= 1, got {oversample}")
-    shape = (lon.size - 1, lat.size - 1)
     if not regions.circles and not regions.masks:
-        return np.ones(shape)
-    grid_lon, grid_lat = (g.ravel() for g in np.meshgrid(np.linspace(lon[0], lon[-1], 5), np.linspace(lat[0], lat[-1], 5)))
-    if regions.masks:
-        kept_of = _sampled_pixels(lon, lat, regions, oversample)
-    else:
-        kept_of = _circle_pixels(lon, lat, regions, oversample)
-    total = np.zeros(shape)
-    for t_i, w_i in zip(t, w, strict=True):
-        if w_i > 0:
-            total += w_i * kept_of(_fit_rotation(sky_of_fov, grid_lon, grid_lat, float(t_i)))
+        return np.ones((lon.size - 1, lat.size - 1))
+    used = w > 0
+    rotations = _fit_rotations(sky_of_fov, lon, lat, t[used])
+    kernel = _sampled_pixels if regions.masks else _circle_pixels
+    total = np.tensordot(w[used], kernel(lon, lat, regions, oversample, rotations), axes=1)
     return cast("FloatArray", np.clip(total / w.sum(), 0.0, 1.0))
 
 
@@ -195,9 +222,9 @@ def _covered_azimuth(
     Parameters
     ----------
     theta : numpy.ndarray
-        Colatitudes (rad) about the pole. Shape: (n_rows, 1).
+        Colatitudes (rad) about the pole. Shape: (..., n_rows, 1).
     theta_c, phi_c : numpy.ndarray
-        Colatitude and azimuth (rad) of the caps' centres. Shape: (n_caps,) or (n_rows, n_caps).
+        Colatitude and azimuth (rad) of the caps' centres. Shape: (..., n_caps), broadcast with ``theta``.
     rho : numpy.ndarray
         Cap radii (rad). Shape: (n_caps,).
     lo, hi : numpy.ndarray
@@ -206,7 +233,7 @@ def _covered_azimuth(
     Returns
     -------
     numpy.ndarray
-        Measure of the union of the caps' arcs in each window. Shape: (n_rows, n_windows).
+        Measure of the union of the caps' arcs in each window. Shape: (..., n_rows, n_windows).
     """
     num = np.cos(rho) - np.cos(theta) * np.cos(theta_c)
     den = np.sin(theta) * np.sin(theta_c)
@@ -243,6 +270,7 @@ def _removed(
 
     ∫ sin θ · covered(θ) dθ by Gauss–Legendre quadrature, ``nodes`` nodes between
     consecutive bin edges and ``cuts``, the colatitudes where the integrand is not smooth.
+    Leading dimensions of ``cuts`` and the caps' centres (e.g. times) are computed together.
 
     Parameters
     ----------
@@ -250,9 +278,12 @@ def _removed(
         Increasing colatitude edges (rad) about the pole. Shape: (n_bins + 1,).
     cuts : numpy.ndarray
         Colatitudes (rad) where a cap's boundary is tangent to, or crosses a window edge
-        or another boundary on, a circle of constant colatitude. Shape: (n_cuts,).
-    theta_c, phi_c, rho : numpy.ndarray
-        Colatitude, azimuth and radius (rad) of the caps. Shape: (n_caps,).
+        or another boundary on, a circle of constant colatitude; NaN for none.
+        Shape: (..., n_cuts).
+    theta_c, phi_c : numpy.ndarray
+        Colatitude and azimuth (rad) of the caps' centres. Shape: (..., n_caps).
+    rho : numpy.ndarray
+        Cap radii (rad). Shape: (n_caps,).
     lo, hi : numpy.ndarray
         Azimuth windows (rad), see :func:`_covered_azimuth`. Shape: (n_windows,).
     nodes : int
@@ -260,41 +291,58 @@ def _removed(
     Returns
     -------
     numpy.ndarray
-        Shape: (n_bins, n_windows).
+        Shape: (..., n_bins, n_windows).
     """
-    cuts = np.unique(np.concatenate([edges, cuts[(cuts > edges[0]) & (cuts < edges[-1])]]))
+    lead = cuts.shape[:-1]
+    # cuts outside the bins (and NaN) become empty pieces at the last edge, which add nothing
+    inner = np.where((cuts > edges[0]) & (cuts < edges[-1]), cuts, edges[-1])
+    cuts = np.sort(np.concatenate([np.broadcast_to(edges, (*lead, edges.size)), inner], axis=-1), axis=-1)
+    x, w = _smooth_gauss_legendre(nodes)
+    half = np.diff(cuts, axis=-1)[..., None] / 2  # (..., n_pieces, 1)
+    mid = (cuts[..., :-1, None] + cuts[..., 1:, None]) / 2
+    theta = mid + half * x  # (..., n_pieces, nodes)
+    weight = (half * w * np.sin(theta)).reshape(*lead, -1, 1)
+    covered = _covered_azimuth(theta.reshape(*lead, -1, 1), theta_c[..., None, :], phi_c[..., None, :], rho, lo, hi)
+    per_piece = (weight * covered).reshape(-1, nodes, lo.size).sum(axis=1)  # (n_lead * n_pieces, n_windows)
+    # each bin's pieces follow each other: sum runs of the bin index, counted over the leading dimensions
+    n_bins = edges.size - 1
+    bins = np.minimum(np.searchsorted(edges, mid[..., 0], side="right") - 1, n_bins - 1).reshape(-1, mid.shape[-2])
+    flat = (bins + n_bins * np.arange(bins.shape[0])[:, None]).ravel()
+    out = np.add.reduceat(per_piece, np.searchsorted(flat, np.arange(bins.shape[0] * n_bins)), axis=0)
+    return cast("FloatArray", out.reshape(*lead, n_bins, lo.size))
+
+
+@functools.cache
+def _smooth_gauss_legendre(nodes: int) -> tuple[FloatArray, FloatArray]:
+    """Return Gauss–Legendre nodes and weights on [-1, 1] through θ(s) = (3s − s³)/2 (read-only).
+
+    θ(s) has dθ/ds = 0 at both ends: √(θ − cut) becomes smooth in s.
+    """
     s, w = np.polynomial.legendre.leggauss(nodes)
-    # θ(s) = mid + half (3s − s³)/2 has dθ/ds = 0 at both ends: √(θ − cut) becomes smooth in s.
     x, w = (3 * s - s**3) / 2, w * 1.5 * (1 - s**2)
-    half = np.diff(cuts)[:, None] / 2
-    mid = (cuts[:-1, None] + cuts[1:, None]) / 2
-    theta = (mid + half * x).ravel()
-    weight = (half * w).ravel() * np.sin(theta)
-    covered = _covered_azimuth(theta[:, None], theta_c, phi_c, rho, lo, hi)
-    per_piece = (weight[:, None] * covered).reshape(mid.size, nodes, lo.size).sum(axis=1)
-    return cast("FloatArray", np.add.reduceat(per_piece, np.searchsorted(mid[:, 0], edges[:-1]), axis=0))
+    x.flags.writeable = w.flags.writeable = False
+    return x, w
 
 
 def _tangencies(theta_c: FloatArray, rho: FloatArray) -> FloatArray:
-    """Return the colatitudes (rad) where circles of constant colatitude touch the caps."""
-    return np.concatenate([np.abs(theta_c - rho), np.minimum(theta_c + rho, 2 * np.pi - theta_c - rho)])
+    """Return the colatitudes (rad) where circles of constant colatitude touch the caps. Shape: (..., 2 n_caps)."""
+    return np.concatenate([np.abs(theta_c - rho), np.minimum(theta_c + rho, 2 * np.pi - theta_c - rho)], axis=-1)
 
 
 def _meridian_crossings(lon_c: FloatArray, lat_c: FloatArray, rho: FloatArray, lon: FloatArray) -> FloatArray:
-    """Return the latitudes (rad) where caps' boundaries cross the meridians ``lon`` (rad).
+    """Return the latitudes (rad) where caps' boundaries cross the meridians ``lon`` (rad); NaN where none.
 
     On the meridian λ, sin φ sin φc + cos φ cos φc cos(λ − λc) = cos ρ, i.e.
     A sin φ + B cos φ = cos ρ, solved as φ = ±arccos(cos ρ / √(A² + B²)) + atan2(A, B).
+    ``lon_c``, ``lat_c``: shape (..., n_caps); result: shape (..., 2 n_caps n_meridians).
     """
-    a = np.sin(lat_c)[:, None] * np.ones_like(lon)
-    b = np.cos(lat_c)[:, None] * np.cos(lon - lon_c[:, None])
+    a = np.sin(lat_c)[..., None] * np.ones_like(lon)
+    b = np.cos(lat_c)[..., None] * np.cos(lon - lon_c[..., None])
     ratio = np.cos(rho)[:, None] / np.hypot(a, b)
-    ok = np.abs(ratio) <= 1
-    angle = np.arccos(np.clip(ratio, -1.0, 1.0))
+    angle = np.arccos(np.where(np.abs(ratio) <= 1, ratio, np.nan))
     shift = np.arctan2(a, b)
-    lat = np.concatenate([(shift + angle)[ok], (shift - angle)[ok]])
-    lat = np.mod(lat + np.pi, 2 * np.pi) - np.pi
-    return lat[np.abs(lat) <= np.pi / 2]
+    lat = np.mod(np.concatenate([shift + angle, shift - angle], axis=-1) + np.pi, 2 * np.pi) - np.pi
+    return np.where(np.abs(lat) <= np.pi / 2, lat, np.nan).reshape(*lat.shape[:-2], -1)
 
 
 def _crossings(centres: FloatArray, rho: FloatArray) -> FloatArray:
@@ -318,61 +366,57 @@ def _crossings(centres: FloatArray, rho: FloatArray) -> FloatArray:
     return cast("FloatArray", np.concatenate([base + normal, base - normal])[np.concatenate([ok, ok])])
 
 
-def _fit_rotation(sky_of_fov: SkyOfFov, lon: FloatArray, lat: FloatArray, time: float) -> FloatArray:
-    """Return the orthogonal matrix R (sky = R @ fov) closest to ``sky_of_fov`` at ``time``."""
-    ra, dec = sky_of_fov(np.degrees(lon), np.degrees(lat), time)
-    fov = _unit(lon, lat)
+def _fit_rotations(sky_of_fov: SkyOfFovTimes, lon: FloatArray, lat: FloatArray, times: FloatArray) -> FloatArray:
+    """Return the orthogonal matrices R (sky = R @ fov) closest to ``sky_of_fov`` at ``times``. Shape: (n_times, 3, 3).
+
+    Fitted (least squares, one SVD per time) on a 5 × 5 grid spanning the pixel edges
+    ``lon`` × ``lat`` (rad).
+    """
+    grid_lon, grid_lat = (g.ravel() for g in np.meshgrid(np.linspace(lon[0], lon[-1], 5), np.linspace(lat[0], lat[-1], 5)))
+    ra, dec = sky_of_fov(np.degrees(grid_lon), np.degrees(grid_lat), times)
+    fov = _unit(grid_lon, grid_lat)
     sky = _unit(np.radians(np.asarray(ra, dtype=np.float64)), np.radians(np.asarray(dec, dtype=np.float64)))
-    u, _, vt = np.linalg.svd(sky.T @ fov)
-    rotation = u @ vt
-    residual = np.degrees(np.max(np.linalg.norm(fov @ rotation.T - sky, axis=-1)))
-    if not residual <= RIGID_TOL_DEG:
+    if sky.shape != (times.size, *fov.shape):
+        raise ValueError(f"sky_of_fov must return (ra, dec) of shape {(times.size, grid_lon.size)}, got {sky.shape[:-1]}")
+    u, _, vt = np.linalg.svd(np.swapaxes(sky, -1, -2) @ fov)
+    rotations = u @ vt
+    residual = np.degrees(np.max(np.linalg.norm(fov @ np.swapaxes(rotations, -1, -2) - sky, axis=-1), axis=-1))
+    bad = np.flatnonzero(~(residual <= RIGID_TOL_DEG))
+    if bad.size:
         raise ValueError(
-            f"sky_of_fov at time {time}: not a rotation of the sphere (off by {residual:.3g} deg > {RIGID_TOL_DEG})"
+            f"sky_of_fov at time {float(times[bad[0]])}: not a rotation of the sphere "
+            f"(off by {residual[bad[0]]:.3g} deg > {RIGID_TOL_DEG})"
         )
-    return cast("FloatArray", rotation)
+    return cast("FloatArray", rotations)
 
 
-def _circle_pixels(
-    lon: FloatArray, lat: FloatArray, regions: ExclusionRegions, nodes: int
-) -> Callable[[FloatArray], FloatArray]:
-    """Return the kernel: rotation → kept fraction of each pixel (circles, exact in longitude)."""
+def _circle_pixels(lon: FloatArray, lat: FloatArray, regions: ExclusionRegions, nodes: int, rotations: FloatArray) -> FloatArray:
+    """Return the kept fraction of each pixel at each rotation (circles, exact in longitude). Shape: (n_rot, n_lon, n_lat)."""
     centres = _unit(np.radians([c.ra_deg for c in regions.circles]), np.radians([c.dec_deg for c in regions.circles]))
     rho = np.radians([c.radius_deg for c in regions.circles])
+    fov = centres @ rotations  # rows: Rᵀ c, the centres in the frame at each time
+    lon_c, lat_c = _lon_lat(fov)
+    theta_c = np.pi / 2 - lat_c
+    cuts = np.concatenate([
+        _tangencies(theta_c, rho),
+        np.pi / 2 - _lon_lat(_crossings(centres, rho) @ rotations)[1],
+        np.pi / 2 - _meridian_crossings(lon_c, lat_c, rho, lon),
+    ], axis=-1)
     colat = np.pi / 2 - lat[::-1]  # colatitude about the frame's pole, increasing
-    pixel = np.diff(lon)[:, None] * np.diff(np.sin(lat))[None, :]
-
-    def kept(rotation: FloatArray) -> FloatArray:
-        fov = centres @ rotation  # rows: Rᵀ c, the centres in the frame
-        lon_c, lat_c = _lon_lat(fov)
-        theta_c = np.pi / 2 - lat_c
-        cuts = np.concatenate([
-            _tangencies(theta_c, rho),
-            np.pi / 2 - _lon_lat(_crossings(fov, rho))[1],
-            np.pi / 2 - _meridian_crossings(lon_c, lat_c, rho, lon),
-        ])
-        removed = _removed(colat, cuts, theta_c, lon_c, rho, lon[:-1], lon[1:], nodes)[::-1].T
-        return 1.0 - removed / pixel
-
-    return kept
+    removed = np.swapaxes(_removed(colat, cuts, theta_c, lon_c, rho, lon[:-1], lon[1:], nodes)[:, ::-1], -1, -2)
+    return 1.0 - removed / (np.diff(lon)[:, None] * np.diff(np.sin(lat))[None, :])
 
 
-def _sampled_pixels(
-    lon: FloatArray, lat: FloatArray, regions: ExclusionRegions, samples: int
-) -> Callable[[FloatArray], FloatArray]:
-    """Return the kernel: rotation → kept fraction of each pixel from equal-area samples."""
+def _sampled_pixels(lon: FloatArray, lat: FloatArray, regions: ExclusionRegions, samples: int, rotations: FloatArray) -> FloatArray:
+    """Return the kept fraction of each pixel at each rotation from equal-area samples. Shape: (n_rot, n_lon, n_lat)."""
     step = (np.arange(samples) + 0.5) / samples
     lon_s = (lon[:-1, None] + np.diff(lon)[:, None] * step).ravel()
     sin_lat = np.sin(lat)
     lat_s = np.arcsin((sin_lat[:-1, None] + np.diff(sin_lat)[:, None] * step).ravel())
     fov = _unit(*np.meshgrid(lon_s, lat_s, indexing="ij"))  # (n_lon * s, n_lat * s, 3)
-    shape = (lon.size - 1, samples, lat.size - 1, samples)
-
-    def kept(rotation: FloatArray) -> FloatArray:
-        ra, dec = (np.degrees(a) for a in _lon_lat(fov @ rotation.T))
-        return cast("FloatArray", 1.0 - excluded(ra, dec, regions).reshape(shape).mean(axis=(1, 3)))
-
-    return kept
+    ra, dec = (np.degrees(a) for a in _lon_lat(fov @ np.swapaxes(rotations, -1, -2)[:, None]))
+    shape = (len(rotations), lon.size - 1, samples, lat.size - 1, samples)
+    return cast("FloatArray", 1.0 - excluded(ra, dec, regions).reshape(shape).mean(axis=(2, 4)))
 
 
 def _sampled_rings(edges: FloatArray, ra_pnt: float, dec_pnt: float, regions: ExclusionRegions) -> FloatArray:

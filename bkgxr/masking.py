@@ -18,7 +18,8 @@ runs in one astropy call on the obs-index's MJDREF and site.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import zlib
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
@@ -33,11 +34,12 @@ from .fov import (
     reference_time,
     run_node_maps,
 )
+from .io._rawfits import Unsupported, iter_table_blocks
 from .io.events import index_node_maps
-from .kept_fraction import kept_fraction_pixels, kept_fraction_rings
+from .kept_fraction import kept_fraction_pixels_times, kept_fraction_rings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Mapping, Sequence
 
     import numpy.typing as npt
     import pandas as pd
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
     from .axes import Binning
     from .fov import NodeMaps
+    from .kept_fraction import SkyOfFovTimes
 
 #: Target name of off runs (runs without a source), as in :data:`bkgxr.OFF_QUERY`.
 OFF_TARGET = "Off data"
@@ -111,22 +114,47 @@ def altaz_of_fov(
 
 def sky_of_fov(
     ra_pnt: float, dec_pnt: float, *, reference: Time, location: EarthLocation, nodes: NodeMaps | None = None
-) -> Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64], float], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
-    """Return ``f(lon, lat, t) -> (ra, dec)``: ICRS of ALTAZ-aligned FoV coordinates (deg) at time ``t`` (s since ``reference``).
+) -> SkyOfFovTimes:
+    """Return ``f(lon, lat, t) -> (ra, dec)``: ICRS of ALTAZ-aligned FoV coordinates (deg) at times ``t`` (s since ``reference``).
 
-    The pointing's alt/az at ``t`` (:func:`bkgxr.fov.az_alt_deg`) places the
-    FoV points in the horizontal system (:func:`altaz_of_fov`), which
-    :func:`bkgxr.fov.ra_dec_deg` takes back to ICRS. With ``nodes`` that
-    serve ``t`` (:func:`bkgxr.fov.nodes_serve`) ``f`` is numpy only; without,
-    each call of ``f`` computes its nodes with astropy.
+    ``lon``, ``lat`` of shape (n_points,) and ``t`` of shape (n_times,) give
+    ``ra``, ``dec`` of shape (n_times, n_points). The pointing's alt/az at
+    ``t`` (:func:`bkgxr.fov.az_alt_deg`) places the FoV points in the
+    horizontal system (:func:`altaz_of_fov`), which :func:`bkgxr.fov.ra_dec_deg`
+    takes back to ICRS. With ``nodes`` that serve ``t``
+    (:func:`bkgxr.fov.nodes_serve`) ``f`` is numpy only; without, each call
+    of ``f`` computes its nodes with astropy.
     """
 
-    def mapping(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], time: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        az_pnt, alt_pnt = az_alt_deg(ra_pnt, dec_pnt, np.array([time]), reference=reference, location=location, nodes=nodes)
-        az, alt = altaz_of_fov(lon, lat, az_pnt[0], alt_pnt[0])
-        return ra_dec_deg(az, alt, time, reference=reference, location=location, nodes=nodes)
+    def mapping(
+        lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], times: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        az_pnt, alt_pnt = az_alt_deg(ra_pnt, dec_pnt, times, reference=reference, location=location, nodes=nodes)
+        az, alt = altaz_of_fov(lon, lat, az_pnt[:, None], alt_pnt[:, None])
+        return ra_dec_deg(az, alt, times[:, None], reference=reference, location=location, nodes=nodes)
 
     return mapping
+
+
+def _events_header(path: str, hdu: str) -> Mapping[str, Any]:
+    """Return the valued keywords of HDU ``hdu`` of a run file, from the fast reader, else astropy.
+
+    The fast reader (:func:`bkgxr.io._rawfits.iter_table_blocks`) stops after
+    the table's first row; tables it leaves to astropy are read with
+    :func:`astropy.io.fits.getheader`.
+
+    Raises
+    ------
+    ValueError
+        If the file has no HDU ``hdu``.
+    """
+    try:  # the reader, dropped after its first block, closes the file
+        return next(iter_table_blocks(path, hdu, [], block_bytes=1))[0]
+    except KeyError as err:
+        raise ValueError(f"no {hdu} HDU") from err
+    except Unsupported:
+        header: Mapping[str, Any] = fits.getheader(path, hdu)
+        return header
 
 
 def _pixel_fraction(
@@ -141,17 +169,19 @@ def _pixel_fraction(
     """
     obs_id, path, hdu = int(row["OBS_ID"]), str(row["EVENTS_PATH"]), str(row["EVENTS_HDU"])
     try:
-        header = fits.getheader(path, hdu)
+        header = _events_header(path, hdu)
         reference, location = reference_time(header), location_of(header)
         start, stop = float(header["TSTART"]), float(header["TSTOP"])
         times = start + (np.arange(TRACK_NODES) + 0.5) * (stop - start) / TRACK_NODES
         if nodes is None or not nodes_serve(nodes, times, reference=reference, location=location):
             [nodes] = run_node_maps([start], [stop], reference=reference, location=location)
-    except (OSError, KeyError, ValueError, TypeError) as err:
+    except KeyError as err:
+        raise InvalidRunError(obs_id, path, f"cannot place the exclusion regions in the FoV: {hdu} lacks {err.args[0]}") from err
+    except (OSError, EOFError, ValueError, TypeError, zlib.error) as err:
         raise InvalidRunError(obs_id, path, f"cannot place the exclusion regions in the FoV: {err}") from err
     mapping = sky_of_fov(float(row["RA_PNT"]), float(row["DEC_PNT"]), reference=reference, location=location, nodes=nodes)
     weights = np.full(TRACK_NODES, 1.0 / TRACK_NODES)
-    return kept_fraction_pixels(binning.fov_lon, binning.fov_lat, mapping, times, weights, regions)
+    return kept_fraction_pixels_times(binning.fov_lon, binning.fov_lat, mapping, times, weights, regions)
 
 
 def kept_fractions(

@@ -9,6 +9,7 @@ import astropy.units as u
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
+from astropy.io import fits
 from gammapy.maps import WcsGeom
 from kept_fraction_reference import (
     reference_kept_fraction_pixels,
@@ -17,6 +18,7 @@ from kept_fraction_reference import (
 from regions import CircleSkyRegion
 
 import bkgxr
+from bkgxr.exceptions import InvalidRunError
 from bkgxr.exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
 from bkgxr.kept_fraction import kept_fraction_pixels
 
@@ -77,3 +79,61 @@ def test_dr1_kept_fractions_equal_the_one_time_at_a_time_computation(hess_store)
     reference = reference_kept_fractions(runs, binning, regions, nodes)
     assert np.sum(np.any(reference < 1, axis=(1, 2))) == 60  # every run with a target loses some pixels
     np.testing.assert_allclose(kept, reference, rtol=0, atol=1e-9)
+
+
+@pytest.fixture
+def one_run(sim_store):
+    """A simulated run with a 0.4 deg circle 0.5 deg from its pointing, and its file's EVENTS header."""
+    runs = sim_store.select().iloc[:1].copy()
+    row = runs.iloc[0]
+    regions = [ExclusionRegions.from_text(f"{row.RA_PNT + 0.5},{row.DEC_PNT},0.4")]
+    with fits.open(row.EVENTS_PATH) as hdul:
+        header = hdul[row.EVENTS_HDU].header.copy()
+    return runs, regions, header
+
+
+def test_a_header_the_fast_reader_leaves_to_astropy_gives_the_same_fractions(one_run, tmp_path):
+    from bkgxr.masking import kept_fractions
+
+    runs, regions, header = one_run
+    binning = bkgxr.Binning(fov="altaz")
+    kept = kept_fractions(runs, binning, regions)
+    assert 0 < kept.min() < 0.5
+    # the EVENTS keywords on an image HDU: no binary table for the fast reader
+    image = fits.ImageHDU(name=runs.iloc[0].EVENTS_HDU)
+    for key in ("MJDREFI", "MJDREFF", "TIMESYS", "TSTART", "TSTOP", "GEOLON", "GEOLAT", "ALTITUDE"):
+        if key in header:
+            image.header[key] = header[key]
+    path = tmp_path / "image_events.fits"
+    fits.HDUList([fits.PrimaryHDU(), image]).writeto(path)
+    np.testing.assert_array_equal(kept_fractions(runs.assign(EVENTS_PATH=str(path)), binning, regions), kept)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("truncated", "file ends inside a FITS header"),
+        ("no EVENTS", "no EVENTS HDU"),
+        ("no GEOLON", "EVENTS lacks GEOLON"),
+        ("not FITS", "not a FITS file"),
+    ],
+)
+def test_a_run_file_without_usable_times_or_site_names_run_and_file(one_run, tmp_path, damage, reason):
+    from bkgxr.masking import kept_fractions
+
+    runs, regions, header = one_run
+    path = tmp_path / "run_042.fits"
+    table = fits.BinTableHDU.from_columns([fits.Column("TIME", "D", array=np.zeros(1))], header=header, name="EVENTS")
+    if damage == "no GEOLON":
+        del table.header["GEOLON"]
+    if damage == "no EVENTS":
+        table.name = "OTHER"
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:4000])
+    if damage == "not FITS":
+        path.write_bytes(b"x" * 6000)
+    obs_id = int(runs.iloc[0].OBS_ID)
+    message = rf"run {obs_id} \(run_042.fits\): cannot place the exclusion regions in the FoV: {reason}"
+    with pytest.raises(InvalidRunError, match=message):
+        kept_fractions(runs.assign(EVENTS_PATH=str(path)), bkgxr.Binning(fov="altaz"), regions)

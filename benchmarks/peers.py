@@ -176,7 +176,7 @@ def offset_deg(ra: npt.NDArray[np.float64], dec: npt.NDArray[np.float64], ra0: f
 
 
 def index_runs(ctx: Context) -> list[tuple[Path, str, float, float, float, float]]:
-    """Read both index tables: (path, hdu, ra_pnt, dec_pnt, zen_pnt, livetime) per run."""
+    """Read both index tables: (path, hdu, ra_pnt, dec_pnt, zen_pnt, ontime) per run."""
     from astropy.io import fits
 
     root = ctx.data_dir
@@ -189,7 +189,7 @@ def index_runs(ctx: Context) -> list[tuple[Path, str, float, float, float, float
     }
     rows = {int(r["OBS_ID"]): r for r in obs}
     return [
-        (*events[i], *(float(rows[i][c]) for c in ("RA_PNT", "DEC_PNT", "ZEN_PNT", "LIVETIME")))
+        (*events[i], *(float(rows[i][c]) for c in ("RA_PNT", "DEC_PNT", "ZEN_PNT", "ONTIME")))
         for i in sorted(ctx.obs_ids)
     ]
 
@@ -205,7 +205,7 @@ def off_run_ids(data_dir: Path, n_runs: int | None) -> list[int]:
 
 
 def columns_astropy(path: Path, hdu: str) -> tuple[npt.NDArray[np.float64], ...]:
-    """ENERGY (TeV), RA, DEC (deg) through ``astropy.io.fits`` (stdlib gzip inside)."""
+    """ENERGY (TeV), RA, DEC (deg) through ``astropy.io.fits`` (stdlib gzip inside), and the header's RA_PNT, DEC_PNT."""
     from astropy.io import fits
 
     with fits.open(path, memmap=False) as hdul:
@@ -213,7 +213,8 @@ def columns_astropy(path: Path, hdu: str) -> tuple[npt.NDArray[np.float64], ...]
         for name, unit in (("ENERGY", "TeV"), ("RA", "deg"), ("DEC", "deg")):
             if table.columns[name].unit != unit:
                 raise ValueError(f"{path.name}: {name} is in {table.columns[name].unit}, not {unit}")
-        return tuple(np.asarray(table.data[c], dtype=np.float64) for c in ("ENERGY", "RA", "DEC"))
+        columns = tuple(np.asarray(table.data[c], dtype=np.float64) for c in ("ENERGY", "RA", "DEC"))
+        return (*columns, *(np.float64(table.header[k]) for k in ("RA_PNT", "DEC_PNT")))
 
 
 _BLOCK = 2880
@@ -267,7 +268,7 @@ def _header(stream: _Gunzip, pos: int) -> tuple[dict[str, str], int]:
 
 
 def columns_raw(path: Path, hdu: str) -> tuple[npt.NDArray[np.float64], ...]:
-    """ENERGY (TeV), RA, DEC (deg) from a hand parse of the gunzipped prefix of the file."""
+    """ENERGY (TeV), RA, DEC (deg) and the header's RA_PNT, DEC_PNT from a hand parse of the gunzipped prefix of the file."""
     stream, pos = _Gunzip(path), 0
     try:
         while True:
@@ -299,7 +300,7 @@ def columns_raw(path: Path, hdu: str) -> tuple[npt.NDArray[np.float64], ...]:
         rows = np.frombuffer(stream.buf, dtype=dtype, count=naxis[1], offset=start)
         out = tuple(rows[c].astype(np.float64) for c in ("ENERGY", "RA", "DEC"))
         del rows
-        return out
+        return (*out, *(np.float64(cards[k]) for k in ("RA_PNT", "DEC_PNT")))
     finally:
         stream.close()
 
@@ -307,14 +308,14 @@ def columns_raw(path: Path, hdu: str) -> tuple[npt.NDArray[np.float64], ...]:
 def floor(ctx: Context, read: Callable[[Path, str], tuple[npt.NDArray[np.float64], ...]] = columns_astropy) -> Result:
     """Time target (b): read each run, offset, then one ``np.histogramdd`` over all runs.
 
-    Pointing, zenith and livetime come from the obs index, as in bkgxr, so
-    that both compute the same numbers and their counts can be compared
-    exactly.
+    Zenith and ONTIME (the time GADF rates are per) come from the obs index and the pointing from the
+    EVENTS header (float64; the index holds float32), as in bkgxr, so that
+    both compute the same numbers and their counts can be compared exactly.
     """
     zenith, energy, offset = [], [], []
     runs = index_runs(ctx)
-    for path, hdu, ra0, dec0, zen, _ in runs:
-        e, ra, dec = read(path, hdu)
+    for path, hdu, _, _, zen, _ in runs:
+        e, ra, dec, ra0, dec0 = read(path, hdu)
         zenith.append(np.full(e.size, zen))
         energy.append(e)
         offset.append(offset_deg(ra, dec, ra0, dec0))
@@ -323,9 +324,9 @@ def floor(ctx: Context, read: Callable[[Path, str], tuple[npt.NDArray[np.float64
         bins=(ZENITH_EDGES_DEG, ENERGY_EDGES_TEV, OFFSET_EDGES_DEG),
     )
     band = np.searchsorted(ZENITH_EDGES_DEG, [r[4] for r in runs], side="right") - 1
-    livetime = np.bincount(band, weights=[r[5] for r in runs], minlength=len(ZENITH_BINS))
+    ontime = np.bincount(band, weights=[r[5] for r in runs], minlength=len(ZENITH_BINS))
     cos = np.cos(np.radians(OFFSET_EDGES_DEG))
-    exposure = livetime[:, None, None] * (np.diff(ENERGY_EDGES_TEV) * 1e6)[None, :, None] * (
+    exposure = ontime[:, None, None] * (np.diff(ENERGY_EDGES_TEV) * 1e6)[None, :, None] * (
         2 * np.pi * (cos[:-1] - cos[1:])
     )[None, None, :]
     rate = np.where(exposure > 0, counts / np.where(exposure > 0, exposure, 1.0), 0.0)

@@ -160,11 +160,11 @@ def floor_counts(data_dir: Path, reader: str) -> npt.NDArray[np.int64]:
     ctx = peers.Context(data_dir, peers.off_run_ids(data_dir, None))
     zenith_edges = peers.ZENITH_EDGES_DEG
     counts = np.zeros((zenith_edges.size - 1, peers.ENERGY_EDGES_TEV.size - 1, peers.OFFSET_EDGES_DEG.size - 1))
-    for path, hdu, ra0, dec0, zenith, _ in peers.index_runs(ctx):
+    for path, hdu, _, _, zenith, _ in peers.index_runs(ctx):
         band = int(np.searchsorted(zenith_edges, zenith, side="right")) - 1
         if not 0 <= band < counts.shape[0]:
             continue
-        energy, ra, dec = read(path, hdu)
+        energy, ra, dec, ra0, dec0 = read(path, hdu)
         offset = peers.offset_deg(ra, dec, ra0, dec0)
         counts[band] += np.histogram2d(energy, offset, bins=(peers.ENERGY_EDGES_TEV, peers.OFFSET_EDGES_DEG))[0]
     return counts.astype(np.int64)

@@ -301,9 +301,15 @@ def _removed(
     half = np.diff(cuts, axis=-1)[..., None] / 2  # (..., n_pieces, 1)
     mid = (cuts[..., :-1, None] + cuts[..., 1:, None]) / 2
     theta = mid + half * x  # (..., n_pieces, nodes)
-    weight = (half * w * np.sin(theta)).reshape(*lead, -1, 1)
-    covered = _covered_azimuth(theta.reshape(*lead, -1, 1), theta_c[..., None, :], phi_c[..., None, :], rho, lo, hi)
-    per_piece = (weight * covered).reshape(-1, nodes, lo.size).sum(axis=1)  # (n_lead * n_pieces, n_windows)
+    weight = half * w * np.sin(theta)
+    # only pieces within some cap's colatitudes are covered at all
+    reach = (cuts[..., :-1, None] <= (theta_c + rho)[..., None, :]) & (cuts[..., 1:, None] >= (theta_c - rho)[..., None, :])
+    near = np.any(reach, axis=-1)  # (..., n_pieces)
+    row = np.broadcast_to(np.arange(near.size // near.shape[-1]).reshape(*lead, 1), near.shape)[near]
+    theta_c, phi_c = (np.reshape(a, (-1, rho.size))[row][:, None, :] for a in (theta_c, phi_c))  # (n_near, 1, n_caps)
+    per_piece = np.zeros((*near.shape, lo.size))
+    per_piece[near] = np.sum(weight[near][..., None] * _covered_azimuth(theta[near][..., None], theta_c, phi_c, rho, lo, hi), axis=-2)
+    per_piece = per_piece.reshape(-1, lo.size)  # (n_lead * n_pieces, n_windows)
     # each bin's pieces follow each other: sum runs of the bin index, counted over the leading dimensions
     n_bins = edges.size - 1
     bins = np.minimum(np.searchsorted(edges, mid[..., 0], side="right") - 1, n_bins - 1).reshape(-1, mid.shape[-2])

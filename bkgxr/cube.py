@@ -227,7 +227,8 @@ def build_cube(
     # a run the selection found bad keeps its reason (its zenith is NaN: no band either)
     reasons = np.where(given_error != "", given_error, np.where(band < 0, "outside every zenith band", "")).astype(object)
     counts, run_counts, read_errors, band_counts = histogram_runs(
-        reads, binning, skip_bad=skip_bad, reasons=reasons.tolist(), by_band=event_zenith
+        reads, binning, skip_bad=skip_bad, reasons=reasons.tolist(), by_band=event_zenith,
+        events=runs.get("EVENT_COUNT", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
     )
     # with skip_bad, which runs count is known only once they are read
     run_error: npt.NDArray[np.object_] | da.Array = read_errors if skip_bad else reasons

@@ -35,20 +35,57 @@ if TYPE_CHECKING:
 
 #: Most runs in one task: large enough to amortise per-task overhead (~1 ms on a cluster).
 MAX_BATCH_RUNS = 50
+#: What reading a run costs beyond its events, in events: its headers, checks and
+#: generators (~0.7 ms) against ~0.1 us per event (5,000-event simulated runs).
+RUN_COST_EVENTS = 7000
 #: Fewest tasks a build is split into (runs permitting), so that every core of a
 #: machine or small cluster has work and the progress bar moves.
 MIN_BATCHES = 32
 
 
-def batch_bounds(n_runs: int, *, max_runs: int = MAX_BATCH_RUNS, min_batches: int = MIN_BATCHES) -> list[tuple[int, int]]:
+def batch_bounds(
+    n_runs: int,
+    *,
+    events: npt.ArrayLike | None = None,
+    max_runs: int = MAX_BATCH_RUNS,
+    min_batches: int = MIN_BATCHES,
+) -> list[tuple[int, int]]:
     """Return ``(start, stop)`` of consecutive batches covering ``n_runs`` runs.
 
-    Batches differ in size by at most one run; there are at least
-    ``min(n_runs, min_batches)`` of them and none holds more than ``max_runs``.
+    There are at least ``min(n_runs, min_batches)`` batches and none holds
+    more than ``max_runs`` runs. Without ``events`` batches differ in size by
+    at most one run. With each run's event count (e.g. the obs-index's
+    EVENT_COUNT; NaN where unknown: the median of the others) the runs are
+    cut where the running cost, events plus :data:`RUN_COST_EVENTS` per run,
+    crosses equal shares of the total, so that a batch of large runs holds
+    fewer of them; a batch then costs at most a share plus one run.
     """
     n_batches = max(min(n_runs, min_batches), -(-n_runs // max_runs))
-    edges = np.linspace(0, n_runs, n_batches + 1).round().astype(int)
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+    if n_runs == 0:
+        return []
+    if events is None:
+        edges = np.linspace(0, n_runs, n_batches + 1).round().astype(int)
+        return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+    count = np.asarray(events, dtype=np.float64)
+    if count.shape != (n_runs,):
+        raise ValueError(f"events must hold one count per run ({n_runs}), got shape {count.shape}")
+    known = np.isfinite(count) & (count >= 0)
+    cost = np.where(known, count, np.median(count[known]) if known.any() else 0.0) + RUN_COST_EVENTS
+    done = np.cumsum(cost)
+    while True:  # more shares while one would hold more than max_runs runs
+        # a run goes to the share its cost's midpoint falls in
+        share = np.minimum((done - cost / 2) * n_batches // done[-1], n_batches - 1)
+        edges = np.unique(np.concatenate([[0], np.flatnonzero(np.diff(share)) + 1, [n_runs]]))
+        longest = int(np.diff(edges).max())
+        if longest <= max_runs:
+            break
+        n_batches = -(-n_batches * longest // max_runs)
+    bounds = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+    while len(bounds) < min(n_runs, min_batches):  # a few huge runs took whole shares: halve the longest batches
+        i = max(range(len(bounds)), key=lambda k: bounds[k][1] - bounds[k][0])
+        lo, hi = bounds[i]
+        bounds[i:i + 1] = [(lo, (lo + hi) // 2), ((lo + hi) // 2, hi)]
+    return bounds
 
 
 def fill_runs(
@@ -121,6 +158,7 @@ def histogram_runs(
     skip_bad: bool = False,
     reasons: Sequence[str] | None = None,
     by_band: bool = False,
+    events: npt.ArrayLike | None = None,
 ) -> tuple[da.Array, da.Array, da.Array, da.Array | None]:
     """Return lazy counts of ``reads``: the cube's, each run's, and why runs were skipped.
 
@@ -132,6 +170,8 @@ def histogram_runs(
     binning : Binning
     skip_bad, reasons, by_band
         See :func:`fill_runs`.
+    events : array-like, optional
+        Each run's event count (NaN where unknown), to size the batches (:func:`batch_bounds`).
 
     Returns
     -------
@@ -147,7 +187,7 @@ def histogram_runs(
     if not reads:
         raise ValueError("histogram_runs needs at least one run")
     histref = bh.Histogram(*binning.boost_axes(), storage=bh.storage.Int64())
-    bounds = batch_bounds(len(reads))
+    bounds = batch_bounds(len(reads), events=events)
     reasons = [""] * len(reads) if reasons is None else list(reasons)
     token = uuid.uuid4().hex  # a fresh name per graph: hashing every run's reads costs ~0.1 ms per run
     fill, hist, counts_name, errors_name, band_name = (

@@ -24,6 +24,27 @@ def test_batches_cover_every_run_once_in_order_and_are_bounded(n_runs):
     assert len(bounds) >= min(n_runs, 32)
 
 
+@pytest.mark.parametrize("n_runs", [1, 5, 33, 1000, 3000])
+def test_batches_by_event_counts_balance_the_cost(n_runs):
+    from bkgxr.fill import RUN_COST_EVENTS
+
+    rng = np.random.default_rng(n_runs)
+    events = rng.lognormal(9, 1.5, n_runs)  # run sizes spread over a factor of ~100
+    events[rng.random(n_runs) < 0.05] = np.nan  # unknown: the median
+    bounds = batch_bounds(n_runs, events=events, max_runs=50, min_batches=32)
+    starts, stops = np.array(bounds).T
+    assert starts[0] == 0 and stops[-1] == n_runs and np.all(starts[1:] == stops[:-1]) and np.all(stops > starts)
+    assert (stops - starts).max() <= 50 and len(bounds) >= min(n_runs, 32)
+    cost = np.where(np.isnan(events), np.nanmedian(events), events) + RUN_COST_EVENTS
+    per_batch = np.add.reduceat(cost, starts)
+    n_shares = max(min(n_runs, 32), -(-n_runs // 50))
+    assert per_batch.max() <= cost.sum() / n_shares + cost.max() * (1 + 1e-12)  # a share plus one run at most
+    assert len(bounds) <= 3 * n_shares  # more shares only where cheap runs would crowd a batch
+    if n_runs >= 1000:  # with equal run counts the costliest batch, the last to finish, costs far more
+        equal = np.add.reduceat(cost, np.array(batch_bounds(n_runs, max_runs=50, min_batches=32))[:, 0])
+        assert per_batch.max() < 0.7 * equal.max()
+
+
 def _events_file(path, n_rows, *, seed=0, **header):
     rng = np.random.default_rng(seed)
     table = Table(

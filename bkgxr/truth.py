@@ -93,11 +93,12 @@ def truth_cube(
     zenith at its TIME, linear between the same n + 1 bounds (n = 32 =
     :data:`bkgxr.track.EVENT_SLICES`) and shares ONTIME the same way
     (:func:`bkgxr.track.band_fractions`). Its bounds come from node maps, up to
-    3e-6 deg from these (astropy, 6e-12 deg from its exact transformation), so
-    a run's band fractions agree to 1e-6 and a band's ONTIME to 3e-7 (100
-    runs, 77 crossing 3-deg bands). Giving each slice wholly to the band of z_k
-    would move up to half a slice, 1/64 of a run, per edge crossing: 0.5% of a
-    band's counts in that store. Runs in no band by ZEN_PNT are left out, as the cube does.
+    4e-6 deg from these (astropy, 6e-12 deg from its exact transformation), so
+    a run's band fractions agree to 4e-6 and a band's ONTIME to 1.3e-6
+    (measured on 60 and 100 runs at 20-50 deg, three in four crossing 3-deg
+    bands). Giving each slice wholly to the band of z_k instead would move up to
+    half a slice, 1/64 of a run, per edge crossing: up to 0.5% of a band's
+    counts there. Runs in no band by ZEN_PNT are left out, as the cube does.
 
     Parameters
     ----------

@@ -157,29 +157,53 @@ def _events_header(path: str, hdu: str) -> Mapping[str, Any]:
         return header
 
 
-def _pixel_fraction(
-    row: pd.Series, binning: Binning, regions: ExclusionRegions, nodes: NodeMaps | None
+def header_pixel_fraction(
+    header: Mapping[str, Any],
+    ra_pnt: float,
+    dec_pnt: float,
+    binning: Binning,
+    regions: ExclusionRegions,
+    *,
+    nodes: NodeMaps | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Return one run's time-averaged kept fraction of each FoV pixel (3D).
+    """Return one run's time-averaged kept fraction of each FoV pixel (3D), from its EVENTS header.
 
-    The times and the site come from the EVENTS header. ``nodes`` (from the
-    obs-index) are used when made for the header's MJDREF and site and
-    holding the node of every time; else this run's nodes are computed here,
-    in one astropy call.
+    The fraction is averaged over :data:`TRACK_NODES` times spread evenly over
+    the header's TSTART–TSTOP; the time origin (MJDREF) and the site
+    (GEOLON, GEOLAT) come from the header too.
+
+    Parameters
+    ----------
+    header : Mapping
+        Keywords of the run's EVENTS header.
+    ra_pnt, dec_pnt : float
+        Pointing (ICRS, deg).
+    binning : Binning
+        ALTAZ-aligned FoV binning (``fov_lon``, ``fov_lat`` edges).
+    regions : ExclusionRegions
+    nodes : NodeMaps, optional
+        Used when made for the header's MJDREF and site and holding the node
+        of every time (e.g. from the obs-index, :func:`bkgxr.io.events.index_node_maps`);
+        else the run's nodes are computed here, in one astropy call.
+
+    Returns
+    -------
+    numpy.ndarray
+        Kept fraction in [0, 1]. Shape: (n_lon, n_lat).
+
+    Raises
+    ------
+    KeyError
+        Naming a missing keyword.
+    ValueError, TypeError
+        If a keyword's value is not a number or a time.
     """
-    obs_id, path, hdu = int(row["OBS_ID"]), str(row["EVENTS_PATH"]), str(row["EVENTS_HDU"])
-    try:
-        header = _events_header(path, hdu)
-        reference, location = reference_time(header), location_of(header)
-        start, stop = float(header["TSTART"]), float(header["TSTOP"])
-        times = start + (np.arange(TRACK_NODES) + 0.5) * (stop - start) / TRACK_NODES
-        if nodes is None or not nodes_serve(nodes, times, reference=reference, location=location):
-            [nodes] = run_node_maps([start], [stop], reference=reference, location=location)
-    except KeyError as err:
-        raise InvalidRunError(obs_id, path, f"cannot place the exclusion regions in the FoV: {hdu} lacks {err.args[0]}") from err
-    except (OSError, EOFError, ValueError, TypeError, zlib.error) as err:
-        raise InvalidRunError(obs_id, path, f"cannot place the exclusion regions in the FoV: {err}") from err
-    mapping = sky_of_fov(float(row["RA_PNT"]), float(row["DEC_PNT"]), reference=reference, location=location, nodes=nodes)
+    reference, location = reference_time(header), location_of(header)
+    start, stop = float(header["TSTART"]), float(header["TSTOP"])
+    times = start + (np.arange(TRACK_NODES) + 0.5) * (stop - start) / TRACK_NODES
+    if nodes is None or not nodes_serve(nodes, times, reference=reference, location=location):
+        [nodes] = run_node_maps([start], [stop], reference=reference, location=location)
+    mapping = sky_of_fov(ra_pnt, dec_pnt, reference=reference, location=location, nodes=nodes)
     weights = np.full(TRACK_NODES, 1.0 / TRACK_NODES)
     return kept_fraction_pixels_times(binning.fov_lon, binning.fov_lat, mapping, times, weights, regions)
 
@@ -199,7 +223,7 @@ def kept_fractions(
         Run table (RA_PNT, DEC_PNT; in 3D also EVENTS_PATH, EVENTS_HDU, whose
         header gives the times and the observatory, and TSTART, TSTOP and
         ``attrs["OBS_META"]``, from which the node maps of all runs with
-        regions come in one astropy call; see :func:`_pixel_fraction`).
+        regions come in one astropy call; see :func:`header_pixel_fraction`).
     binning : Binning
     regions : sequence of ExclusionRegions or None
         One entry per run, as :func:`run_regions` returns.
@@ -223,7 +247,15 @@ def kept_fractions(
         return kept
     if nodes is None:  # the node maps of all runs in one astropy call
         nodes = index_node_maps(runs)
+    rows = list(zip(*(runs[c].to_numpy() for c in ("OBS_ID", "EVENTS_PATH", "EVENTS_HDU", "RA_PNT", "DEC_PNT")), strict=True))
     for i, region in chosen:
-        run_nodes = nodes[i]
-        kept[i] = _pixel_fraction(runs.iloc[i], binning, region, run_nodes)
+        obs_id, path, hdu, ra_pnt, dec_pnt = rows[i]
+        try:
+            header = _events_header(str(path), str(hdu))
+            kept[i] = header_pixel_fraction(header, float(ra_pnt), float(dec_pnt), binning, region, nodes=nodes[i])
+        except KeyError as err:
+            reason = f"cannot place the exclusion regions in the FoV: {hdu} lacks {err.args[0]}"
+            raise InvalidRunError(int(obs_id), str(path), reason) from err
+        except (OSError, EOFError, ValueError, TypeError, zlib.error) as err:
+            raise InvalidRunError(int(obs_id), str(path), f"cannot place the exclusion regions in the FoV: {err}") from err
     return kept

@@ -92,6 +92,18 @@ def one_run(sim_store):
     return runs, regions, header
 
 
+def test_the_fraction_of_an_astropy_header_equals_kept_fractions(one_run):
+    from bkgxr.masking import header_pixel_fraction, kept_fractions
+
+    runs, regions, header = one_run
+    binning = bkgxr.Binning(fov="altaz")
+    row = runs.iloc[0]
+    alone = header_pixel_fraction(header, row.RA_PNT, row.DEC_PNT, binning, regions[0])  # its own nodes
+    np.testing.assert_allclose(alone, kept_fractions(runs, binning, regions)[0], rtol=0, atol=1e-12)
+    with pytest.raises(KeyError, match="TSTOP"):
+        header_pixel_fraction({k: v for k, v in header.items() if k != "TSTOP"}, row.RA_PNT, row.DEC_PNT, binning, regions[0])
+
+
 def test_a_header_the_fast_reader_leaves_to_astropy_gives_the_same_fractions(one_run, tmp_path):
     from bkgxr.masking import kept_fractions
 

@@ -192,6 +192,7 @@ def destination(
 
 
 def _site() -> EarthLocation:
+    """Return the observatory of :data:`SITE`."""
     return EarthLocation.from_geodetic(SITE["GEOLON"] * u.deg, SITE["GEOLAT"] * u.deg, SITE["ALTITUDE"] * u.m)
 
 
@@ -201,9 +202,9 @@ def pointing_track(runs: pd.DataFrame, n_slices: int = TRACK_SLICES) -> npt.NDAr
     One astropy ICRS -> AltAz evaluation for all runs and times (RA_PNT/DEC_PNT,
     the site :data:`SITE`, TT times since :data:`MJDREF`, no refraction), its
     precession-nutation and Earth position interpolated on a 300 s grid
-    (astropy's ``ErfaAstromInterpolator``: < 1e-9 deg from the exact transformation,
-    and 30 times faster for 1000 runs). Elementwise, so a run's track does not
-    depend on the other runs.
+    (astropy's ``ErfaAstromInterpolator``: 2e-11 deg from the exact
+    transformation; 0.6 s instead of 9 s for 1000 runs of 32 slices).
+    Elementwise, so a run's track does not depend on the other runs.
 
     Parameters
     ----------

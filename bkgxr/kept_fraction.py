@@ -53,6 +53,7 @@ SkyOfFov = Callable[["FloatArray", "FloatArray", float], tuple["npt.ArrayLike", 
 #: lon and lat of shape (n_points,), times (n_times,); ra and dec of shape (n_times, n_points).
 SkyOfFovTimes = Callable[["FloatArray", "FloatArray", "FloatArray"], tuple["npt.ArrayLike", "npt.ArrayLike"]]
 
+
 def kept_fraction_rings(
     offset_edges_deg: npt.ArrayLike,
     ra_pnt_deg: float,
@@ -155,8 +156,8 @@ def kept_fraction_pixels(
     """
 
     def at_times(lon: FloatArray, lat: FloatArray, t: FloatArray) -> tuple[FloatArray, FloatArray]:
-        ra, dec = zip(*(sky_of_fov(lon, lat, float(t_i)) for t_i in t), strict=True)
-        return np.stack([np.asarray(a, dtype=np.float64) for a in ra]), np.stack([np.asarray(a, dtype=np.float64) for a in dec])
+        pairs = [sky_of_fov(lon, lat, float(t_i)) for t_i in t]
+        return np.array([p[0] for p in pairs], dtype=np.float64), np.array([p[1] for p in pairs], dtype=np.float64)
 
     return kept_fraction_pixels_times(lon_edges_deg, lat_edges_deg, at_times, times, weights, regions, oversample=oversample)
 

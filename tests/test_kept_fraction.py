@@ -20,7 +20,7 @@ from regions import CircleSkyRegion
 import bkgxr
 from bkgxr.exceptions import InvalidRunError
 from bkgxr.exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
-from bkgxr.kept_fraction import kept_fraction_pixels
+from bkgxr.kept_fraction import kept_fraction_pixels, kept_fraction_pixels_times
 
 #: Overlapping circles (their boundaries cross), one on the pointing, one across the grid's edge.
 CIRCLES = "83.63,22.01,0.3; 84.0,22.2,0.4; 85.5,23.4,0.6; 83.63,22.51,0.2; 81.2,21.0,0.5"
@@ -35,7 +35,8 @@ def turning_sky(ra_deg, dec_deg, deg_per_s):
     ra0, dec0 = np.radians(ra_deg), np.radians(dec_deg)
 
     def mapping(lon_deg, lat_deg, time_s):
-        lon, lat, psi = np.radians(lon_deg), np.radians(lat_deg), np.radians(deg_per_s * time_s)
+        """One time: arrays of shape (n_points,); times of shape (n_times,): shape (n_times, n_points)."""
+        lon, lat, psi = np.radians(lon_deg), np.radians(lat_deg), np.radians(deg_per_s * np.asarray(time_s))[..., None]
         x, y, z = np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)
         y, z = y * np.cos(psi) - z * np.sin(psi), y * np.sin(psi) + z * np.cos(psi)  # turn about the centre
         x, z = x * np.cos(dec0) - z * np.sin(dec0), x * np.sin(dec0) + z * np.cos(dec0)  # up to dec0
@@ -54,6 +55,15 @@ def test_circle_fractions_equal_the_one_time_at_a_time_computation(deg_per_s, lo
     reference = reference_kept_fraction_pixels(lon_edges, FOV_EDGES, sky, TIMES_S, WEIGHTS, regions)
     assert reference.min() < 0.5 < reference.max()  # the circles take a share of some pixels
     np.testing.assert_allclose(kept, reference, rtol=0, atol=1e-9)
+
+
+def test_a_mapping_of_all_times_at_once_gives_the_fractions_of_one_time_at_a_time():
+    regions = ExclusionRegions.from_text(CIRCLES)
+    sky = turning_sky(83.63, 22.51, 0.02)
+    at_once = kept_fraction_pixels_times(FOV_EDGES, FOV_EDGES, sky, TIMES_S, WEIGHTS, regions)
+    np.testing.assert_allclose(at_once, kept_fraction_pixels(FOV_EDGES, FOV_EDGES, sky, TIMES_S, WEIGHTS, regions), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"sky_of_fov must return \(ra, dec\) of shape \(5, 25\), got \(25,\)"):
+        kept_fraction_pixels_times(FOV_EDGES, FOV_EDGES, lambda lon, lat, t: sky(lon, lat, 0.0), TIMES_S, WEIGHTS, regions)
 
 
 def test_mask_fractions_equal_the_one_time_at_a_time_computation():

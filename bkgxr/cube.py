@@ -51,7 +51,7 @@ from .exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
 from .fill import histogram_runs
 from .io.events import index_node_maps, run_reads
 from .masking import kept_fractions, run_regions
-from .track import band_fractions, slice_tracks, zenith_tracks
+from .track import band_fractions, gti_fractions, slice_tracks, zenith_tracks
 from .units import RATE_UNIT
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ RATE_TIME = "ONTIME: observation time (GTI sum), no dead-time correction"
 #: How events and runs pick their zenith bands in the cube (``event_zenith=True``).
 ZENITH_RULE = (
     "event: band holding the pointing's zenith at its TIME (linear between 33 points of the run); "
-    "ONTIME shared among bands by the time the pointing spent in each; runs without a known track: as ZEN_PNT"
+    "ONTIME shared among bands by the good time the pointing spent in each (GTIs read where ONTIME < TSTOP - TSTART); "
+    "runs without a known track: as ZEN_PNT"
 )
 #: The same with ``event_zenith=False``, and for a cube read back from a file.
 POINTING_RULE = "band containing the run's pointing zenith ZEN_PNT: lo <= zenith < hi"
@@ -146,8 +147,9 @@ def build_cube(
     event_zenith : bool
         Give each event the zenith band of the pointing at its TIME, and share
         each run's ONTIME among the bands by the time its pointing spent in
-        each (:mod:`bkgxr.track`; runs whose track is unknown stay whole in the
-        band of ``ZEN_PNT``). The cube then also holds ``run_band_counts``
+        each within its GTIs (:mod:`bkgxr.track`; the GTI table is read only
+        for a run whose ONTIME is shorter than TSTOP - TSTART; runs whose
+        track is unknown stay whole in the band of ``ZEN_PNT``). The cube then also holds ``run_band_counts``
         (obs_id, zenith, energy, FoV), which the ``bands`` and ``interpolate``
         zenith models weight, each run in each band by its share of time
         (``run_band_fraction``); the kernel models weight whole runs either way.
@@ -218,7 +220,8 @@ def build_cube(
     if event_zenith:
         times, track, known = slice_tracks(runs, nodes=nodes)
         times[~known] = np.nan  # no track: the run's events keep ZEN_PNT, as its constant track does in band_fractions
-        fraction, tracks = band_fractions(track, binning.zenith), (times[read], track[read])
+        fraction = gti_fractions(runs, times, track, band_fractions(track, binning.zenith), binning.zenith, skip_bad=skip_bad)
+        tracks = (times[read], track[read])
     reads: list[RunRead | None] = [None] * n_runs_all
     for i, one in zip(read.tolist(), run_reads(
         to_read, fov=binning.fov, exclude=[regions[i] for i in read], nodes=[nodes[i] for i in read], tracks=tracks

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .exceptions import InvalidRunError
 from .fov import az_alt_deg, location_of, merged_node_maps, reference_time
 from .geometry import segment_shares
 from .io.events import index_node_maps
+from .io.gti import has_gaps, read_gti
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -121,6 +123,76 @@ def band_fractions(zenith: npt.ArrayLike, edges: npt.ArrayLike) -> npt.NDArray[n
     n_runs, n_bounds = zenith.shape
     shares = segment_shares(zenith[:, :-1].ravel(), zenith[:, 1:].ravel(), edges)
     return np.asarray(shares.reshape(n_runs, n_bounds - 1, -1).mean(axis=1), dtype=np.float64)
+
+
+def gti_band_fractions(
+    times: npt.ArrayLike, zenith: npt.ArrayLike, pieces: npt.ArrayLike, edges: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """Return the fraction of one run's good time its pointing spent in each zenith band.
+
+    Parameters
+    ----------
+    times, zenith : array-like
+        The run's track (:func:`slice_tracks`): bounds (s) and the zenith (deg)
+        there, linear in time between them. Shape: (n_bounds,).
+    pieces : array-like
+        Good time intervals (s), START and STOP (:func:`bkgxr.io.gti.read_gti`);
+        overlaps count once. Shape: (n_intervals, 2).
+    edges : array-like
+        Zenith band edges, deg. Shape: (n_bands + 1,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape: (n_bands,); :func:`band_fractions` of the track when one
+        interval covers it, zeros when the intervals hold no time.
+    """
+    t, z = np.asarray(times, dtype=np.float64), np.asarray(zenith, dtype=np.float64)
+    gti = np.asarray(pieces, dtype=np.float64).reshape(-1, 2)
+    cuts = np.unique(np.clip(np.concatenate([t, gti.ravel()]), t[0], t[-1]))
+    middle = 0.5 * (cuts[:-1] + cuts[1:])
+    good = np.any((middle[:, None] >= gti[None, :, 0]) & (middle[:, None] < gti[None, :, 1]), axis=1)
+    duration = np.diff(cuts) * good
+    if not duration.sum() > 0:
+        return np.zeros(np.asarray(edges).size - 1)
+    at_cuts = np.interp(cuts, t, z)
+    shares = segment_shares(at_cuts[:-1], at_cuts[1:], edges)
+    return np.asarray(duration @ shares / duration.sum(), dtype=np.float64)
+
+
+def gti_fractions(
+    runs: pd.DataFrame, times: npt.NDArray[np.float64], zenith: npt.NDArray[np.float64],
+    fractions: npt.NDArray[np.float64], edges: npt.ArrayLike, *, skip_bad: bool = False,
+) -> npt.NDArray[np.float64]:
+    """Return ``fractions`` (:func:`band_fractions`) with each run that has GTI gaps shared by its GTIs.
+
+    A run has gaps when its ONTIME falls short of TSTOP - TSTART
+    (:func:`bkgxr.io.gti.has_gaps`); only those runs' GTI tables are read
+    (GTI_PATH, GTI_HDU of the run table, "GTI" when the HDU index names none).
+    Runs with a NaN track time (unknown track) keep their row.
+
+    Raises
+    ------
+    InvalidRunError
+        If a GTI table cannot be used (see :func:`bkgxr.io.gti.read_gti`);
+        with ``skip_bad`` the run keeps its row instead (its read reports it).
+    """
+    if not {"GTI_PATH", "ONTIME", "TSTART", "TSTOP"} <= set(runs.columns):
+        return fractions
+    out = fractions.copy()
+    start, stop = runs["TSTART"].to_numpy(np.float64), runs["TSTOP"].to_numpy(np.float64)
+    gapped = has_gaps(start, stop, runs["ONTIME"].to_numpy(np.float64)) & np.isfinite(times[:, 0])
+    for i in np.flatnonzero(gapped):
+        row = runs.iloc[i]
+        hdu = row.get("GTI_HDU") if isinstance(row.get("GTI_HDU"), str) and row.get("GTI_HDU") else "GTI"
+        try:
+            pieces = read_gti(row["GTI_PATH"], hdu, obs_id=int(row["OBS_ID"]), tstart=start[i], tstop=stop[i])
+        except InvalidRunError:
+            if skip_bad:
+                continue
+            raise
+        out[i] = gti_band_fractions(times[i], zenith[i], pieces, edges)
+    return out
 
 
 def _zenith_at(

@@ -11,9 +11,10 @@ regions given for every run, plus, for a run that is not an off run
 In 2D the kept fraction of an offset ring does not change during a run (the
 pointing is fixed on the sky). In 3D the regions turn in the ALTAZ-aligned FoV
 frame as the sky turns: the fraction is averaged over :data:`TRACK_NODES`
-times spread evenly over the run. The FoV → sky mapping at those times comes
-from node maps of astropy's transformation (:mod:`bkgxr.fov`), computed for all
-runs in one astropy call on the obs-index's MJDREF and site.
+times spread evenly over the run (:func:`header_pixel_fraction`, all times in
+one call of the mapping). The FoV → sky mapping at those times comes from node
+maps of astropy's transformation (:mod:`bkgxr.fov`), computed for all runs in
+one astropy call on the obs-index's MJDREF and site.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from astropy.io import fits
 
-    from .simulate import RateModel
+    from .rate_model import RateModel
 
 #: IRF axes: true energy (TeV), offset of AEFF and of EDISP/PSF (deg), migra, PSF radius (deg).
 IRF_ENERGY, IRF_OFFSET, IRF_OFFSET_FLAT = np.geomspace(0.01, 300.0, 46), np.linspace(0.0, 5.0, 21), np.array([0.0, 2.5, 5.0])

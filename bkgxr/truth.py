@@ -24,7 +24,8 @@ from .axes import (
 )
 from .geometry import segment_shares
 from .io.store import Store
-from .simulate import TIME_COLUMN, TRUTH_TIMES, RateModel, TruthTime, pointing_track
+from .rate_model import TIME_COLUMN, TRUTH_TIMES, RateModel, TruthTime
+from .simulate import pointing_track
 from .units import ENERGY_UNIT, RATE_ENERGY_UNIT, RATE_UNIT, scale_to
 
 if TYPE_CHECKING:

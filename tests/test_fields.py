@@ -33,7 +33,8 @@ def field_store(tmp_path_factory: pytest.TempPathFactory):
     """Six simulated runs whose rate does not depend on zenith, and one field per run."""
     from bkgxr.exclusion import Circle
     from bkgxr.fields import Field
-    from bkgxr.simulate import RateModel, simulate_store
+    from bkgxr.rate_model import RateModel
+    from bkgxr.simulate import simulate_store
 
     model = RateModel(norm_sec_power=0.0, threshold_sec_power=0.0)
     sim = simulate_store(tmp_path_factory.mktemp("fields") / "store", n_runs=N_RUNS, events_per_run=EVENTS,

@@ -19,6 +19,7 @@ from bkgxr.io.dl3 import (
     write_gz,
     write_run,
 )
+from bkgxr.rate_model import RateModel
 from bkgxr.simirf import (
     IRF_ENERGY,
     IRF_MIGRA,
@@ -27,7 +28,6 @@ from bkgxr.simirf import (
     IRF_RAD,
     IrfModel,
 )
-from bkgxr.simulate import RateModel
 
 #: Irregular edges: true energy (TeV), offset (deg), migra, PSF radius (deg).
 ENERGY, OFFSET, MIGRA, RAD = np.array([0.1, 0.3, 1.0, 2.0, 10.0, 50.0]), np.array([0.0, 0.7, 1.5, 3.0]), \

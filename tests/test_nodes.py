@@ -23,7 +23,7 @@ import pytest
 from bkgxr.axes import Binning
 from bkgxr.geometry import ring_solid_angle_sr
 from bkgxr.nodes import TINY, bin_averages, to_node_values
-from bkgxr.simulate import RateModel
+from bkgxr.rate_model import RateModel
 from bkgxr.truth import bin_integrals
 
 BINNING = Binning()

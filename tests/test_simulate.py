@@ -9,8 +9,8 @@ from scipy import stats
 import bkgxr
 from bkgxr.cli import main
 from bkgxr.geometry import offset_deg
+from bkgxr.rate_model import RateModel
 from bkgxr.simulate import (
-    RateModel,
     _draw_run_params,
     destination,
     draw_events,

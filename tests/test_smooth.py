@@ -10,7 +10,8 @@ from smooth_reference import reference_smooth_rate
 
 import bkgxr
 from bkgxr.geometry import ring_solid_angle_sr
-from bkgxr.simulate import RateModel, simulate_store
+from bkgxr.rate_model import RateModel
+from bkgxr.simulate import simulate_store
 from bkgxr.smooth import smooth_cube, smooth_rate
 from bkgxr.truth import truth_cube
 from bkgxr.units import RATE_UNIT

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import bkgxr
-    from bkgxr.fov import location_of, reference_time, run_node_maps
+    from bkgxr.altaz_maps import location_of, reference_time, run_node_maps
 
     warnings.simplefilter("ignore")  # astropy warns on the public files' headers
     store = bkgxr.open_store(args.data)

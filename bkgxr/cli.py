@@ -387,7 +387,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"written: {result.write(args.out).absolute()}")
     if args.png is not None:
-        from .fov import reference_time
+        from .altaz_maps import reference_time
         from .plot import plot_validation
 
         meta = store.obs_table.meta

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .altaz_maps import location_of, merged_node_maps, reference_time
 from .exceptions import InvalidRunError
-from .fov import az_alt_deg, location_of, merged_node_maps, reference_time
+from .fov import az_alt_deg
 from .geometry import segment_shares
 from .io.events import index_node_maps
 from .io.gti import has_gaps, read_gti
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
-    from .fov import NodeMaps
+    from .altaz_maps import NodeMaps
 
 #: Times per run at which the track is sampled (equal slices of the run, at their midpoints).
 TRACK_NODES = 7

@@ -95,7 +95,7 @@ def sim_store(simulation):
 @pytest.fixture
 def astropy_calls(monkeypatch):
     """The number of nodes of each call of bkgxr.fov's astropy transformation, as the calls happen."""
-    from bkgxr import fov
+    from bkgxr import altaz_maps as fov
 
     calls = []
     real = fov._node_maps

@@ -17,15 +17,9 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
+from bkgxr.altaz_maps import location_of, nodes_serve, reference_time, run_node_maps
 from bkgxr.exclusion import ExclusionRegions, _lon_lat, _unit, excluded
-from bkgxr.fov import (
-    az_alt_deg,
-    location_of,
-    nodes_serve,
-    ra_dec_deg,
-    reference_time,
-    run_node_maps,
-)
+from bkgxr.fov import az_alt_deg, ra_dec_deg
 from bkgxr.masking import TRACK_NODES, altaz_of_fov
 
 FloatArray = npt.NDArray[np.float64]

@@ -119,7 +119,7 @@ def test_3d_counts_and_exposure_against_gammapy_fov_frame(sim_store):
     from gammapy.data import EventList
     from gammapy.utils.coordinates import sky_to_fov
 
-    from bkgxr.fov import location_of
+    from bkgxr.altaz_maps import location_of
 
     runs = sim_store.select().iloc[:3]
     binning = bkgxr.Binning(zenith=[0, 90], energy=np.geomspace(0.3, 30, 5), fov="altaz",

@@ -73,7 +73,8 @@ def test_slice_tracks_follow_astropy_at_the_bounds(hess_runs):
 
 
 def test_all_runs_in_one_evaluation_equal_each_run_on_its_own(hess_runs):
-    from bkgxr.fov import az_alt_deg, location_of, merged_node_maps, reference_time
+    from bkgxr.altaz_maps import location_of, merged_node_maps, reference_time
+    from bkgxr.fov import az_alt_deg
     from bkgxr.io.events import index_node_maps
 
     nodes = index_node_maps(hess_runs)

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from astropy.io import fits
 
+from ..altaz_maps import NodeMaps, location_of, reference_time, run_node_maps
 from ..axes import DIMS, DIMS_3D
 from ..exceptions import InvalidRunError, UnitError
 from ..exclusion import ExclusionRegions, excluded
-from ..fov import NodeMaps, event_fov_deg, location_of, reference_time, run_node_maps
+from ..fov import event_fov_deg
 from ..geometry import offset_deg
 from ..units import ANGLE_UNIT, ENERGY_UNIT, TIME_UNIT, parse_unit, scale_to
 from ._rawfits import BLOCK_BYTES, Unsupported, iter_table_blocks

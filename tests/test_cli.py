@@ -47,7 +47,8 @@ def test_errors_print_one_line_and_exit_non_zero(hess_dir, tmp_path, capsys):
 
 def test_cli_options_make_the_recipe_with_the_api_defaults():
     import bkgxr
-    from bkgxr.cli import build_parser, recipe_of
+    from bkgxr.cli import recipe_of
+    from bkgxr.cli_parser import build_parser
 
     parser = build_parser()
     assert recipe_of(parser.parse_args(["build", "x", "--out", "y"])) == bkgxr.DEFAULT_RECIPE

@@ -50,7 +50,7 @@ from .exceptions import EmptySelectionError, InvalidRunError
 from .exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
 from .fill import histogram_runs
 from .io.events import index_node_maps, run_reads
-from .masking import kept_fractions, run_regions
+from .masking import run_regions
 from .track import band_fractions, gti_fractions, slice_tracks, zenith_tracks
 from .units import RATE_UNIT
 
@@ -214,7 +214,7 @@ def build_cube(
     e_lo, e_hi = _energy_limits(safe, binning.energy)
     to_read = runs.iloc[read].assign(E_MIN=e_lo[read], E_MAX=e_hi[read])
 
-    regions, read_set = run_regions(runs, exclusion=exclusion, target_radius=target_radius), set(read.tolist())
+    regions = run_regions(runs, exclusion=exclusion, target_radius=target_radius)
     nodes = index_node_maps(runs)  # one astropy call: the zenith tracks, 3D reads and 3D exclusion share it
     fraction, tracks = None, None  # without event_zenith: whole runs in the band of ZEN_PNT (assemble_cube's default)
     if event_zenith:
@@ -229,7 +229,7 @@ def build_cube(
         reads[i] = one
     # a run the selection found bad keeps its reason (its zenith is NaN: no band either)
     reasons = np.where(given_error != "", given_error, np.where(band < 0, "outside every zenith band", "")).astype(object)
-    counts, run_counts, read_errors, band_counts = histogram_runs(
+    counts, run_counts, read_errors, band_counts, kept = histogram_runs(
         reads, binning, skip_bad=skip_bad, reasons=reasons.tolist(), by_band=event_zenith,
         events=runs.get("EVENT_COUNT", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
     )
@@ -252,7 +252,7 @@ def build_cube(
         run_band_fraction=fraction,
         attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy),
                "zenith_assignment": ZENITH_RULE if event_zenith else POINTING_RULE},
-        run_kept=kept_fractions(runs, binning, [r if i in read_set else None for i, r in enumerate(regions)], nodes=nodes),
+        run_kept=kept,
     )
     if band_counts is not None:  # what the zenith models weight per band when runs cross band edges
         cube["run_band_counts"] = (("obs_id", *binning.dims), band_counts,
@@ -333,7 +333,9 @@ def assemble_cube(
     exposed = (used_ontime[:, None] * run_safe).T @ fraction  # (energy, zenith)
     n_runs = used.astype(np.int64) @ (fraction > 0).astype(np.int64)
     n_all = run_ontime.size
-    kept = np.ones((n_all, *fov_shape)) if run_kept is None else np.asarray(run_kept, dtype=np.float64)
+    kept: npt.NDArray[np.float64] | da.Array = np.ones((n_all, *fov_shape))
+    if run_kept is not None:  # lazy from the read tasks of a build, numpy from a file
+        kept = run_kept if isinstance(run_kept, da.Array) else np.asarray(run_kept, dtype=np.float64)
     # ONTIME x safe energy bins x kept FoV fraction, summed over each band's runs
     exposed_fov = np.einsum("rb,re,rf->bef", used_ontime[:, None] * fraction, run_safe, kept.reshape(n_all, -1))
     exposure = xr.DataArray(

@@ -24,6 +24,7 @@ from dask_histogram.core import PartitionedHistogram
 from .exceptions import InvalidRunError
 from .io._rawfits import BLOCK_BYTES
 from .io.events import iter_run_rows
+from .masking import run_kept_fraction
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -95,8 +96,12 @@ def fill_runs(
     block_bytes: int = BLOCK_BYTES,
     reasons: Sequence[str] | None = None,
     by_band: bool = False,
-) -> tuple[bh.Histogram[bh.storage.Int64], npt.NDArray[np.int64], npt.NDArray[np.object_], npt.NDArray[np.int64] | None]:
-    """Fill the histograms of a batch of runs, each read in bounded blocks.
+    binning: Binning | None = None,
+) -> tuple[
+    bh.Histogram[bh.storage.Int64], npt.NDArray[np.int64], npt.NDArray[np.object_], npt.NDArray[np.int64] | None,
+    npt.NDArray[np.float64],
+]:
+    """Fill the histograms of a batch of runs, each read in bounded blocks, and find what each keeps of the FoV.
 
     Parameters
     ----------
@@ -113,6 +118,10 @@ def fill_runs(
         Why each run is not read ('' if it is), returned as its error.
     by_band : bool
         Also return each run's counts per zenith band.
+    binning : Binning, optional
+        The cube's binning, for the FoV fraction each run with exclusion
+        regions keeps (:func:`bkgxr.masking.run_kept_fraction`); without it
+        every fraction is 1.
 
     Returns
     -------
@@ -125,11 +134,15 @@ def fill_runs(
         Shape: (n_reads,), object: why each run was skipped, '' otherwise.
     band_counts : numpy.ndarray or None
         With ``by_band``, each run's counts per zenith band. Shape: (n_reads, n_zenith, n_energy, *fov shape).
+    kept : numpy.ndarray
+        Each run's kept FoV fraction, 1 for a run not read, skipped or without
+        regions. Shape: (n_reads, *fov shape).
     """
     total, run = histref.copy(), histref.copy()
     band_counts = np.zeros((len(reads), *histref.shape), dtype=np.int64) if by_band else None
     run_counts = np.zeros((len(reads), *histref.shape[1:]), dtype=np.int64)
     errors = np.array([""] * len(reads) if reasons is None else list(reasons), dtype=object)
+    kept = np.ones((len(reads), *histref.shape[2:]))
     inner = (slice(1, -1),) * (len(histref.axes) - 1)  # without the energy and FoV flow bins
     for i, read in enumerate(reads):
         if read is None:
@@ -138,6 +151,8 @@ def fill_runs(
         try:
             for columns in iter_run_rows(read, block_bytes=block_bytes):
                 run.fill(*columns)
+            if binning is not None and read.exclude is not None:
+                kept[i] = run_kept_fraction(read, binning)
         except InvalidRunError as err:
             if not skip_bad:
                 raise
@@ -148,7 +163,7 @@ def fill_runs(
         if band_counts is not None:
             band_counts[i] = run.values()
         total += run
-    return total, run_counts, errors, band_counts
+    return total, run_counts, errors, band_counts, kept
 
 
 def histogram_runs(
@@ -159,8 +174,8 @@ def histogram_runs(
     reasons: Sequence[str] | None = None,
     by_band: bool = False,
     events: npt.ArrayLike | None = None,
-) -> tuple[da.Array, da.Array, da.Array, da.Array | None]:
-    """Return lazy counts of ``reads``: the cube's, each run's, and why runs were skipped.
+) -> tuple[da.Array, da.Array, da.Array, da.Array | None, da.Array]:
+    """Return lazy counts of ``reads``: the cube's, each run's, why runs were skipped, and the FoV each keeps.
 
     Parameters
     ----------
@@ -183,6 +198,9 @@ def histogram_runs(
         Shape: (n_runs,), object: why each run was skipped or not read ('' if used).
     band_counts : dask.array.Array or None
         With ``by_band``: shape (n_runs, n_zenith, n_energy, *fov shape), int64.
+    kept : dask.array.Array
+        Each run's FoV fraction outside its exclusion regions (``RunRead.exclude``),
+        computed in its read task. Shape: (n_runs, *fov shape), float64.
     """
     if not reads:
         raise ValueError("histogram_runs needs at least one run")
@@ -190,16 +208,17 @@ def histogram_runs(
     bounds = batch_bounds(len(reads), events=events)
     reasons = [""] * len(reads) if reasons is None else list(reasons)
     token = uuid.uuid4().hex  # a fresh name per graph: hashing every run's reads costs ~0.1 ms per run
-    fill, hist, counts_name, errors_name, band_name = (
-        f"bkgxr-{what}-{token}" for what in ("fill", "fill-hist", "run-counts", "run-error", "run-band-counts")
+    fill, hist, counts_name, errors_name, band_name, kept_name = (
+        f"bkgxr-{what}-{token}" for what in ("fill", "fill-hist", "run-counts", "run-error", "run-band-counts", "run-kept")
     )
     zeros = (0,) * (len(binning.shape) - 1)
     layers: dict[str, dict[Any, Any]] = {
-        fill: {(fill, b): (fill_runs, list(reads[lo:hi]), histref, skip_bad, BLOCK_BYTES, reasons[lo:hi], by_band)
+        fill: {(fill, b): (fill_runs, list(reads[lo:hi]), histref, skip_bad, BLOCK_BYTES, reasons[lo:hi], by_band, binning)
                for b, (lo, hi) in enumerate(bounds)},
         hist: {(hist, b): (operator.getitem, (fill, b), 0) for b in range(len(bounds))},
         counts_name: {(counts_name, b, *zeros): (operator.getitem, (fill, b), 1) for b in range(len(bounds))},
         errors_name: {(errors_name, b): (operator.getitem, (fill, b), 2) for b in range(len(bounds))},
+        kept_name: {(kept_name, b, *zeros[1:]): (operator.getitem, (fill, b), 4) for b in range(len(bounds))},
     }
     if by_band:
         layers[band_name] = {(band_name, b, *zeros, 0): (operator.getitem, (fill, b), 3) for b in range(len(bounds))}
@@ -212,4 +231,5 @@ def histogram_runs(
     band_counts = None if not by_band else da.Array(  # type: ignore[no-untyped-call]
         graph, band_name, chunks=(sizes, *((n,) for n in binning.shape)), dtype=np.int64
     )
-    return counts, run_counts, errors, band_counts
+    kept = da.Array(graph, kept_name, chunks=(sizes, *((n,) for n in binning.shape[2:])), dtype=np.float64)  # type: ignore[no-untyped-call]
+    return counts, run_counts, errors, band_counts, kept

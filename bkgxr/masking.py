@@ -3,7 +3,7 @@
 A run contributes outside its exclusion regions only: its events inside them
 are dropped (:func:`bkgxr.io.events.read_run`) and the exposure of each FoV bin
 is reduced by the fraction of the bin's solid angle the regions cover,
-averaged over the run (:func:`kept_fractions`). The regions of a run are the
+averaged over the run (:func:`run_kept_fraction`, in each run's read task). The regions of a run are the
 regions given for every run, plus, for a run that is not an off run
 (``TARGET_NAME`` other than ``"Off data"``), a circle around its target
 (``RA_OBJ``, ``DEC_OBJ``) of a stated radius.
@@ -20,6 +20,7 @@ one astropy call on the obs-index's MJDREF and site.
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from .fov import (
     run_node_maps,
 )
 from .io._rawfits import Unsupported, iter_table_blocks
-from .io.events import index_node_maps
+from .io.events import header_pointing, index_node_maps, run_reads
 from .kept_fraction import kept_fraction_pixels_times, kept_fraction_rings
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
     from .axes import Binning
     from .fov import NodeMaps
+    from .io.events import RunRead
     from .kept_fraction import SkyOfFovTimes
 
 #: Target name of off runs (runs without a source), as in :data:`bkgxr.OFF_QUERY`.
@@ -209,6 +211,40 @@ def header_pixel_fraction(
     return kept_fraction_pixels_times(binning.fov_lon, binning.fov_lat, mapping, times, weights, regions)
 
 
+def run_kept_fraction(read: RunRead, binning: Binning) -> npt.NDArray[np.float64]:
+    """Return the fraction of each FoV bin one run keeps outside its regions (``read.exclude``), averaged over the run.
+
+    The pointing is the EVENTS header's RA_PNT/DEC_PNT, from which the events'
+    FoV coordinates are measured too (the run table's when the header lacks
+    them). 2D: :func:`bkgxr.kept_fraction.kept_fraction_rings`; 3D:
+    :func:`header_pixel_fraction` with ``read.nodes``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape: the FoV shape of ``binning``; 1 for a run without regions.
+
+    Raises
+    ------
+    InvalidRunError
+        If the header cannot be read or lacks what placing the regions needs.
+    """
+    regions = read.exclude
+    if regions is None or not (regions.circles or regions.masks):
+        return np.ones(binning.shape[2:])
+    try:
+        header = _events_header(read.path, read.hdu)
+        pointing = header_pointing(header, read.obs_id, Path(read.path), read.hdu) or (read.ra_pnt, read.dec_pnt)
+        if binning.fov == "offset":
+            return kept_fraction_rings(binning.offset, *pointing, regions)
+        return header_pixel_fraction(header, *pointing, binning, regions, nodes=read.nodes)
+    except KeyError as err:
+        reason = f"cannot place the exclusion regions in the FoV: {read.hdu} lacks {err.args[0]}"
+        raise InvalidRunError(read.obs_id, read.path, reason) from err
+    except (OSError, EOFError, ValueError, TypeError, zlib.error) as err:
+        raise InvalidRunError(read.obs_id, read.path, f"cannot place the exclusion regions in the FoV: {err}") from err
+
+
 def kept_fractions(
     runs: pd.DataFrame,
     binning: Binning,
@@ -218,45 +254,27 @@ def kept_fractions(
 ) -> npt.NDArray[np.float64]:
     """Return the fraction of each run's FoV bins outside its regions, averaged over the run.
 
+    :func:`run_kept_fraction` of each run, here in one process; a cube
+    computes it in each run's read task (:func:`bkgxr.fill.fill_runs`).
+
     Parameters
     ----------
     runs : pandas.DataFrame
-        Run table (RA_PNT, DEC_PNT; in 3D also EVENTS_PATH, EVENTS_HDU, whose
-        header gives the times and the observatory, and TSTART, TSTOP and
-        ``attrs["OBS_META"]``, from which the node maps of all runs with
-        regions come in one astropy call; see :func:`header_pixel_fraction`).
+        Run table of :meth:`bkgxr.Store.select` (EVENTS_PATH, EVENTS_HDU, whose
+        header gives the pointing, the times and the observatory).
     binning : Binning
     regions : sequence of ExclusionRegions or None
         One entry per run, as :func:`run_regions` returns.
     nodes : sequence of NodeMaps or None, optional
-        Each run's node maps (:func:`bkgxr.io.events.index_node_maps`), computed here if omitted.
+        Each run's node maps (:func:`bkgxr.io.events.index_node_maps`), computed
+        here, in one astropy call, if omitted in 3D.
 
     Returns
     -------
     numpy.ndarray
         Shape: (n_runs, *fov shape); 1 for runs without regions.
     """
-    fov_shape = binning.shape[2:]
-    kept = np.ones((len(runs), *fov_shape))
-    chosen = [(i, region) for i, region in enumerate(regions) if region is not None and (region.circles or region.masks)]
-    if binning.fov == "offset":
-        for i, region in chosen:
-            row = runs.iloc[i]
-            kept[i] = kept_fraction_rings(binning.offset, float(row["RA_PNT"]), float(row["DEC_PNT"]), region)
-        return kept
-    if not chosen:
-        return kept
-    if nodes is None:  # the node maps of all runs in one astropy call
+    if nodes is None and binning.fov != "offset" and any(r is not None for r in regions):
         nodes = index_node_maps(runs)
-    rows = list(zip(*(runs[c].to_numpy() for c in ("OBS_ID", "EVENTS_PATH", "EVENTS_HDU", "RA_PNT", "DEC_PNT")), strict=True))
-    for i, region in chosen:
-        obs_id, path, hdu, ra_pnt, dec_pnt = rows[i]
-        try:
-            header = _events_header(str(path), str(hdu))
-            kept[i] = header_pixel_fraction(header, float(ra_pnt), float(dec_pnt), binning, region, nodes=nodes[i])
-        except KeyError as err:
-            reason = f"cannot place the exclusion regions in the FoV: {hdu} lacks {err.args[0]}"
-            raise InvalidRunError(int(obs_id), str(path), reason) from err
-        except (OSError, EOFError, ValueError, TypeError, zlib.error) as err:
-            raise InvalidRunError(int(obs_id), str(path), f"cannot place the exclusion regions in the FoV: {err}") from err
-    return kept
+    reads = run_reads(runs, fov=binning.fov, exclude=regions, nodes=nodes)
+    return np.stack([run_kept_fraction(read, binning) for read in reads]) if reads else np.ones((0, *binning.shape[2:]))

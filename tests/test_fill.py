@@ -75,7 +75,7 @@ def _histref():
 
 def test_a_run_filled_block_by_block_equals_a_numpy_histogram_of_the_whole_run(tmp_path):
     table = _events_file(tmp_path / "a.fits", 100_003)
-    total, run_counts, errors, _ = fill_runs([_run(tmp_path / "a.fits"), None], _histref(), block_bytes=7 * 2**10 + 3)
+    total, run_counts, errors, _, _ = fill_runs([_run(tmp_path / "a.fits"), None], _histref(), block_bytes=7 * 2**10 + 3)
     binning = bkgxr.Binning()
     offset = offset_deg(np.asarray(table["RA"], float), np.asarray(table["DEC"], float), 83.6, 22.0)
     expected, _ = np.histogramdd(
@@ -147,8 +147,8 @@ def test_skip_bad_keeps_the_good_runs_of_a_batch_and_says_why_the_bad_one_failed
     runs = [_run(tmp_path / "a.fits"), _run(tmp_path / "b.fits", obs_id=2), None]
     with pytest.raises(InvalidRunError, match=r"run 2 \(b.fits\)"):
         fill_runs(runs, _histref())
-    total, run_counts, errors, _ = fill_runs(runs, _histref(), skip_bad=True, reasons=["", "", "outside every zenith band"])
-    alone, _, _, _ = fill_runs(runs[:1], _histref())
+    total, run_counts, errors, _, _ = fill_runs(runs, _histref(), skip_bad=True, reasons=["", "", "outside every zenith band"])
+    alone, _, _, _, _ = fill_runs(runs[:1], _histref())
     assert total == alone
     assert run_counts[1].sum() == 0 and run_counts[0].sum() == alone.values().sum()
     assert errors[0] == "" and "ends inside" in errors[1] and errors[2] == "outside every zenith band"
@@ -174,7 +174,7 @@ def test_events_take_the_zenith_of_the_track_at_their_time_and_run_counts_keep_t
     histref = bh.Histogram(*binning.boost_axes(), storage=bh.storage.Int64())
     run = RunRead(str(tmp_path / "a.fits"), "EVENTS", "GTI", 1, 83.6, 22.0, 30.0,
                   track_time=np.array([0.0, 1600.0]), track_zenith=np.array([20.0, 40.0]))
-    total, run_counts, _, _ = fill_runs([run], histref)
+    total, run_counts, _, _, _ = fill_runs([run], histref)
     zenith = 20.0 + 20.0 * np.asarray(table["TIME"]) / 1600.0
     energy = np.asarray(table["ENERGY"], float)
     offset = offset_deg(np.asarray(table["RA"], float), np.asarray(table["DEC"], float), 83.6, 22.0)

@@ -5,6 +5,8 @@ kernel call per time, each run's header read with astropy. Monte Carlo and astro
 the fractions themselves are in tests/test_exclusion.py and tests/test_masking.py.
 """
 
+from pathlib import Path
+
 import astropy.units as u
 import numpy as np
 import pytest
@@ -86,7 +88,10 @@ def test_dr1_kept_fractions_equal_the_one_time_at_a_time_computation(hess_store)
     regions = run_regions(runs, target_radius=DEFAULT_RADIUS_DEG)
     nodes = index_node_maps(runs)
     kept = kept_fractions(runs, binning, regions, nodes=nodes)
-    reference = reference_kept_fractions(runs, binning, regions, nodes)
+    # the regions are placed from the EVENTS header's pointing, as the events' FoV coordinates are
+    pointing = [fits.getheader(path, hdu) for path, hdu in zip(runs["EVENTS_PATH"], runs["EVENTS_HDU"], strict=True)]
+    header_pointing = runs.assign(RA_PNT=[h["RA_PNT"] for h in pointing], DEC_PNT=[h["DEC_PNT"] for h in pointing])
+    reference = reference_kept_fractions(header_pointing, binning, regions, nodes)
     assert np.sum(np.any(reference < 1, axis=(1, 2))) == 60  # every run with a target loses some pixels
     np.testing.assert_allclose(kept, reference, rtol=0, atol=1e-9)
 
@@ -159,3 +164,24 @@ def test_a_run_file_without_usable_times_or_site_names_run_and_file(one_run, tmp
     message = rf"run {obs_id} \(run_042.fits\): cannot place the exclusion regions in the FoV: {reason}"
     with pytest.raises(InvalidRunError, match=message):
         kept_fractions(runs.assign(EVENTS_PATH=str(path)), bkgxr.Binning(fov="altaz"), regions)
+
+
+@pytest.mark.parametrize("fov", ["offset", "altaz"])
+def test_a_damaged_run_with_a_target_is_skipped_not_fatal_and_the_others_keep_their_fractions(sim_store, tmp_path, fov):
+    from bkgxr.masking import kept_fractions, run_regions
+
+    runs = sim_store.select().iloc[:4].copy()
+    runs["TARGET_NAME"] = "Some source"  # every run excludes a circle around its target
+    runs["RA_OBJ"] = runs["RA_PNT"] + 0.5
+    good = runs.copy()
+    damaged = tmp_path / "damaged.fits.gz"
+    damaged.write_bytes(Path(runs["EVENTS_PATH"].iloc[1]).read_bytes()[:5000])
+    runs.iloc[1, runs.columns.get_loc("EVENTS_PATH")] = str(damaged)
+    binning = bkgxr.Binning(zenith=[0.0, 90.0], fov=fov)
+    with pytest.raises(InvalidRunError, match="damaged.fits.gz"):
+        bkgxr.build_cube(runs, binning=binning, event_zenith=False).compute(scheduler="sync")
+    cube = bkgxr.build_cube(runs, binning=binning, skip_bad=True, event_zenith=False).compute(scheduler="sync")
+    assert cube["run_error"].values[1] != "" and list(cube["run_error"].values[[0, 2, 3]]) == ["", "", ""]
+    expected = kept_fractions(good, binning, run_regions(good, target_radius=DEFAULT_RADIUS_DEG))
+    assert np.all(expected.reshape(4, -1).min(axis=1) < 1)  # each run loses part of its FoV
+    np.testing.assert_allclose(cube["run_kept"].values[[0, 2, 3]], expected[[0, 2, 3]], rtol=0, atol=1e-12)

@@ -281,7 +281,7 @@ def _simulate(args: argparse.Namespace) -> int:
     sim = simulate_store(
         args.out_dir, n_runs=args.runs, events_per_run=args.events_per_run, seed=args.seed,
         zenith_range=args.zenith_range, workers=args.workers, date=args.date, overwrite=args.overwrite,
-        deadc_range=args.deadc_range, truth_time=args.truth_time,
+        deadc_range=args.deadc_range, truth_time=args.truth_time, track=args.track,
         progress=None if args.quiet else _progress,
     )
     seconds = time.perf_counter() - start

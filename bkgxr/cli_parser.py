@@ -234,6 +234,13 @@ def _add_simulate(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
         default="ontime",
         help="the true rate is per ONTIME (events ~ ONTIME x rate) or per LIVETIME (default: ontime)",
     )
+    p.add_argument(
+        "--track",
+        action="store_true",
+        help="draw each run's events along its pointing's zenith track (32 slices, each at its midpoint's zenith; "
+        "obs-index SIMTRACK) instead of all at its mid-run ZEN_PNT: the truth of 'bkgxr build' with its default "
+        "--event-zenith (default: off)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress")
 
 

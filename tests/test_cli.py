@@ -167,6 +167,23 @@ def test_version_and_simulate_name_the_cli_spelling(tmp_path, capsys):
     assert "argument --events-per-run: at most 1e+08" in capsys.readouterr().err
 
 
+def test_simulate_track_draws_along_the_zenith_track_as_the_api_does(tmp_path, capsys):
+    """--track writes SIMTRACK (slices per run) into the obs-index header and the API's tracked store; without it neither."""
+    from bkgxr.simulate import TRACK_SLICES, simulate_store
+
+    options = ["--runs", "2", "--events-per-run", "200", "--seed", "3", "--date", "2026-01-01", "--quiet"]
+    assert main(["simulate", str(tmp_path / "tracked"), *options, "--track"]) == 0
+    assert main(["simulate", str(tmp_path / "plain"), *options]) == 0
+    capsys.readouterr()
+    tracked, plain = (fits.getheader(tmp_path / name / "obs-index.fits.gz", 1) for name in ("tracked", "plain"))
+    assert tracked["SIMTRACK"] == TRACK_SLICES
+    assert "SIMTRACK" not in plain
+    api = simulate_store(tmp_path / "api", n_runs=2, events_per_run=200, seed=3, date="2026-01-01", track=True)
+    for name in ("tracked", "plain"):
+        got = fits.getdata(tmp_path / name / "obs-index.fits.gz", 1)["EVENT_COUNT"]
+        assert np.array_equal(got, api.runs["EVENT_COUNT"]) == (name == "tracked"), name
+
+
 def test_non_ascii_paths_are_refused_before_the_build_unless_the_index_can_hold_them(simulation, tmp_path, capsys):
     """FITS strings are ASCII: a non-ASCII folder shared by store and output works (gammapy loads it), the others are refused."""
     import shutil

@@ -182,6 +182,9 @@ def test_simulate_track_draws_along_the_zenith_track_as_the_api_does(tmp_path, c
     for name in ("tracked", "plain"):
         got = fits.getdata(tmp_path / name / "obs-index.fits.gz", 1)["EVENT_COUNT"]
         assert np.array_equal(got, api.runs["EVENT_COUNT"]) == (name == "tracked"), name
+    assert main(["simulate", "--help"]) == 0
+    assert f"--track draw each run's events along its pointing's zenith track ({TRACK_SLICES} slices" in " ".join(
+        capsys.readouterr().out.split())  # the help says what the simulator does
 
 
 def test_non_ascii_paths_are_refused_before_the_build_unless_the_index_can_hold_them(simulation, tmp_path, capsys):

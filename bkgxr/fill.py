@@ -27,7 +27,7 @@ from .io.events import iter_run_rows
 from .masking import run_kept_fraction
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import numpy.typing as npt
 
@@ -149,10 +149,11 @@ def fill_runs(
             continue
         run.reset()
         try:
-            for columns in iter_run_rows(read, block_bytes=block_bytes):
+            headers: list[Mapping[str, Any]] = []
+            for columns in iter_run_rows(read, block_bytes=block_bytes, headers=headers):
                 run.fill(*columns)
             if binning is not None and read.exclude is not None:
-                kept[i] = run_kept_fraction(read, binning)
+                kept[i] = run_kept_fraction(read, binning, headers[0] if headers else None)
         except InvalidRunError as err:
             if not skip_bad:
                 raise

@@ -211,12 +211,13 @@ def header_pixel_fraction(
     return kept_fraction_pixels_times(binning.fov_lon, binning.fov_lat, mapping, times, weights, regions)
 
 
-def run_kept_fraction(read: RunRead, binning: Binning) -> npt.NDArray[np.float64]:
+def run_kept_fraction(read: RunRead, binning: Binning, header: Mapping[str, Any] | None = None) -> npt.NDArray[np.float64]:
     """Return the fraction of each FoV bin one run keeps outside its regions (``read.exclude``), averaged over the run.
 
     The pointing is the EVENTS header's RA_PNT/DEC_PNT, from which the events'
     FoV coordinates are measured too (the run table's when the header lacks
-    them). 2D: :func:`bkgxr.kept_fraction.kept_fraction_rings`; 3D:
+    them); ``header``: that header if already read, else it is read here. 2D:
+    :func:`bkgxr.kept_fraction.kept_fraction_rings`; 3D:
     :func:`header_pixel_fraction` with ``read.nodes``.
 
     Returns
@@ -233,7 +234,7 @@ def run_kept_fraction(read: RunRead, binning: Binning) -> npt.NDArray[np.float64
     if regions is None or not (regions.circles or regions.masks):
         return np.ones(binning.shape[2:])
     try:
-        header = _events_header(read.path, read.hdu)
+        header = _events_header(read.path, read.hdu) if header is None else header
         pointing = header_pointing(header, read.obs_id, Path(read.path), read.hdu) or (read.ra_pnt, read.dec_pnt)
         if binning.fov == "offset":
             return kept_fraction_rings(binning.offset, *pointing, regions)

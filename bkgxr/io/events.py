@@ -253,7 +253,9 @@ class RunRead:
         return len(DIMS_3D if self.fov == "altaz" else DIMS)
 
 
-def iter_run_rows(run: RunRead, *, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[npt.NDArray[np.float64], ...]]:
+def iter_run_rows(
+    run: RunRead, *, block_bytes: int = BLOCK_BYTES, headers: list[Mapping[str, Any]] | None = None
+) -> Iterator[tuple[npt.NDArray[np.float64], ...]]:
     """Yield one run's events, a block at a time, as columns (zenith, energy, FoV coordinates).
 
     The FoV coordinates are measured from the EVENTS header's RA_PNT/DEC_PNT,
@@ -265,6 +267,8 @@ def iter_run_rows(run: RunRead, *, block_bytes: int = BLOCK_BYTES) -> Iterator[t
     is the run's pointing zenith. ``run.nodes``: the run's precomputed node maps
     (:func:`bkgxr.fov.run_node_maps`), used when made for the header's MJDREF
     and location and holding every event's node, else astropy computes them here.
+    ``headers``: a list the EVENTS header is appended to once read, for a
+    caller that needs more of it (e.g. :func:`bkgxr.masking.run_kept_fraction`).
 
     Yields
     ------
@@ -288,6 +292,8 @@ def iter_run_rows(run: RunRead, *, block_bytes: int = BLOCK_BYTES) -> Iterator[t
     for columns, header in blocks:
         if pointing is None:
             pointing = header_pointing(header, run.obs_id, path, run.hdu) or (run.ra_pnt, run.dec_pnt)
+            if headers is not None:
+                headers.append(header)
         keep = (columns["ENERGY"] >= run.e_min) & (columns["ENERGY"] < run.e_max)
         if run.exclude is not None:
             keep &= ~excluded(columns["RA"], columns["DEC"], run.exclude)

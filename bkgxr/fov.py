@@ -21,16 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from .altaz_maps import (
-    NODE_STEP_S,
-    NodeMaps,
-    location_of,
-    node_frames,
-    node_maps_for,
-    nodes_serve,
-    reference_time,
-    run_node_maps,
-)
+from .altaz_maps import NODE_STEP_S, NodeMaps, node_frames
 from .geometry import segment_shares
 
 if TYPE_CHECKING:
@@ -41,23 +32,6 @@ if TYPE_CHECKING:
     #: North, east and up components of directions (not normalised), each of the shape of the times.
     Vectors = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
-#: This module's names, and those of bkgxr.altaz_maps still taken from here (NODE_STEP_S, NodeMaps,
-#: location_of, node_maps_for, nodes_serve, reference_time, run_node_maps).
-__all__ = [
-    "NODE_STEP_S",
-    "EventFoV",
-    "NodeMaps",
-    "az_alt_deg",
-    "event_fov_deg",
-    "fov_lon_lat_deg",
-    "location_of",
-    "node_maps_for",
-    "nodes_serve",
-    "ra_dec_deg",
-    "reference_time",
-    "run_node_maps",
-    "zenith_time_s",
-]
 
 
 class EventFoV(NamedTuple):

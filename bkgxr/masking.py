@@ -26,16 +26,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from astropy.io import fits
 
+from .altaz_maps import location_of, nodes_serve, reference_time, run_node_maps
 from .exceptions import InvalidRunError
 from .exclusion import ExclusionRegions
-from .fov import (
-    az_alt_deg,
-    location_of,
-    nodes_serve,
-    ra_dec_deg,
-    reference_time,
-    run_node_maps,
-)
+from .fov import az_alt_deg, ra_dec_deg
 from .io._rawfits import Unsupported, iter_table_blocks
 from .io.events import header_pointing, index_node_maps, run_reads
 from .kept_fraction import kept_fraction_pixels_times, kept_fraction_rings
@@ -48,8 +42,8 @@ if TYPE_CHECKING:
     from astropy.coordinates import EarthLocation
     from astropy.time import Time
 
+    from .altaz_maps import NodeMaps
     from .axes import Binning
-    from .fov import NodeMaps
     from .io.events import RunRead
     from .kept_fraction import SkyOfFovTimes
 
@@ -125,7 +119,7 @@ def sky_of_fov(
     ``t`` (:func:`bkgxr.fov.az_alt_deg`) places the FoV points in the
     horizontal system (:func:`altaz_of_fov`), which :func:`bkgxr.fov.ra_dec_deg`
     takes back to ICRS. With ``nodes`` that serve ``t``
-    (:func:`bkgxr.fov.nodes_serve`) ``f`` is numpy only; without, each call
+    (:func:`bkgxr.altaz_maps.nodes_serve`) ``f`` is numpy only; without, each call
     of ``f`` computes its nodes with astropy.
     """
 

@@ -418,7 +418,7 @@ def plot_validation(
     data : str
         What the runs are (e.g. the store), for the title.
     reference : astropy.time.Time, optional
-        Time of TSTART 0 (the obs index's MJDREF, :func:`bkgxr.fov.reference_time`):
+        Time of TSTART 0 (the obs index's MJDREF, :func:`bkgxr.altaz_maps.reference_time`):
         with it the time axis shows UTC dates, without it years since MJDREF.
 
     Returns

@@ -10,7 +10,7 @@ import numpy as np
 from astropy.coordinates import AltAz, SkyCoord
 from astropy.utils import iers
 
-from .fov import location_of, reference_time
+from .altaz_maps import location_of, reference_time
 
 
 def mean_zenith(header: Mapping[str, Any], ra_deg: float, dec_deg: float) -> float:

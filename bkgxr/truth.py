@@ -1,6 +1,6 @@
 """The expected counts and rates of a simulated store: the truth the engine must recover on average.
 
-:func:`bin_integrals` integrates :class:`bkgxr.simulate.RateModel` over each
+:func:`bin_integrals` integrates :class:`bkgxr.rate_model.RateModel` over each
 energy x offset bin; :func:`truth_cube` sums it over a store's runs (or, for a
 store drawn along the zenith tracks, over their slices) into the expected counts
 and the bin-averaged rate per ONTIME, in the layout of :func:`bkgxr.build_cube`.

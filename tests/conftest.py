@@ -94,15 +94,15 @@ def sim_store(simulation):
 
 @pytest.fixture
 def astropy_calls(monkeypatch):
-    """The number of nodes of each call of bkgxr.fov's astropy transformation, as the calls happen."""
-    from bkgxr import altaz_maps as fov
+    """The number of nodes of each call of bkgxr.altaz_maps's astropy transformation, as the calls happen."""
+    from bkgxr import altaz_maps
 
     calls = []
-    real = fov._node_maps
+    real = altaz_maps._node_maps
 
     def counted(node_s, reference, location):
         calls.append(node_s.size)
         return real(node_s, reference, location)
 
-    monkeypatch.setattr(fov, "_node_maps", counted)
+    monkeypatch.setattr(altaz_maps, "_node_maps", counted)
     return calls

@@ -11,7 +11,7 @@ from gammapy.makers.utils import make_map_background_irf
 from gammapy.maps import MapAxis, WcsGeom
 from gammapy.utils.coordinates import FoVAltAzFrame, sky_to_fov
 
-from bkgxr import fov
+from bkgxr import altaz_maps, fov
 
 #: EVENTS header cards of H.E.S.S. DR1 (site and time origin).
 HESS = {"GEOLON": 16.5002222222222, "GEOLAT": -23.2717777777778, "ALTITUDE": 1835.0,
@@ -22,7 +22,7 @@ RUN_START, RUN_LENGTH, RA_PNT, DEC_PNT = 101962602.0, 1682.0, 228.6125, -58.7716
 
 @pytest.fixture(scope="module")
 def site():
-    return fov.reference_time(HESS), fov.location_of(HESS)
+    return altaz_maps.reference_time(HESS), altaz_maps.location_of(HESS)
 
 
 def astropy_altaz(ra, dec, time_s, reference, location):
@@ -133,15 +133,15 @@ def test_zenith_time_refuses_bad_input(site):
 
 def test_header_helpers_name_the_missing_keyword():
     with pytest.raises(KeyError, match="GEOLAT"):
-        fov.location_of({"GEOLON": 16.5})
+        altaz_maps.location_of({"GEOLON": 16.5})
     with pytest.raises(KeyError, match="MJDREFI"):
-        fov.reference_time({})
-    assert fov.reference_time(HESS).scale == "tt"
-    assert fov.location_of(HESS).lat.deg == pytest.approx(HESS["GEOLAT"])
+        altaz_maps.reference_time({})
+    assert altaz_maps.reference_time(HESS).scale == "tt"
+    assert altaz_maps.location_of(HESS).lat.deg == pytest.approx(HESS["GEOLAT"])
     # location_of calls erfa directly: the same place as astropy's from_geodetic
     astropy_site = EarthLocation.from_geodetic(HESS["GEOLON"] * u.deg, HESS["GEOLAT"] * u.deg, HESS["ALTITUDE"] * u.m)
     np.testing.assert_allclose(
-        u.Quantity(fov.location_of(HESS).geocentric).to_value(u.m), u.Quantity(astropy_site.geocentric).to_value(u.m), rtol=0, atol=1e-6
+        u.Quantity(altaz_maps.location_of(HESS).geocentric).to_value(u.m), u.Quantity(astropy_site.geocentric).to_value(u.m), rtol=0, atol=1e-6
     )
 
 
@@ -196,14 +196,14 @@ def test_run_node_maps_give_each_run_its_fov_without_astropy(site, astropy_calls
     # runs across the DR1 years, of 0 s to 1 h, at starts on and off the node grid; two overlap
     start = np.array([RUN_START, RUN_START + 1000.0, 1.3e8 + 600.0, 9.5e7 + 17.3, 1.1e8 + 599.999])
     stop = start + np.array([RUN_LENGTH, 1682.0, 0.0, 3600.0, 1.0])
-    per_run = fov.run_node_maps(start, stop, reference=reference, location=location)
+    per_run = altaz_maps.run_node_maps(start, stop, reference=reference, location=location)
     assert astropy_calls == [len(np.unique(np.concatenate([n.time_s for n in per_run])))]  # one call, shared nodes once
     rng = np.random.default_rng(6)
     for a, b, nodes in zip(start, stop, per_run):
         # every multiple of the step within half a step of the run, and nothing more than one step beyond
-        first, last = np.ceil((a - fov.NODE_STEP_S / 2) / fov.NODE_STEP_S), np.floor((b + fov.NODE_STEP_S / 2) / fov.NODE_STEP_S)
-        assert set(np.arange(first, last + 1) * fov.NODE_STEP_S) <= set(nodes.time_s)
-        assert nodes.time_s.min() >= a - fov.NODE_STEP_S and nodes.time_s.max() <= b + fov.NODE_STEP_S
+        first, last = np.ceil((a - altaz_maps.NODE_STEP_S / 2) / altaz_maps.NODE_STEP_S), np.floor((b + altaz_maps.NODE_STEP_S / 2) / altaz_maps.NODE_STEP_S)
+        assert set(np.arange(first, last + 1) * altaz_maps.NODE_STEP_S) <= set(nodes.time_s)
+        assert nodes.time_s.min() >= a - altaz_maps.NODE_STEP_S and nodes.time_s.max() <= b + altaz_maps.NODE_STEP_S
         # events of the run, and up to half a step beyond it
         time = np.concatenate([[a, b, a - 299.0, b + 299.0], rng.uniform(a, b, 500)])
         ra = RA_PNT + rng.normal(0, 2, time.size) / np.cos(np.radians(DEC_PNT))
@@ -230,13 +230,13 @@ def test_event_fov_computes_its_nodes_when_given_ones_do_not_fit(site, astropy_c
     ra, dec = RA_PNT + np.linspace(-2, 2, 101), DEC_PNT + np.linspace(2, -2, 101)
     kw = {"reference": reference, "location": location}
     alone = fov.event_fov_deg(ra, dec, time, RA_PNT, DEC_PNT, **kw)
-    elsewhere = fov.location_of({**HESS, "GEOLAT": HESS["GEOLAT"] + 1e-6})  # 11 cm north
+    elsewhere = altaz_maps.location_of({**HESS, "GEOLAT": HESS["GEOLAT"] + 1e-6})  # 11 cm north
     misfits = {
-        "reference 1 ms later": fov.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference + 1 * u.ms, location=location),
-        "another site": fov.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference, location=elsewhere),
-        "another run": fov.run_node_maps([RUN_START + 3600], [RUN_START + 3600 + RUN_LENGTH], **kw),
-        "half the run": fov.run_node_maps([RUN_START], [RUN_START + 100.0], **kw),
-        "none": [fov.NodeMaps(np.zeros(0), np.zeros((0, 3, 4)), *fov.run_node_maps([0.0], [0.0], **kw)[0][2:])],
+        "reference 1 ms later": altaz_maps.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference + 1 * u.ms, location=location),
+        "another site": altaz_maps.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference, location=elsewhere),
+        "another run": altaz_maps.run_node_maps([RUN_START + 3600], [RUN_START + 3600 + RUN_LENGTH], **kw),
+        "half the run": altaz_maps.run_node_maps([RUN_START], [RUN_START + 100.0], **kw),
+        "none": [altaz_maps.NodeMaps(np.zeros(0), np.zeros((0, 3, 4)), *altaz_maps.run_node_maps([0.0], [0.0], **kw)[0][2:])],
     }
     for why, [nodes] in misfits.items():
         before = len(astropy_calls)
@@ -245,7 +245,7 @@ def test_event_fov_computes_its_nodes_when_given_ones_do_not_fit(site, astropy_c
         for x, y in zip(got, alone):
             np.testing.assert_array_equal(x, y, err_msg=why)
     # nodes within 1 µs and 1 mm are the same site: used
-    [close] = fov.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference + 0.1 * u.us, location=location)
+    [close] = altaz_maps.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference + 0.1 * u.us, location=location)
     before = len(astropy_calls)
     fov.event_fov_deg(ra, dec, time, RA_PNT, DEC_PNT, nodes=close, **kw)
     assert len(astropy_calls) == before
@@ -255,15 +255,15 @@ def test_run_node_maps_refuse_bad_runs(site):
     reference, location = site
     kw = {"reference": reference, "location": location}
     with pytest.raises(ValueError, match="stops before it starts"):
-        fov.run_node_maps([10.0], [5.0], **kw)
+        altaz_maps.run_node_maps([10.0], [5.0], **kw)
     with pytest.raises(ValueError, match="finite"):
-        fov.run_node_maps([np.nan], [5.0], **kw)
+        altaz_maps.run_node_maps([np.nan], [5.0], **kw)
     with pytest.raises(ValueError, match="1-d of one shape"):
-        fov.run_node_maps([0.0, 1.0], [5.0], **kw)
+        altaz_maps.run_node_maps([0.0, 1.0], [5.0], **kw)
     with pytest.raises(ValueError, match="positive"):
-        fov.run_node_maps([0.0], [5.0], node_step_s=0.0, **kw)
+        altaz_maps.run_node_maps([0.0], [5.0], node_step_s=0.0, **kw)
     with pytest.raises(ValueError, match="finite"):
-        fov.node_maps_for([np.inf], **kw)
+        altaz_maps.node_maps_for([np.inf], **kw)
 
 
 def test_3d_cube_reads_with_one_astropy_call(sim_store, astropy_calls):
@@ -308,11 +308,11 @@ def test_ra_dec_inverts_az_alt_and_matches_astropys_altaz_to_icrs(site, astropy_
 
 def test_ra_dec_with_run_node_maps_calls_no_astropy(site, astropy_calls):
     reference, location = site
-    [nodes] = fov.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference, location=location)
+    [nodes] = altaz_maps.run_node_maps([RUN_START], [RUN_START + RUN_LENGTH], reference=reference, location=location)
     time = RUN_START + np.linspace(0, RUN_LENGTH, 7)
     az, alt = np.linspace(100, 250, 35).reshape(5, 7), np.linspace(30, 80, 35).reshape(5, 7)
     kw = {"reference": reference, "location": location}
-    assert fov.nodes_serve(nodes, time, **kw)
+    assert altaz_maps.nodes_serve(nodes, time, **kw)
     before = len(astropy_calls)
     got = fov.ra_dec_deg(az, alt, time, nodes=nodes, **kw)  # times broadcast with the directions
     track = fov.az_alt_deg(RA_PNT, DEC_PNT, time, nodes=nodes, **kw)
@@ -321,10 +321,10 @@ def test_ra_dec_with_run_node_maps_calls_no_astropy(site, astropy_calls):
         np.testing.assert_array_equal(x, y)  # the same maps: bit for bit
     assert got[0].shape == (5, 7)
     # nodes of another run, site or time origin do not serve
-    elsewhere = fov.location_of({**HESS, "GEOLAT": HESS["GEOLAT"] + 1e-6})
-    assert not fov.nodes_serve(nodes, time + 3600.0, **kw)
-    assert not fov.nodes_serve(nodes, time, reference=reference, location=elsewhere)
-    assert not fov.nodes_serve(nodes, time, reference=reference + 1 * u.ms, location=location)
+    elsewhere = altaz_maps.location_of({**HESS, "GEOLAT": HESS["GEOLAT"] + 1e-6})
+    assert not altaz_maps.nodes_serve(nodes, time + 3600.0, **kw)
+    assert not altaz_maps.nodes_serve(nodes, time, reference=reference, location=elsewhere)
+    assert not altaz_maps.nodes_serve(nodes, time, reference=reference + 1 * u.ms, location=location)
     before = len(astropy_calls)
     np.testing.assert_array_equal(
         fov.ra_dec_deg(az, alt, time + 3600.0, nodes=nodes, **kw), fov.ra_dec_deg(az, alt, time + 3600.0, **kw)

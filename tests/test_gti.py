@@ -6,7 +6,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import bkgxr
-from bkgxr import fov
+from bkgxr import altaz_maps, fov
 from bkgxr.exceptions import InvalidRunError
 from bkgxr.io.gti import has_gaps, read_gti
 from bkgxr.track import band_fractions, gti_band_fractions, slice_tracks
@@ -38,7 +38,7 @@ def test_gti_fractions_equal_astropys_time_in_each_band(hess_runs):
     got = gti_band_fractions(times[0], zenith[0], pieces, EDGES)
     meta = run.attrs["OBS_META"]
     seconds = fov.zenith_time_s(pieces[:, 0], pieces[:, 1], float(run["RA_PNT"].iloc[0]), float(run["DEC_PNT"].iloc[0]),
-                                EDGES, reference=fov.reference_time(meta), location=fov.location_of(meta), step_s=1.0)
+                                EDGES, reference=altaz_maps.reference_time(meta), location=altaz_maps.location_of(meta), step_s=1.0)
     expected = seconds / np.diff(pieces, axis=1).sum()
     np.testing.assert_allclose(got, expected, atol=2e-4)
     whole = band_fractions(zenith, EDGES)[0]

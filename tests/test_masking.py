@@ -151,7 +151,7 @@ def test_3d_kept_fractions_of_dr1_runs_match_astropys_altaz_to_icrs(hess_store, 
     from astropy.coordinates import AltAz, SkyCoord
     from astropy.utils import iers
 
-    from bkgxr import fov
+    from bkgxr import altaz_maps
     from bkgxr.exclusion import DEFAULT_RADIUS_DEG
     from bkgxr.kept_fraction import kept_fraction_pixels
     from bkgxr.masking import TRACK_NODES, kept_fractions
@@ -183,7 +183,7 @@ def test_3d_kept_fractions_of_dr1_runs_match_astropys_altaz_to_icrs(hess_store, 
         header = fits.getheader(run.EVENTS_PATH, "EVENTS")
         start, stop = header["TSTART"], header["TSTOP"]
         times = start + (np.arange(TRACK_NODES) + 0.5) * (stop - start) / TRACK_NODES
-        mapping = astropy_mapping(run.RA_PNT, run.DEC_PNT, fov.reference_time(header), fov.location_of(header))
+        mapping = astropy_mapping(run.RA_PNT, run.DEC_PNT, altaz_maps.reference_time(header), altaz_maps.location_of(header))
         truth = kept_fraction_pixels(binning.fov_lon, binning.fov_lat, mapping, times, np.ones(TRACK_NODES), regions[i])
         worst = max(worst, np.abs(kept[i] - truth).max())
     assert worst < 1e-4, worst  # measured 3.5e-6

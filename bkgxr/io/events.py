@@ -265,7 +265,7 @@ def iter_run_rows(
     time (3D, :func:`bkgxr.fov.event_fov_deg`, from TIME, the header's MJDREF
     and observatory location GEOLON/GEOLAT/ALTITUDE). The zenith of every event
     is the run's pointing zenith. ``run.nodes``: the run's precomputed node maps
-    (:func:`bkgxr.fov.run_node_maps`), used when made for the header's MJDREF
+    (:func:`bkgxr.altaz_maps.run_node_maps`), used when made for the header's MJDREF
     and location and holding every event's node, else astropy computes them here.
     ``headers``: a list the EVENTS header is appended to once read, for a
     caller that needs more of it (e.g. :func:`bkgxr.masking.run_kept_fraction`).

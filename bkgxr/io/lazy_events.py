@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
+    from ..altaz_maps import NodeMaps
     from ..exclusion import ExclusionRegions
-    from ..fov import NodeMaps
 
 
 def _read_or_skip(run: RunRead) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.object_]]:

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 RIDGE = 0.01
 _NODES = 8  # Gauss-Legendre nodes per bin, in u (offset) and ln E (energy)
 _MAX_ITER, _TOL, _MAX_STEP = 100, 1e-10, 5.0
+_CHUNK_VALUES = 2**16  # values of exp(polynomial) at the nodes of one block of fits
 
 
 def smooth_rate(
@@ -191,6 +192,32 @@ def _safe_div(num: Array, den: Array) -> Array:
     return out
 
 
+def _solve(info: Array, rhs: Array) -> Array:
+    """Return ``info^-1 rhs`` per fit: ``info`` (R, P, P) symmetric positive definite, ``rhs`` (R, P, M).
+
+    Gaussian elimination without pivoting (stable on such matrices, as Cholesky), vectorised over the
+    fits; a fit whose pivot is not positive and finite is solved by ``np.linalg.solve`` instead.
+    """
+    n_p = info.shape[-1]
+    a = info.transpose(1, 2, 0).copy()  # (P, P, R): one entry of every fit per row
+    x = rhs.transpose(1, 2, 0).copy()  # (P, M, R)
+    ok = np.ones(info.shape[0], dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for k in range(n_p):
+            pivot = a[k, k]
+            ok &= (pivot > 0) & np.isfinite(pivot)
+            for i in range(k + 1, n_p):
+                factor = a[i, k] / pivot
+                a[i, k + 1 :] -= factor * a[k, k + 1 :]
+                x[i] -= factor * x[k]
+        for k in range(n_p - 1, -1, -1):
+            x[k] = (x[k] - np.einsum("jr,jmr->mr", a[k, k + 1 :], x[k + 1 :])) / a[k, k]
+    out = x.transpose(2, 0, 1)
+    if not ok.all():
+        out[~ok] = np.linalg.solve(info[~ok], rhs[~ok])
+    return out
+
+
 def _newton(theta: Array, evaluate: Callable[[Array, npt.NDArray[np.intp]], tuple[Array, Array, Array]]) -> tuple[Array, Array]:
     """Maximise independent objectives by Fisher scoring with step halving, all fits in one batch.
 
@@ -204,7 +231,7 @@ def _newton(theta: Array, evaluate: Callable[[Array, npt.NDArray[np.intp]], tupl
     obj, score, info = evaluate(theta, np.arange(theta.shape[0]))
     active = np.arange(theta.shape[0])
     for _ in range(_MAX_ITER):
-        step = np.linalg.solve(info[active], score[active][..., None])[..., 0]
+        step = _solve(info[active], score[active][..., None])[..., 0]
         biggest = np.abs(step).max(axis=-1, initial=0.0)
         moving = biggest > _TOL
         active, step = active[moving], step[moving] * np.minimum(1.0, _MAX_STEP / biggest[moving])[:, None]
@@ -227,8 +254,36 @@ def _newton(theta: Array, evaluate: Callable[[Array, npt.NDArray[np.intp]], tupl
 
 
 def _select_degree(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, Array]:
-    """Fit degrees 1..``degree`` per row and keep, per row, the one of lowest BIC, ``(d + 1) ln N - 2 ln L``."""
-    fits = [_fit_shapes(n, e, offset, d) for d in range(1, degree + 1)]
+    """Fit degrees 1..``degree`` per row and keep, per row, the one of lowest BIC, ``(d + 1) ln N - 2 ln L``.
+
+    Rows are fitted in blocks whose arrays stay in the CPU's cache (and whose matrix products
+    are small enough for OpenBLAS to keep to one thread); each row's fit is independent of the others.
+    Returns ring means (F, O) and the variance of log(shape) (F, O).
+    """
+    block = max(1, _CHUNK_VALUES // ((offset.size - 1) * _NODES))
+    avg, var_shape = np.empty(n.shape), np.empty(n.shape)
+    for i in range(0, n.shape[0], block):
+        avg[i : i + block], var_shape[i : i + block] = _select_block(n[i : i + block], e[i : i + block], offset, degree)
+    return avg, var_shape
+
+
+def _select_block(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, Array]:
+    """:func:`_select_degree` of one block of rows.
+
+    Degree 1 starts from the flat shape at the row's mean rate, each higher degree from the
+    maximum of the one below (its new coefficient 0): the same maxima, reached in fewer steps.
+    """
+    flat = np.zeros((n.shape[0], 2))
+    flat[:, 0] = np.log(n.sum(axis=-1) / e.sum(axis=-1))
+    start, fits = flat, []
+    for d in range(1, degree + 1):
+        avg, var_shape, log_like, beta = _fit_shapes(n, e, offset, d, start)
+        fits.append((avg, var_shape, log_like))
+        start = np.zeros((n.shape[0], d + 2))
+        start[:, : d + 1] = beta
+        failed = ~np.all(np.isfinite(beta), axis=-1)  # never seen: such a row starts flat again
+        start[failed] = 0.0
+        start[failed, 0] = flat[failed, 0]
     log_n = np.log(np.maximum(n.sum(axis=-1), 1.0))
     bic = np.stack([(d + 1) * log_n - 2.0 * fit[2] for d, fit in enumerate(fits, start=1)])
     best = np.argmin(bic, axis=0)
@@ -237,8 +292,13 @@ def _select_degree(n: Array, e: Array, offset: Array, degree: int) -> tuple[Arra
     return avg, var_shape
 
 
-def _fit_shapes(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, Array, Array]:
-    """Fit ``exp(polynomial(u))`` per row; return ring means (F, O), variance of log(shape) (F, O) and ln L (F,)."""
+def _fit_shapes(n: Array, e: Array, offset: Array, degree: int, start: Array) -> tuple[Array, Array, Array, Array]:
+    """Fit ``exp(polynomial(u))`` per row from ``start`` (F, P).
+
+    Returns ring means (F, O), variance of log(shape) (F, O), ln L (F,) and the coefficients (F, P).
+    Inside, arrays run over the fits last, (O, P, F), so that each sum over rings is a few long
+    vector operations.
+    """
     t = 1.0 - np.cos(np.radians(offset))
     u = t / t[-1]
     nodes, weights = np.polynomial.legendre.leggauss(_NODES)
@@ -247,38 +307,50 @@ def _fit_shapes(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, 
     flat_basis = basis.reshape(-1, degree + 1)  # (O K, P)
     weighted = np.ascontiguousarray((0.5 * weights[None, :, None] * basis).transpose(0, 2, 1))  # (O, P, K)
     penalty = RIDGE * np.r_[0.0, np.ones(degree)]
+    counts_t, exposure_t = np.ascontiguousarray(n.T), np.ascontiguousarray(e.T)  # (O, F)
+    pairs = [(p, q) for p in range(degree + 1) for q in range(p, degree + 1)]
 
     def ring_means(beta: Array) -> tuple[Array, Array]:
         with np.errstate(over="ignore"):
             ex = np.exp(flat_basis @ beta.T).reshape(*basis.shape[:2], -1)  # (O, K, F): one matmul per ring below
-        moments = (weighted @ ex).transpose(2, 0, 1)  # ring means of exp(poly) x P_p, (F, O, P)
-        avg = np.ascontiguousarray(moments[..., 0])  # P_0 = 1
-        return avg, _safe_div(moments, avg[..., None])  # and d log avg / d beta
+        moments = weighted @ ex  # ring means of exp(poly) x P_p, (O, P, F)
+        avg = moments[:, 0]  # P_0 = 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = moments / avg[:, None]  # d log avg / d beta
+        zero = avg == 0
+        if zero.any():
+            h[np.broadcast_to(zero[:, None], h.shape)] = 0.0
+        return avg, h
 
     def evaluate(beta: Array, rows: npt.NDArray[np.intp]) -> tuple[Array, Array, Array]:
         avg, h = ring_means(beta)
-        counts = n[rows]
+        every = rows.size == counts_t.shape[1]
+        counts = counts_t if every else counts_t[:, rows]
         with np.errstate(invalid="ignore", over="ignore"):
-            mu = e[rows] * avg
+            mu = (exposure_t if every else exposure_t[:, rows]) * avg
             log_mu = np.log(np.where(mu > 0, mu, 1.0))
-            obj = np.sum(np.where(counts > 0, counts * log_mu, 0.0) - mu, axis=-1) - 0.5 * (penalty * beta**2).sum(axis=-1)
+            obj = np.sum(np.where(counts > 0, counts * log_mu, 0.0) - mu, axis=0) - 0.5 * (penalty * beta**2).sum(axis=-1)
             obj = np.where(np.isfinite(obj), obj, -np.inf)
-            score = ((counts - mu)[:, None, :] @ h)[:, 0, :] - penalty * beta
-            info = (h.transpose(0, 2, 1) * mu[:, None, :]) @ h + np.diag(penalty)
+            score = np.einsum("of,opf->fp", counts - mu, h) - penalty * beta
+            weighted_h = h * mu[:, None]
+            info = np.empty((degree + 1, degree + 1, rows.size))
+            for p, q in pairs:
+                info[p, q] = np.einsum("of,of->f", weighted_h[:, p], h[:, q])
+                info[q, p] = info[p, q]
+        info = info.transpose(2, 0, 1) + np.diag(penalty)
         bad = ~np.isfinite(obj)
         score[bad], info[bad] = 0.0, np.eye(degree + 1)
         return obj, score, info
 
-    beta = np.zeros((n.shape[0], degree + 1))
-    beta[:, 0] = np.log(n.sum(axis=-1) / e.sum(axis=-1))
-    beta, cov = _newton(beta, evaluate)
+    beta, cov = _newton(start, evaluate)
     avg, h = ring_means(beta)
     omega = ring_solid_angle_sr(offset)
-    mean_h = np.einsum("o,fo,fop->fp", omega, avg, h) / (avg @ omega)[:, None]
-    g = h - mean_h[:, None, :]  # d log(shape normalised to unit mean) / d beta
-    mu = e * avg
-    log_like = np.sum(np.where(n > 0, n * np.log(np.where(mu > 0, mu, 1.0)), 0.0) - mu, axis=-1)
-    return avg, np.einsum("fop,fpq,foq->fo", g, cov, g), log_like
+    mean_h = np.einsum("o,of,opf->pf", omega, avg, h) / (omega @ avg)
+    g = h - mean_h  # d log(shape normalised to unit mean) / d beta, (O, P, F)
+    var_shape = np.einsum("opf,fpq,oqf->fo", g, cov, g, optimize=True)
+    mu = exposure_t * avg
+    log_like = np.sum(np.where(counts_t > 0, counts_t * np.log(np.where(mu > 0, mu, 1.0)), 0.0) - mu, axis=0)
+    return np.ascontiguousarray(avg.T), var_shape, log_like, beta
 
 
 def _bin_average_power(lo: Array, hi: Array) -> tuple[Array, Array]:

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 RIDGE = 0.01
 _NODES = 8  # Gauss-Legendre nodes per bin, in u (offset) and ln E (energy)
 _MAX_ITER, _TOL, _MAX_STEP = 100, 1e-10, 5.0
-_CHUNK_VALUES = 2**16  # values of exp(polynomial) at the nodes of one block of fits
+_CHUNK_VALUES = 2**17  # values of exp(polynomial) at the nodes of one block of fits
 
 
 def smooth_rate(
@@ -231,7 +231,7 @@ def _newton(theta: Array, evaluate: Callable[[Array, npt.NDArray[np.intp]], tupl
     obj, score, info = evaluate(theta, np.arange(theta.shape[0]))
     active = np.arange(theta.shape[0])
     for _ in range(_MAX_ITER):
-        step = _solve(info[active], score[active][..., None])[..., 0]
+        step = _solve(info if active.size == theta.shape[0] else info[active], score[active][..., None])[..., 0]
         biggest = np.abs(step).max(axis=-1, initial=0.0)
         moving = biggest > _TOL
         active, step = active[moving], step[moving] * np.minimum(1.0, _MAX_STEP / biggest[moving])[:, None]
@@ -244,13 +244,16 @@ def _newton(theta: Array, evaluate: Callable[[Array, npt.NDArray[np.intp]], tupl
             trial = theta[rows] + t[pending, None] * step[pending]
             new_obj, new_score, new_info = evaluate(trial, rows)
             good = new_obj >= obj[rows] - 1e-12 * np.abs(obj[rows])
+            if rows.size == theta.shape[0] and good.all():  # every fit moves: no copies
+                theta, obj, score, info = trial, new_obj, new_score, new_info
+                break
             kept = rows[good]
             theta[kept], obj[kept], score[kept], info[kept] = trial[good], new_obj[good], new_score[good], new_info[good]
             pending = pending[~good]
             if pending.size == 0:
                 break
             t[pending] *= 0.5
-    return theta, np.asarray(np.linalg.inv(info), dtype=np.float64)
+    return theta, _solve(info, np.broadcast_to(np.eye(theta.shape[1]), info.shape))
 
 
 def _select_degree(n: Array, e: Array, offset: Array, degree: int) -> tuple[Array, Array]:
@@ -304,15 +307,15 @@ def _fit_shapes(n: Array, e: Array, offset: Array, degree: int, start: Array) ->
     nodes, weights = np.polynomial.legendre.leggauss(_NODES)
     u_nodes = 0.5 * (u[:-1] + u[1:])[:, None] + 0.5 * np.diff(u)[:, None] * nodes  # (O, K)
     basis = np.polynomial.legendre.legvander(2.0 * u_nodes - 1.0, degree)  # (O, K, P), P_0 = 1
-    flat_basis = basis.reshape(-1, degree + 1)  # (O K, P)
     weighted = np.ascontiguousarray((0.5 * weights[None, :, None] * basis).transpose(0, 2, 1))  # (O, P, K)
     penalty = RIDGE * np.r_[0.0, np.ones(degree)]
     counts_t, exposure_t = np.ascontiguousarray(n.T), np.ascontiguousarray(e.T)  # (O, F)
     pairs = [(p, q) for p in range(degree + 1) for q in range(p, degree + 1)]
+    diagonal = np.arange(degree + 1)
 
     def ring_means(beta: Array) -> tuple[Array, Array]:
         with np.errstate(over="ignore"):
-            ex = np.exp(flat_basis @ beta.T).reshape(*basis.shape[:2], -1)  # (O, K, F): one matmul per ring below
+            ex = np.exp(basis @ beta.T)  # (O, K, F): one small matrix product per ring
         moments = weighted @ ex  # ring means of exp(poly) x P_p, (O, P, F)
         avg = moments[:, 0]  # P_0 = 1
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -328,18 +331,17 @@ def _fit_shapes(n: Array, e: Array, offset: Array, degree: int, start: Array) ->
         counts = counts_t if every else counts_t[:, rows]
         with np.errstate(invalid="ignore", over="ignore"):
             mu = (exposure_t if every else exposure_t[:, rows]) * avg
-            log_mu = np.log(np.where(mu > 0, mu, 1.0))
-            obj = np.sum(np.where(counts > 0, counts * log_mu, 0.0) - mu, axis=0) - 0.5 * (penalty * beta**2).sum(axis=-1)
-            obj = np.where(np.isfinite(obj), obj, -np.inf)
+            log_mu = np.log(np.where(mu > 0, mu, 1.0))  # an empty ring's 0 x log mu is 0; mu = inf makes obj -inf
+            obj = np.einsum("of,of->f", counts, log_mu) - mu.sum(axis=0) - 0.5 * (penalty * beta**2).sum(axis=-1)
             score = np.einsum("of,opf->fp", counts - mu, h) - penalty * beta
             weighted_h = h * mu[:, None]
-            info = np.empty((degree + 1, degree + 1, rows.size))
+            info = np.empty((rows.size, degree + 1, degree + 1))
             for p, q in pairs:
-                info[p, q] = np.einsum("of,of->f", weighted_h[:, p], h[:, q])
-                info[q, p] = info[p, q]
-        info = info.transpose(2, 0, 1) + np.diag(penalty)
+                info[:, p, q] = np.einsum("of,of->f", weighted_h[:, p], h[:, q])
+                info[:, q, p] = info[:, p, q]
+        info[:, diagonal, diagonal] += penalty
         bad = ~np.isfinite(obj)
-        score[bad], info[bad] = 0.0, np.eye(degree + 1)
+        obj[bad], score[bad], info[bad] = -np.inf, 0.0, np.eye(degree + 1)
         return obj, score, info
 
     beta, cov = _newton(start, evaluate)

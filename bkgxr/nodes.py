@@ -195,26 +195,31 @@ def _grid(energy_edges: npt.ArrayLike, fov_edges: tuple[npt.ArrayLike, ...], fov
     return _Grid(*_energy_axis(energy), axes, maker)
 
 
+def _contract_fov(y: npt.NDArray[np.float64], matrices: tuple[npt.NDArray[np.float64], ...]) -> npt.NDArray[np.float64]:
+    """Apply one (n_out, n_in) matrix to each of the last ``len(matrices)`` axes of ``y`` (one or two FoV axes)."""
+    last = matrices[-1]
+    y = (y.reshape(-1, last.shape[1]) @ last.T).reshape(*y.shape[:-1], last.shape[0])
+    if len(matrices) == 2:  # the first FoV axis, now second to last: one small product per leading index
+        y = matrices[0] @ y
+    return y
+
+
 def _averages_of_logs(log_nodes: npt.NDArray[np.float64], grid: _Grid) -> npt.NDArray[np.float64]:
     """Return the bin averages of gammapy's interpolant of ``exp(log_nodes)``.
 
     Shape: (n_models, n_energy, *fov bins) in and out. The log values are interpolated onto
     the energy edges and centres (first axis, so that each segment's end values are two
-    contiguous rows), then onto the FoV sampling points (appended last).
+    contiguous rows), then onto the FoV sampling points.
     """
     n_models, n_energy = log_nodes.shape[:2]
     y = grid.energy_interp @ np.moveaxis(log_nodes, 1, 0).reshape(n_energy, -1)  # (2 n_energy + 1, m x fov)
-    y = y.reshape(-1, n_models, *log_nodes.shape[2:])
-    for axis in grid.fov:  # contracts the first FoV axis left, appends its points: (energy points, m, *points)
-        y = np.tensordot(y, axis.interp, axes=([2], [1]))
+    y = _contract_fov(y.reshape(-1, n_models, *log_nodes.shape[2:]), tuple(a.interp for a in grid.fov))  # (points, m, *points)
     along = (-1, *[1] * (y.ndim - 1))
     y += grid.energy_points.reshape(along)  # E dE = E_0 e^u du: integrate in u = ln(E / E_0)
     segments = _segment_means(y)
     segments *= np.diff(grid.energy_points).reshape(along)  # exact power-law integral of each half bin
     energy = (segments[0::2] + segments[1::2]) / grid.energy_widths.reshape(along)
-    for axis in grid.fov:  # contracts the first FoV points left, appends its bins: (energy, m, *bins)
-        energy = np.tensordot(energy, axis.average, axes=([2], [1]))
-    return np.moveaxis(energy, 0, 1)
+    return np.moveaxis(_contract_fov(energy, tuple(a.average for a in grid.fov)), 0, 1)
 
 
 def _between(valid: npt.NDArray[np.bool_], axis: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

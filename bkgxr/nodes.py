@@ -237,6 +237,8 @@ def _filled_logs(nodes: npt.NDArray[np.float64], n_fov: int) -> npt.NDArray[np.f
     axis = -n_fov - 1
     logs = np.log(np.maximum(nodes, TINY))
     valid = nodes > 0
+    if valid.all():  # no zero to fill (the usual model)
+        return logs
     before, after = _between(valid, axis)
     inside = ~valid & (before >= 0) & (after < nodes.shape[axis])
     if not np.any(inside):

@@ -74,7 +74,8 @@ TINY = float(np.finfo(np.float64).tiny)
 #: Gauss-Legendre points per half bin and FoV axis (relative error ~1e-5 on smooth models: gammapy 2.1 vs numpy).
 _GL = 2
 _OMEGA = 1.3
-#: Float64 values of one intermediate array (models are averaged in chunks that stay in the CPU's cache).
+#: Float64 values of one intermediate array: models are averaged in chunks that stay in the CPU's cache, and
+#: whose matrix products are small enough for OpenBLAS to keep to one thread (threads cost more than they gain here).
 _CHUNK_VALUES = 2**14
 #: Largest log value evaluated (e^700 ~ 1e304): extrapolation from a tiny node can exceed float64's range.
 _LOG_MAX = 700.0
@@ -213,7 +214,7 @@ def _averages_of_logs(log_nodes: npt.NDArray[np.float64], grid: _Grid) -> npt.ND
     """
     n_models, n_energy = log_nodes.shape[:2]
     y = grid.energy_interp @ np.moveaxis(log_nodes, 1, 0).reshape(n_energy, -1)  # (2 n_energy + 1, m x fov)
-    y = _contract_fov(y.reshape(-1, n_models, *log_nodes.shape[2:]), tuple(a.interp for a in grid.fov))  # (points, m, *points)
+    y = _contract_fov(y.reshape(-1, n_models, *log_nodes.shape[2:]), tuple(a.interp for a in grid.fov))  # (energy points, m, *FoV points)
     along = (-1, *[1] * (y.ndim - 1))
     y += grid.energy_points.reshape(along)  # E dE = E_0 e^u du: integrate in u = ln(E / E_0)
     segments = _segment_means(y)

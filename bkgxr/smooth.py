@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 RIDGE = 0.01
 _NODES = 8  # Gauss-Legendre nodes per bin, in u (offset) and ln E (energy)
 _MAX_ITER, _TOL, _MAX_STEP = 100, 1e-10, 5.0
-_CHUNK_VALUES = 2**17  # values of exp(polynomial) at the nodes of one block of fits
+_CHUNK_VALUES = 2**17  # values of exp(polynomial) at the nodes of one block of fits (in cache, one OpenBLAS thread)
 
 
 def smooth_rate(

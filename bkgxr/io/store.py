@@ -363,7 +363,7 @@ def run_values(row: Mapping[str, Any]) -> dict[str, float]:
     gti = row.get("GTI_PATH")
     if not isinstance(gti, str):
         raise InvalidRunError(obs_id, path, "the hdu-index has no gti row")
-    if not os.path.isfile(gti):
+    if not Path(gti).is_file():
         raise InvalidRunError(obs_id, path, f"GTI file {gti} not found")
     values = {name: _given(row, name) for name in (*NEEDED, *TIMES)}
     if values["ZEN_PNT"] is None and _given(row, "ALT_PNT") is not None:

@@ -146,7 +146,7 @@ def check_agreement(results: dict[str, Result], ctx: Context) -> tuple[bool, lis
                     f"  seed: same per-band totals; {moved} of {int(totals.sum())} events fall in a neighbouring "
                     f"bin, and {near} events lie within float32 precision of a bin edge ({OFFSET_TOL_DEG:g} deg or "
                     f"{ENERGY_RTOL:g} in energy): gammapy separates float32 RA/DEC in float32 from the EVENTS-header "
-                    "pointing, bkgxr in float64 from the obs-index pointing"
+                    "pointing, bkgxr in float64 from the same pointing"
                 )
                 continue
         problems.append(

@@ -336,7 +336,7 @@ def assemble_cube(
     kept: npt.NDArray[np.float64] | da.Array = np.ones((n_all, *fov_shape))
     if run_kept is not None:  # lazy from the read tasks of a build, numpy from a file
         # one chunk: the sum over runs below then adds in the order numpy does for a cube read from a file
-        kept = run_kept.rechunk({0: -1}) if isinstance(run_kept, da.Array) else np.asarray(run_kept, dtype=np.float64)
+        kept = run_kept.rechunk({0: -1}) if isinstance(run_kept, da.Array) else np.asarray(run_kept, dtype=np.float64)  # type: ignore[no-untyped-call]
     # ONTIME x safe energy bins x kept FoV fraction, summed over each band's runs
     exposed_fov = np.einsum("rb,re,rf->bef", used_ontime[:, None] * fraction, run_safe, kept.reshape(n_all, -1))
     exposure = xr.DataArray(

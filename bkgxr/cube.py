@@ -51,7 +51,13 @@ from .exclusion import DEFAULT_RADIUS_DEG, ExclusionRegions
 from .fill import histogram_runs
 from .io.events import index_node_maps, run_reads
 from .masking import run_regions
-from .track import band_fractions, gti_fractions, slice_tracks, zenith_tracks
+from .track import (
+    band_fractions,
+    gti_fractions,
+    gti_pieces,
+    slice_tracks,
+    zenith_tracks,
+)
 from .units import RATE_UNIT
 
 if TYPE_CHECKING:
@@ -216,11 +222,12 @@ def build_cube(
 
     regions = run_regions(runs, exclusion=exclusion, target_radius=target_radius)
     nodes = index_node_maps(runs)  # one astropy call: the zenith tracks, 3D reads and 3D exclusion share it
+    pieces = gti_pieces(runs, skip_bad=skip_bad)  # GTIs of the runs with gaps: their band time and track nodes
     fraction, tracks = None, None  # without event_zenith: whole runs in the band of ZEN_PNT (assemble_cube's default)
     if event_zenith:
         times, track, known = slice_tracks(runs, nodes=nodes)
         times[~known] = np.nan  # no track: the run's events keep ZEN_PNT, as its constant track does in band_fractions
-        fraction = gti_fractions(runs, times, track, band_fractions(track, binning.zenith), binning.zenith, skip_bad=skip_bad)
+        fraction = gti_fractions(times, track, band_fractions(track, binning.zenith), binning.zenith, pieces)
         tracks = (times[read], track[read])
     reads: list[RunRead | None] = [None] * n_runs_all
     for i, one in zip(read.tolist(), run_reads(
@@ -248,7 +255,7 @@ def build_cube(
         run_threshold=threshold,
         run_tstart=runs.get("TSTART", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
         run_muoneff=runs.get("MUONEFF", pd.Series(np.nan, index=runs.index)).to_numpy(np.float64),
-        run_track=zenith_tracks(runs, nodes=nodes),
+        run_track=zenith_tracks(runs, nodes=nodes, pieces=pieces),
         run_band_fraction=fraction,
         attrs={"excluded_runs": excluded, "safe_energy": int(safe_energy),
                "zenith_assignment": ZENITH_RULE if event_zenith else POINTING_RULE},

@@ -46,9 +46,14 @@ def track_times(tstart_s: npt.ArrayLike, tstop_s: npt.ArrayLike, n_nodes: int = 
 
 
 def zenith_tracks(
-    runs: pd.DataFrame, *, n_nodes: int = TRACK_NODES, nodes: Sequence[NodeMaps | None] | None = None
+    runs: pd.DataFrame, *, n_nodes: int = TRACK_NODES, nodes: Sequence[NodeMaps | None] | None = None,
+    pieces: dict[int, npt.NDArray[np.float64]] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Return each run's pointing zenith (deg) at its track times (:func:`track_times`).
+
+    A run with GTI gaps is sampled at the midpoints of equal slices of its
+    good time instead (:func:`good_time_nodes`), so that the mean over the
+    nodes is a mean over the time it observed.
 
     Parameters
     ----------
@@ -60,6 +65,9 @@ def zenith_tracks(
     nodes : sequence of NodeMaps or None, optional
         Each run's node maps (:func:`bkgxr.io.events.index_node_maps`); computed
         here, in one astropy call, if omitted.
+    pieces : dict, optional
+        The GTIs of the runs with gaps (:func:`gti_pieces`); read here, leaving
+        out runs whose GTI cannot be used, if omitted.
 
     Returns
     -------
@@ -71,6 +79,8 @@ def zenith_tracks(
     if "TSTART" not in runs or "TSTOP" not in runs:
         return np.repeat(runs["ZEN_PNT"].to_numpy(np.float64)[:, None], n_nodes, axis=1)
     times = track_times(runs["TSTART"].to_numpy(np.float64), runs["TSTOP"].to_numpy(np.float64), n_nodes)
+    for i, good in (gti_pieces(runs, skip_bad=True) if pieces is None else pieces).items():
+        times[i] = good_time_nodes(good, n_nodes)
     return _zenith_at(runs, times, nodes)[0]
 
 
@@ -161,39 +171,59 @@ def gti_band_fractions(
     return np.asarray(duration @ shares / duration.sum(), dtype=np.float64)
 
 
-def gti_fractions(
-    runs: pd.DataFrame, times: npt.NDArray[np.float64], zenith: npt.NDArray[np.float64],
-    fractions: npt.NDArray[np.float64], edges: npt.ArrayLike, *, skip_bad: bool = False,
-) -> npt.NDArray[np.float64]:
-    """Return ``fractions`` (:func:`band_fractions`) with each run that has GTI gaps shared by its GTIs.
+def gti_pieces(runs: pd.DataFrame, *, skip_bad: bool = False) -> dict[int, npt.NDArray[np.float64]]:
+    """Return the good time intervals of each run with gaps, by its row position in ``runs``.
 
     A run has gaps when its ONTIME falls short of TSTOP - TSTART
     (:func:`bkgxr.io.gti.has_gaps`); only those runs' GTI tables are read
     (GTI_PATH, GTI_HDU of the run table, "GTI" when the HDU index names none).
-    Runs with a NaN track time (unknown track) keep their row.
 
     Raises
     ------
     InvalidRunError
         If a GTI table cannot be used (see :func:`bkgxr.io.gti.read_gti`);
-        with ``skip_bad`` the run keeps its row instead (its read reports it).
+        with ``skip_bad`` the run is left out instead (its read reports it).
     """
     if not {"GTI_PATH", "ONTIME", "TSTART", "TSTOP"} <= set(runs.columns):
-        return fractions
-    out = fractions.copy()
+        return {}
     start, stop = runs["TSTART"].to_numpy(np.float64), runs["TSTOP"].to_numpy(np.float64)
-    gapped = has_gaps(start, stop, runs["ONTIME"].to_numpy(np.float64)) & np.isfinite(times[:, 0])
-    for i in np.flatnonzero(gapped):
+    out = {}
+    for i in np.flatnonzero(has_gaps(start, stop, runs["ONTIME"].to_numpy(np.float64))).tolist():
         row = runs.iloc[i]
         hdu = row.get("GTI_HDU") if isinstance(row.get("GTI_HDU"), str) and row.get("GTI_HDU") else "GTI"
         try:
-            pieces = read_gti(row["GTI_PATH"], hdu, obs_id=int(row["OBS_ID"]), tstart=start[i], tstop=stop[i])
+            out[i] = read_gti(row["GTI_PATH"], hdu, obs_id=int(row["OBS_ID"]), tstart=start[i], tstop=stop[i])
         except InvalidRunError:
-            if skip_bad:
-                continue
-            raise
-        out[i] = gti_band_fractions(times[i], zenith[i], pieces, edges)
+            if not skip_bad:
+                raise
     return out
+
+
+def gti_fractions(
+    times: npt.NDArray[np.float64], zenith: npt.NDArray[np.float64], fractions: npt.NDArray[np.float64],
+    edges: npt.ArrayLike, pieces: dict[int, npt.NDArray[np.float64]],
+) -> npt.NDArray[np.float64]:
+    """Return ``fractions`` (:func:`band_fractions`) with each run of ``pieces`` (:func:`gti_pieces`) shared by its GTIs.
+
+    Runs with a NaN track time (unknown track) keep their row.
+    """
+    out = fractions.copy()
+    for i, good in pieces.items():
+        if np.isfinite(times[i, 0]):
+            out[i] = gti_band_fractions(times[i], zenith[i], good, edges)
+    return out
+
+
+def good_time_nodes(pieces: npt.ArrayLike, n_nodes: int = TRACK_NODES) -> npt.NDArray[np.float64]:
+    """Return the midpoints (s) of ``n_nodes`` equal slices of a run's good time, its GTIs laid end to end.
+
+    For one interval [TSTART, TSTOP] these are :func:`track_times`. Shape: (n_nodes,).
+    """
+    good = np.asarray(pieces, dtype=np.float64).reshape(-1, 2)
+    done = np.concatenate([[0.0], np.cumsum(good[:, 1] - good[:, 0])])
+    wanted = (np.arange(n_nodes) + 0.5) / n_nodes * done[-1]
+    piece = np.clip(np.searchsorted(done, wanted, side="right") - 1, 0, len(good) - 1)
+    return np.asarray(good[piece, 0] + (wanted - done[piece]), dtype=np.float64)
 
 
 def _zenith_at(

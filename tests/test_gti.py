@@ -9,7 +9,13 @@ import bkgxr
 from bkgxr import altaz_maps, fov
 from bkgxr.exceptions import InvalidRunError
 from bkgxr.io.gti import has_gaps, read_gti
-from bkgxr.track import band_fractions, gti_band_fractions, slice_tracks
+from bkgxr.track import (
+    band_fractions,
+    good_time_nodes,
+    gti_band_fractions,
+    slice_tracks,
+    track_times,
+)
 
 EDGES = np.array([0.0, 20.0, 40.0, 90.0])
 CROSSING = 21753  # a DR1 off run whose pointing spends half its time on each side of 20 deg
@@ -65,6 +71,31 @@ def test_a_run_with_gaps_shares_its_ontime_by_its_gtis(hess_runs, tmp_path):
     np.testing.assert_allclose(gapped[i], gti_band_fractions(times[0], zenith[0], pieces, EDGES), rtol=1e-12)
     np.testing.assert_array_equal(np.delete(gapped, i, axis=0), np.delete(whole, i, axis=0))
     assert not np.allclose(gapped[i], whole[i], atol=0.2)
+
+
+def test_the_kernels_track_of_a_run_with_gaps_samples_its_good_time(hess_runs, tmp_path):
+    runs = hess_runs.copy()
+    i = int(np.flatnonzero(runs["OBS_ID"].to_numpy() == CROSSING)[0])
+    start, stop = float(runs.at[i, "TSTART"]), float(runs.at[i, "TSTOP"])
+    pieces = _gaps(start, stop)
+    runs.at[i, "GTI_PATH"] = str(_gti_file(tmp_path / "gti.fits", pieces))
+    runs.at[i, "ONTIME"] = runs.at[i, "LIVETIME"] = np.diff(pieces, axis=1).sum()
+    nodes = good_time_nodes(pieces, 7)
+    good = np.diff(pieces, axis=1).ravel()
+    # independent: each node's good time before it, counted interval by interval
+    before = [sum(min(max(t - a, 0.0), b - a) for a, b in pieces) for t in nodes]
+    np.testing.assert_allclose(before, (np.arange(7) + 0.5) / 7 * good.sum(), rtol=0, atol=1e-6)  # s, at times ~1e8 s
+    assert all(np.any((t >= pieces[:, 0]) & (t < pieces[:, 1])) for t in nodes)  # none falls in a gap
+    np.testing.assert_allclose(good_time_nodes([[start, stop]]), track_times([start], [stop])[0], rtol=0, atol=1e-6)
+    cube = bkgxr.build_cube(runs, binning=bkgxr.Binning(zenith=EDGES))
+    whole = bkgxr.build_cube(hess_runs, binning=bkgxr.Binning(zenith=EDGES))
+    meta = runs.attrs["OBS_META"]
+    row = runs.iloc[i]
+    expected = [90 - fov.az_alt_deg(row.RA_PNT, row.DEC_PNT, [t], reference=altaz_maps.reference_time(meta),
+                                    location=altaz_maps.location_of(meta))[1][0] for t in nodes]
+    np.testing.assert_allclose(cube["run_track"].values[i], expected, atol=1e-6)
+    np.testing.assert_array_equal(np.delete(cube["run_track"].values, i, 0), np.delete(whole["run_track"].values, i, 0))
+    assert np.abs(cube["run_track"].values[i] - whole["run_track"].values[i]).max() > 0.5  # its gaps move its nodes
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bkgxr.geometry import ring_solid_angle_sr
-from bkgxr.smooth import _MAX_ITER, _MAX_STEP, _NODES, _TOL, RIDGE
+from bkgxr.poisson_fits import _MAX_ITER, _MAX_STEP, _NODES, _TOL, RIDGE
 
 Array = npt.NDArray[np.float64]
 

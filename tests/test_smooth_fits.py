@@ -19,7 +19,10 @@ from smooth_fit_reference import (
 
 from bkgxr.axes import Binning
 from bkgxr.geometry import ring_solid_angle_sr
-from bkgxr.smooth import _bin_average_power, _newton, _power_law, _select_degree, _solve
+from bkgxr.poisson_fits import _newton, _solve
+from bkgxr.poisson_fits import bin_average_power as _bin_average_power
+from bkgxr.poisson_fits import power_law as _power_law
+from bkgxr.poisson_fits import select_degree as _select_degree
 
 OFFSET = Binning().offset
 RTOL = 1e-9

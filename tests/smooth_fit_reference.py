@@ -1,7 +1,7 @@
-"""bkgxr.smooth's batched fits as they were before the speed-up of issue 15 (item 3).
+"""bkgxr.smooth's batched fits as they were before the speed-up of issue 15 (item 3), now in bkgxr.poisson_fits.
 
-A copy of ``_newton`` (Fisher scoring with ``np.linalg.solve``), ``_select_degree`` (every degree
-started from a flat shape), ``_fit_shapes`` (fits in rows, (F, O, P) layout) and ``_power_law``.
+A copy of ``_newton`` (Fisher scoring with ``np.linalg.solve``), ``select_degree`` (every degree
+started from a flat shape), ``_fit_shapes`` (fits in rows, (F, O, P) layout) and ``power_law``.
 tests/test_smooth_fits.py checks that the rewritten fits give these results.
 """
 
@@ -118,7 +118,7 @@ def reference_power_law(counts: Array, weight: Array, log_e: Array, v: Array, sl
     """Fit ``counts ~ Poisson(weight x A <(E/E_p)^-index>)`` per row; return log a per bin and its variance.
 
     ``counts``, ``weight``: (R, J), zero weight outside a row's fitted bins; ``log_e``:
-    nodes ``ln(E / E_p)`` of :func:`_bin_average_power` with each row's pivot, (R, J, K);
+    nodes ``ln(E / E_p)`` of :func:`bkgxr.poisson_fits.bin_average_power` with each row's pivot, (R, J, K);
     ``v``: their weights, (J, K); ``slope0``: starting indices, (R,).
     """
 

@@ -14,6 +14,7 @@ import pytest
 from smooth_fit_reference import (
     reference_newton,
     reference_power_law,
+    reference_select_degree,
 )
 
 from bkgxr.axes import Binning
@@ -61,7 +62,7 @@ def _assert_fits_close(counts: np.ndarray, exposure: np.ndarray, offset: np.ndar
     in fits of degree >= 3 whose steps stopped near the 1e-10 tolerance); the variance of a ring
     without exposure, which smooth_rate never uses (its rate and error are 0), is the prior's
     extrapolation: 2e-9 at worst."""
-    (avg, var), (ref_avg, ref_var) = select_degree(counts, exposure, offset, degree), referenceselect_degree(counts, exposure, offset, degree)
+    (avg, var), (ref_avg, ref_var) = select_degree(counts, exposure, offset, degree), reference_select_degree(counts, exposure, offset, degree)
     _assert_close(avg, ref_avg)
     _assert_close(var[exposure > 0], ref_var[exposure > 0])
     _assert_close(var, ref_var, rtol=1e-8)

@@ -253,7 +253,7 @@ def check_counts(tmp: Path, sizes: list[int], modes: list[str], floors: bool) ->
                                 f"(totals {int(counts.sum())} vs {int(ref.sum())})")
     if problems:
         return False, "\n".join(problems)
-    return True, f"counts agree: threads, {', '.join(sorted(compared))} identical in every bin at every N compared"
+    return True, f"counts agree: {', '.join(['threads', *sorted(compared)])} identical in every bin at every N compared"
 
 
 def ratio_line(label: str, value: float, target: str, ok: bool, detail: str = "") -> str:

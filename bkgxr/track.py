@@ -190,7 +190,8 @@ def gti_pieces(runs: pd.DataFrame, *, skip_bad: bool = False) -> dict[int, npt.N
     out = {}
     for i in np.flatnonzero(has_gaps(start, stop, runs["ONTIME"].to_numpy(np.float64))).tolist():
         row = runs.iloc[i]
-        hdu = row.get("GTI_HDU") if isinstance(row.get("GTI_HDU"), str) and row.get("GTI_HDU") else "GTI"
+        named = row.get("GTI_HDU")
+        hdu = named if isinstance(named, str) and named else "GTI"
         try:
             out[i] = read_gti(row["GTI_PATH"], hdu, obs_id=int(row["OBS_ID"]), tstart=start[i], tstop=stop[i])
         except InvalidRunError:

@@ -114,3 +114,14 @@ def test_bad_gtis_name_the_run_and_file(tmp_path, pieces, unit, reason):
     assert info.value.obs_id == 7 and "gti.fits" in str(info.value)
     with pytest.raises(InvalidRunError, match="no EVENTS HDU"):
         read_gti(path, "EVENTS", obs_id=7, tstart=0.0, tstop=1000.0)
+
+
+def test_overlapping_gtis_join_so_that_no_time_counts_twice(tmp_path):
+    pieces = np.array([[50.0, 80.0], [0.0, 10.0], [5.0, 20.0], [20.0, 30.0], [60.0, 70.0], [90.0, 1000.0]])
+    got = read_gti(_gti_file(tmp_path / "gti.fits", pieces), "GTI", obs_id=1, tstart=0.0, tstop=1000.0)
+    np.testing.assert_array_equal(got, [[0.0, 30.0], [50.0, 80.0], [90.0, 1000.0]])
+    nodes = good_time_nodes(got, 7)  # 970 s of good time: slices of 970 / 7 s
+    fine = np.arange(0.0, 1000.0, 0.01) + 0.005
+    inside = np.any((fine[:, None] >= got[:, 0]) & (fine[:, None] < got[:, 1]), axis=1)
+    expected = [fine[inside][int((k + 0.5) / 7 * inside.sum())] for k in range(7)]
+    np.testing.assert_allclose(nodes, expected, atol=0.02)

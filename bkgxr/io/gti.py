@@ -63,7 +63,7 @@ def read_gti(path: str | Path, hdu: str, *, obs_id: int, tstart: float, tstop: f
     Returns
     -------
     numpy.ndarray
-        START, STOP (s) of each interval. Shape: (n_intervals, 2).
+        START, STOP (s) of each interval, overlapping ones joined. Shape: (n_intervals, 2).
 
     Raises
     ------
@@ -104,4 +104,7 @@ def read_gti(path: str | Path, hdu: str, *, obs_id: int, tstart: float, tstop: f
     if np.any(pieces[:, 0] < tstart - slack) or np.any(pieces[:, 1] > tstop + slack):
         raise InvalidRunError(obs_id, path, f"{hdu} has an interval outside the run's [{tstart}, {tstop}] s")
     pieces = np.clip(pieces[np.argsort(pieces[:, 0], kind="stable")], tstart, tstop)
-    return np.asarray(pieces, dtype=np.float64)
+    # overlapping or touching intervals join, so that no time counts twice
+    first = np.concatenate([[True], pieces[1:, 0] > np.maximum.accumulate(pieces[:, 1])[:-1]]) if len(pieces) else np.zeros(0, bool)
+    starts = np.flatnonzero(first)
+    return np.column_stack([pieces[starts, 0], np.maximum.reduceat(pieces[:, 1], starts)]) if len(pieces) else pieces

@@ -10,9 +10,9 @@ kept pixel fractions of each run with a target), and prints the 3D / 2D ratios
     ``Binning()``: offset.
 ``3D``
     ``Binning(fov="altaz")``: the node maps of all runs come from one astropy
-    call when the graph is built (the obs-index header has MJDREF and the site),
-    and those of the runs with regions from one more, for their kept pixel
-    fractions (:func:`bkgxr.masking.kept_fractions`).
+    call when the graph is built (the obs-index header has MJDREF and the site);
+    each read task maps its events and, for a run with regions, its kept pixel
+    fractions (:func:`bkgxr.masking.run_kept_fraction`) with them.
 ``3D per run``
     The same with the obs-index header withheld from the run table
     (``runs.attrs``): each read task, and each run's kept fractions, call

@@ -181,7 +181,7 @@ class Recipe:
             "ZENRULE": (self.outside, "obs outside all bands: nearest or none"),
             "DEADTIME": (self.deadtime, "ontime: per ONTIME; livetime: x obs DEADC"),
             "SMOOTH": (self.smoothing is not None, "models smoothed by bkgxr.smooth (SM*)"),
-            "BKGNODES": (self.nodes, "BKG: node values (bkgxr.nodes), else bin averages"),
+            "BKGNODES": (self.nodes, "node values (bkgxr.nodes), else bin averages"),
         }
         if self.smoothing is not None:
             for name, (key, comment) in _SMOOTH_KEYWORDS.items():

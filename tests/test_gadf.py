@@ -384,3 +384,14 @@ def test_observations_with_equal_models_share_one_hdu_that_gammapy_and_read_mode
     np.testing.assert_array_equal(back["obs_rate"].values[alone], rate[alone])
     for name in ("obs_deadc", "obs_n_eff", "obs_own", "obs_band"):  # zenith and time are the store's, not the faked ones
         np.testing.assert_array_equal(back[name].values, models[name].values, err_msg=name)
+
+
+@pytest.mark.parametrize("recipe", [bkgxr.DEFAULT_RECIPE, bkgxr.Recipe(zenith="bands", smoothing=None, nodes=False)])
+def test_every_card_bkgxr_writes_fits_whole(hess_store, hess_cube, tmp_path, recipe):
+    """astropy truncates a comment that leaves no room on its 80-character card, and says so."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fits.verify.VerifyWarning)  # the suite ignores the public files' ones
+        path = _write(hess_cube, tmp_path / "cards.fits", hess_store, recipe)
+    assert fits.getheader(path, 0).comments["BKGNODES"] == "node values (bkgxr.nodes), else bin averages"

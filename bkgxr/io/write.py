@@ -266,7 +266,7 @@ def _observation_bytes(models: xr.Dataset, recipe: Recipe, names: list[str], wri
             "EXTNAME": (names[i], "name of this binary table extension"),
             "BKGTIME": BKGTIME_CARD,
             "OBS_ID": (int(obs_id[i]), "observation this model is for"),
-            "NOBS": (int(n), "observations with this model (OBS_INDEX BKG_HDU)"),
+            "NOBS": (int(n), "observations sharing this model (OBS_INDEX)"),
             "ZEN_PNT": (float(zenith[i]), "[deg] zenith the model is evaluated at"),
             "ZENMODEL": (recipe.zenith, "zenith recipe"),
             "DEADC": (float(deadc[i]), "dead-time factor folded in (1: none)"),

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="bkgxr recipe's zenith model (default: bkgxr.DEFAULT_RECIPE's)")
     parser.add_argument("--time-sigma", type=float, default=None, help="kernel width in time, yr; 0: none (default: the recipe's)")
     parser.add_argument("--efficiency-sigma", type=float, default=None, help="kernel width in ln MUONEFF (default: none)")
+    parser.add_argument("--efficiency-scaling", action="store_true",
+                        help="scale each run's counts to the observation's MUONEFF (Recipe.efficiency_scaling)")
     parser.add_argument("--track", action="store_true", help="follow each run's zenith track (Recipe.track)")
     parser.add_argument("--no-smooth", action="store_true", help="no smoothing (always so with --fov altaz)")
     parser.add_argument("--runs", choices=("off", "all"), default="off",
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = recipe.replace(time_sigma=args.time_sigma or None)
     if args.track:
         recipe = recipe.replace(track=True)
+    if args.efficiency_scaling:
+        recipe = recipe.replace(efficiency_scaling=True)
     if args.efficiency_sigma:
         recipe = recipe.replace(efficiency_sigma=args.efficiency_sigma)
     if args.no_smooth or args.fov == "altaz":

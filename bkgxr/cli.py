@@ -127,6 +127,8 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         changes["track"] = args.track
     if args.efficiency_sigma is not None:
         changes["efficiency_sigma"] = args.efficiency_sigma or None
+    if args.efficiency_scaling is not None:
+        changes["efficiency_scaling"] = args.efficiency_scaling
     if args.smooth is not None:
         changes["smoothing"] = Smoothing() if args.smooth else None
     elif getattr(args, "fov", "offset") == "altaz":

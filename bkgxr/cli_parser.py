@@ -94,6 +94,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    "run's track) instead of its ZEN_PNT (default: off)")
     p.add_argument("--efficiency-sigma", type=cli_args.width_or_zero,
                    help="kernel width in ln(optical efficiency), MUONEFF of the obs index; 0 for none (default: none)")
+    p.add_argument("--efficiency-scaling", action=argparse.BooleanOptionalAction,
+                   help="bring each run's counts to the observation's MUONEFF as MUONEFF**index, the index per energy "
+                   "fitted on the runs (bkgxr.efficiency; default: off)")
     p.add_argument(
         "--smooth",
         action=argparse.BooleanOptionalAction,

@@ -1,11 +1,11 @@
-"""Poisson maximum-likelihood fits, many independent ones in one batch, for :mod:`bkgxr.smooth`.
+"""Poisson maximum-likelihood fits, many independent ones in one batch (:mod:`bkgxr.smooth`, :mod:`bkgxr.efficiency`).
 
 :func:`select_degree` fits the radial shape ``exp(polynomial(u))`` of each row of counts
 over offset rings (log-polynomial in ``u = (1 - cos r) / (1 - cos r_max)``, every degree up
 to a maximum, the one of lowest BIC kept); :func:`power_law` fits ``A (E / E_p)**-index``,
 averaged over each energy bin (nodes and weights of :func:`bin_average_power`), to counts in
-energy. Both maximise by batched Fisher scoring with step halving (``_newton``), solving the
-small normal equations of all fits at once (``_solve``).
+energy. Both maximise by batched Fisher scoring with step halving (:func:`fisher_scoring`), solving
+the small normal equations of all fits at once (``_solve``).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _solve(info: Array, rhs: Array) -> Array:
     return out
 
 
-def _newton(theta: Array, evaluate: Callable[[Array, npt.NDArray[np.intp]], tuple[Array, Array, Array]]) -> tuple[Array, Array]:
+def fisher_scoring(theta: Array, evaluate: Callable[[Array, npt.NDArray[np.intp]], tuple[Array, Array, Array]]) -> tuple[Array, Array]:
     """Maximise independent objectives by Fisher scoring with step halving, all fits in one batch.
 
     ``evaluate(theta, rows)`` returns, for the fits ``rows`` (R,) at ``theta`` (R, P), the
@@ -189,7 +189,7 @@ def _fit_shapes(n: Array, e: Array, offset: Array, degree: int, start: Array) ->
         obj[bad], score[bad], info[bad] = -np.inf, 0.0, np.eye(degree + 1)
         return obj, score, info
 
-    beta, cov = _newton(start, evaluate)
+    beta, cov = fisher_scoring(start, evaluate)
     avg, h = ring_means(beta)
     omega = ring_solid_angle_sr(offset)
     mean_h = np.einsum("o,of,opf->pf", omega, avg, h) / (omega @ avg)
@@ -242,7 +242,7 @@ def power_law(counts: Array, weight: Array, log_e: Array, v: Array, slope0: Arra
     def start(index: Array) -> Array:  # the normalisation that matches the counts at this index
         return np.column_stack([np.log(total / (weight * mean_power(index, every)[0]).sum(axis=-1)), index])
 
-    theta, cov = _newton(start(np.maximum(slope0, 0.0)), evaluate)
+    theta, cov = fisher_scoring(start(np.maximum(slope0, 0.0)), evaluate)
     rising = theta[:, 1] < 0  # a rising tail would be a spike at the top: flat instead
     theta[rising] = start(np.zeros(theta.shape[0]))[rising]
     cov[rising] = 0.0

@@ -96,6 +96,10 @@ class Recipe:
     efficiency_sigma : float or None
         Kernel width in ln(optical efficiency) (MUONEFF of the obs-index);
         None for no such term.
+    efficiency_scaling : bool
+        Bring each run's counts to the observation's optical efficiency, as
+        ``MUONEFF ** index`` with the index per energy bin fitted on the runs
+        (:mod:`bkgxr.efficiency`).
     track : bool
         Follow the pointing's zenith over each run (:mod:`bkgxr.track`): a
         run's kernel weight is its Gaussian averaged over its track, and an
@@ -127,6 +131,7 @@ class Recipe:
     kernel_sigma: float = 0.03
     time_sigma: float | None = 1.0
     efficiency_sigma: float | None = None
+    efficiency_scaling: bool = False
     track: bool = False
     smoothing: Smoothing | None = field(default_factory=Smoothing)
     outside: Outside = "nearest"
@@ -153,7 +158,7 @@ class Recipe:
     @property
     def per_observation(self) -> bool:
         """Whether every observation gets a model of its own (``BKG_OBS_<id>``)."""
-        return self.zenith != "bands" or self.deadtime == "livetime"
+        return self.zenith != "bands" or self.deadtime == "livetime" or self.efficiency_scaling
 
     def replace(self, **changes: Any) -> Recipe:
         """Return a copy with ``changes`` applied (validated)."""
@@ -166,6 +171,7 @@ class Recipe:
             text += f" (kernel sigma {self.kernel_sigma:g} in cos z, time sigma {self.time_sigma or 'none'} yr"
             text += f", efficiency sigma {self.efficiency_sigma:g})" if self.efficiency_sigma else ")"
         text += ", zenith tracks" if self.track else ""
+        text += ", counts scaled to each observation's MUONEFF" if self.efficiency_scaling else ""
         text += ", smoothed" if self.smoothing is not None else ", not smoothed"
         text += ", rate per LIVETIME x each observation's DEADC" if self.deadtime == "livetime" else ", rate per ONTIME"
         return text + (", node values for gammapy" if self.nodes else ", bin averages")
@@ -177,6 +183,7 @@ class Recipe:
             "KSIGMA": (self.kernel_sigma, "kernel width in cos(zenith)"),
             "KTSIGMA": (self.time_sigma or 0.0, "[yr] kernel width in time (0: none)"),
             "KESIGMA": (self.efficiency_sigma or 0.0, "kernel width in ln MUONEFF (0: none)"),
+            "KESCALE": (self.efficiency_scaling, "counts scaled to the obs MUONEFF ** index(E)"),
             "KTRACK": (self.track, "zenith followed over each run's track"),
             "ZENRULE": (self.outside, "obs outside all bands: nearest or none"),
             "DEADTIME": (self.deadtime, "ontime: per ONTIME; livetime: x obs DEADC"),
@@ -215,6 +222,7 @@ class Recipe:
             kernel_sigma=float(header.get("KSIGMA", cls.kernel_sigma)),
             time_sigma=time_sigma if time_sigma > 0 else None,
             efficiency_sigma=efficiency_sigma if efficiency_sigma > 0 else None,
+            efficiency_scaling=bool(header.get("KESCALE", False)),
             track=bool(header.get("KTRACK", False)),
             smoothing=smoothing,
             outside=cast("Outside", str(header.get("ZENRULE", "nearest")).strip()),

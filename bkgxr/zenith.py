@@ -225,7 +225,10 @@ def predict_rates(
         Index along ``obs_id`` of a run to leave out per target, -1 for none.
     efficiency : array-like, optional
         Target optical efficiencies (MUONEFF), for the recipe's
-        ``efficiency_sigma``. Shape: (n_targets,).
+        ``efficiency_sigma`` and ``efficiency_scaling`` (whose indices are
+        fitted on every used run, the left-out ones included). Without a
+        positive one for every target and run, those terms are left out,
+        with a warning. Shape: (n_targets,).
 
     Returns
     -------
@@ -250,6 +253,9 @@ def predict_rates(
         return rate.reshape(n_targets, n_nodes, *rate.shape[1:]).mean(axis=1), n_eff.reshape(n_targets, n_nodes).mean(axis=1)
     counts = cube["run_counts"].values.astype(np.float64)
     exposure = run_exposures(cube, recipe.deadtime)
+    target_scale = None
+    if recipe.efficiency_scaling:
+        counts, target_scale = _efficiency_scaled(cube, counts, efficiency, zenith.size, recipe.deadtime)
     n_runs = counts.shape[0]
     drop = np.full(zenith.size, -1) if leave_out is None else np.asarray(leave_out, dtype=np.int64)
     keep = np.ones((zenith.size, n_runs))
@@ -257,7 +263,8 @@ def predict_rates(
     binning = binning_of(cube)
     if recipe.zenith == "interpolate":
         times_run = run_times(cube, recipe.deadtime)
-        return _interpolate(cube, zenith, counts, exposure, times_run, keep, lambda c, x: _rate(c, x, binning, recipe.smoothing))
+        rate, n_eff = _interpolate(cube, zenith, counts, exposure, times_run, keep, lambda c, x: _rate(c, x, binning, recipe.smoothing))
+        return (rate if target_scale is None else rate * target_scale), n_eff
     shape = (zenith.size, *counts.shape[1:])
     if recipe.zenith == "bands":
         band = assign_bands(zenith, binning.zenith, outside="nearest")
@@ -271,7 +278,30 @@ def predict_rates(
         summed, exposed = weights @ counts.reshape(n_runs, -1), weights @ exposure.reshape(n_runs, -1)
     rate = _rate(summed.reshape(shape), exposed.reshape(shape), binning, recipe.smoothing)
     n_eff = _ratio(weights.sum(axis=1) ** 2, (weights**2).sum(axis=1))
-    return rate, n_eff
+    return (rate if target_scale is None else rate * target_scale), n_eff
+
+
+def _efficiency_scaled(
+    cube: xr.Dataset, counts: npt.NDArray[np.float64], efficiency: npt.ArrayLike | None, n_targets: int, deadtime: DeadTime
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+    """Return the runs' counts times ``m_run ** -index`` and each target's ``m ** index``, (n_targets, n_energy, 1...).
+
+    :mod:`bkgxr.efficiency`; the counts unchanged and None when a run or target has no positive MUONEFF.
+    """
+    from .efficiency import cube_indices
+
+    target = np.full(n_targets, np.nan) if efficiency is None else np.broadcast_to(np.asarray(efficiency, np.float64), (n_targets,))
+    if not np.all(np.isfinite(target) & (target > 0)):
+        warnings.warn("no positive MUONEFF for every target: the efficiency scaling is left out", stacklevel=4)
+        return counts, None
+    fitted = cube_indices(cube, deadtime)
+    if fitted is None:
+        return counts, None
+    index = fitted[0]
+    fov = (1,) * (counts.ndim - 2)
+    run_m = np.where(cube["run_used"].values, cube["run_muoneff"].values, 1.0)  # unused runs weigh nothing anyway
+    scaled = counts * (run_m[:, None] ** -index[None, :]).reshape(*counts.shape[:2], *fov)
+    return scaled, (target[:, None] ** index[None, :]).reshape(n_targets, index.size, *fov)
 
 
 def _interpolate(

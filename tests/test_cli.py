@@ -55,10 +55,11 @@ def test_cli_options_make_the_recipe_with_the_api_defaults():
     assert recipe_of(parser.parse_args(["validate", "x"])) == bkgxr.DEFAULT_RECIPE
     given = parser.parse_args(
         ["build", "x", "--out", "y", "--zenith-model", "bands", "--no-smooth", "--time-sigma", "0", "--deadtime", "livetime",
-         "--kernel-sigma", "0.1", "--outside", "none", "--no-nodes"]
+         "--kernel-sigma", "0.1", "--outside", "none", "--no-nodes", "--efficiency-scaling"]
     )
     assert recipe_of(given) == bkgxr.Recipe(
-        zenith="bands", smoothing=None, time_sigma=None, deadtime="livetime", kernel_sigma=0.1, outside="none", nodes=False
+        zenith="bands", smoothing=None, time_sigma=None, deadtime="livetime", kernel_sigma=0.1, outside="none", nodes=False,
+        efficiency_scaling=True,
     )
 
 

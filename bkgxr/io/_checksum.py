@@ -14,6 +14,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._rawfits import _data_size, _read_header
+from .cards import card_image
 
 #: Comments of the two cards, fixed so that output is byte-reproducible.
 CHECKSUM_CARDS = {"CHECKSUM": ("0" * 16, "HDU checksum"), "DATASUM": ("0", "data unit checksum")}
@@ -56,7 +57,19 @@ def add_checksum_cards(header: fits.Header) -> None:
 
 
 def _card(key: str, value: str) -> bytes:
-    return str(fits.Card(key, value, CHECKSUM_CARDS[key][1]).image).encode("ascii")
+    return card_image(key, value, CHECKSUM_CARDS[key][1]).encode("ascii")
+
+
+def _card_offset(data: bytearray, keyword: bytes, begin: int, end: int) -> int:
+    """Return the offset of the card ``keyword`` in the header ``data[begin:end]`` (-1 if absent)."""
+    field = keyword.ljust(8) + b"="
+    at = data.find(field, begin, end)
+    while at >= 0 and (at - begin) % 80:  # the text inside another card: look on
+        at = data.find(field, at + 1, end)
+    return at
+
+
+_ZERO_CHECKSUM = _card("CHECKSUM", "0" * 16)
 
 
 def fill_checksums(data: bytes) -> bytes:
@@ -76,11 +89,11 @@ def fill_checksums(data: bytes) -> bytes:
         stream.seek(data_end)
         if "CHECKSUM" not in header or "DATASUM" not in header:
             continue
-        cards = {bytes(out[i : i + 8]).rstrip().decode("ascii"): i for i in range(begin, header_end, 80)}
+        datasum_at, checksum_at = (_card_offset(out, key, begin, header_end) for key in (b"DATASUM", b"CHECKSUM"))
         datasum = ones_complement_sum(bytes(out[header_end:data_end]))
-        out[cards["DATASUM"] : cards["DATASUM"] + 80] = _card("DATASUM", str(datasum))
-        out[cards["CHECKSUM"] : cards["CHECKSUM"] + 80] = _card("CHECKSUM", "0" * 16)
+        out[datasum_at : datasum_at + 80] = _card("DATASUM", str(datasum))
+        out[checksum_at : checksum_at + 80] = _ZERO_CHECKSUM
         total = ones_complement_sum(bytes(out[begin:header_end]), datasum)
-        out[cards["CHECKSUM"] : cards["CHECKSUM"] + 80] = _card("CHECKSUM", encode_checksum(~total & 0xFFFFFFFF))
+        out[checksum_at : checksum_at + 80] = _card("CHECKSUM", encode_checksum(~total & 0xFFFFFFFF))
 
 

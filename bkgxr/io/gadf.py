@@ -15,6 +15,7 @@ from astropy.io import fits
 
 from ..units import ANGLE_UNIT, ENERGY_UNIT, RATE_UNIT
 from ._checksum import add_checksum_cards
+from .cards import card_image
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -206,10 +207,7 @@ def bkg_hdus_bytes(
     for rate, meta in zip(rates, metas, strict=True):
         cards = [text[i : i + 80] for i in range(0, len(text), 80)]
         for key, (value, comment) in meta.items():
-            image = fits.Card(key, value, comment).image
-            if len(image) != 80:
-                raise ValueError(f"header card {key}={value!r} does not fit one card")
-            cards[position[key]] = image
+            cards[position[key]] = card_image(key, value, comment)
         row["BKG"][0] = np.asarray(rate, dtype=np.float64).T  # the numpy -> FITS axis flip of create
         out += ["".join(cards).encode("ascii"), row.tobytes(), data_pad]
     return b"".join(out)

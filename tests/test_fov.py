@@ -47,7 +47,7 @@ def test_az_alt_matches_astropy_over_the_sky_and_years(site):
     # astropy bends light passing the Sun (1.75 arcsec at its limb); IACTs observe at night
     far = truth.separation(sun).deg > 30
     assert far.sum() > 0.8 * n
-    assert separation_deg(az, alt, truth.az.deg, truth.alt.deg)[far].max() < 5e-5  # measured 1.0e-5
+    assert separation_deg(az, alt, truth.az.deg, truth.alt.deg)[far].max() < 5e-5  # measured 1.5e-5 (node step 1800 s)
     assert np.all((az >= 0) & (az < 360))
 
 
@@ -300,7 +300,7 @@ def test_ra_dec_inverts_az_alt_and_matches_astropys_altaz_to_icrs(site, astropy_
         sun = get_sun(frame.obstime).transform_to(frame)
     far = separation_deg(az, alt, sun.az.deg, sun.alt.deg) > 30  # as for az_alt_deg: no light bending near the Sun
     assert far.sum() > 0.8 * n
-    assert SkyCoord(ra * u.deg, dec * u.deg).separation(truth).deg[far].max() < 5e-5  # measured 1.1e-5
+    assert SkyCoord(ra * u.deg, dec * u.deg).separation(truth).deg[far].max() < 5e-5  # measured 1.5e-5 (node step 1800 s)
     # the inverse of az_alt_deg through the same nodes
     az_back, alt_back = fov.az_alt_deg(ra, dec, time, reference=reference, location=location)
     assert separation_deg(az_back, alt_back, az, alt).max() < 1e-9

@@ -72,8 +72,9 @@ def test_each_slice_is_drawn_at_its_zenith_on_the_astropy_track(tracked):
 
 def test_default_cube_recovers_the_tracked_truth_per_band(tracked):
     sim, _, truth, cube, _ = tracked
-    # times per band: the same linear tracks between the same 33 bounds (the cube's from node maps)
-    np.testing.assert_allclose(cube["run_band_fraction"].values, truth["run_band_fraction"].values, atol=1e-5)
+    # times per band: the same linear tracks between the same 33 bounds (the cube's from node maps,
+    # within 1e-5 deg of astropy's zenith: a track that crosses an edge slowly makes that 2.4e-5 of a run)
+    np.testing.assert_allclose(cube["run_band_fraction"].values, truth["run_band_fraction"].values, atol=5e-5)
     np.testing.assert_allclose(cube["ontime"].values, truth["ontime"].values, rtol=1e-5)
     np.testing.assert_allclose(cube["exposure"].values, truth["exposure"].values, rtol=1e-5)
     pulls, p_value = _pulls(cube["counts"].values, truth["counts"].values)

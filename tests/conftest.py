@@ -43,10 +43,19 @@ def hess_dir() -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs the H.E.S.S. data (``hess_dir``, directly or through a fixture) ``hess``."""
+    """Mark every test that needs the H.E.S.S. data (``hess_dir``, directly or through a fixture) ``hess``; slow files first.
+
+    The files holding a ``slow`` test run first, each file whole (its module
+    fixtures built once), the others after them in their usual order: under
+    pytest-xdist the long tests then start at once on both workers and the
+    short ones fill in around them, instead of one long test running alone
+    at the end.
+    """
     for item in items:
         if "hess_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.hess)
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within each group is kept
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ later runs of the script when one with the same parameters is there.
 In-process builds
     ``open_store`` + ``select`` + ``build_cube(...)`` + ``bkgxr.cluster.compute``,
     each size and scheduler in a fresh child process: dask's local threaded
-    scheduler ("threads"), and a ``LocalCluster`` of 1 and of 2 single-threaded
+    scheduler ("threads", and "1 thread" for the second core's speed-up), and a ``LocalCluster`` of 1 and of 2 single-threaded
     worker processes (``bkgxr.cluster.connect``; start-up and one warm-up
     build of a few runs untimed). Wall time is the median of ``--repeats``
     builds. A thread samples with psutil, every 10 ms, the RSS of the child
@@ -27,8 +27,8 @@ Whole process
 
 Every build and both floors must give identical counts in every bin at every
 N where they ran; otherwise the script prints "counts DIFFER" and exits 1.
-The figures are then compared with the targets of issue 5, each printed as
-the measured ratio with "ok" or "MISS".
+The figures are then compared with the targets of issues 5 and 15, each
+printed as the measured ratio with "ok" or "MISS".
 
 Defaults (``--runs 100,300,1000 --events-per-run 5000``) take about 4
 minutes on a 2-core machine (the first time, plus about a minute to
@@ -113,11 +113,12 @@ def ensure_store(cache: Path, n_runs: int, events_per_run: int, seed: int, worke
 
 
 def measure_mode(data_dir: Path, workers: int, repeats: int, save: Path) -> dict[str, Any]:
-    """Time ``repeats`` builds of the whole store on one scheduler (0 workers: threads).
+    """Time ``repeats`` builds of the whole store on one scheduler (0 workers: threads, -1: one thread).
 
     Saves the counts to ``save`` (.npy) and returns walls, CPU seconds, peak
     and idle RSS of the client and of each worker, start-up and graph size.
     """
+    import dask
     import dask.system
 
     from bkgxr.cluster import compute, connect
@@ -131,7 +132,8 @@ def measure_mode(data_dir: Path, workers: int, repeats: int, save: Path) -> dict
         return lazy, compute(lazy)
 
     t0 = time.perf_counter()
-    with connect(workers=workers or None, quiet=True) as client:
+    threads = 1 if workers < 0 else None  # dask's threaded scheduler on one thread
+    with dask.config.set(num_workers=threads), connect(workers=max(workers, 0) or None, quiet=True) as client:
         startup = time.perf_counter() - t0 if client else 0.0
         build(WARMUP_RUNS)
         worker_pids = [pid for _, pid in sorted(client.run(os.getpid).items())] if client else []
@@ -147,7 +149,7 @@ def measure_mode(data_dir: Path, workers: int, repeats: int, save: Path) -> dict
                 client_cpus.append(cpu_seconds(pids[:1]) - client0)
     np.save(save, cube["counts"].values.astype(np.int64))
     return {"walls": walls, "cpus": cpus, "client_cpus": client_cpus, "peak": sampler.peak, "idle": idle, "startup": startup, "tasks": len(lazy.__dask_graph__()),
-            "cores": workers or dask.system.CPU_COUNT,
+            "cores": threads or workers or dask.system.CPU_COUNT,
             "load": os.getloadavg()[0]}
 
 
@@ -197,7 +199,7 @@ class Build:
 
 
 def mode_name(workers: int) -> str:
-    return "threads" if workers == 0 else f"{workers} worker{'s' if workers > 1 else ''}"
+    return {0: "threads", -1: "1 thread"}.get(workers) or f"{workers} worker{'s' if workers > 1 else ''}"
 
 
 def run_child(args: Sequence[str]) -> None:
@@ -278,7 +280,7 @@ def report(builds: list[Build], whole: dict[str, dict[int, float]], sizes: list[
     lines.append("(wall: median of the builds; cpu s: client + workers, client: of the client alone (with the scheduler); load: 1-min load average after the builds; Mev/s/core: events / wall / cores, cores = "
                  f"workers, or {by['threads', lo].cores} threads; RSS peaks over the timed builds, idle before them)")
     for mode in modes:
-        if mode != "threads":
+        if mode.endswith(("worker", "workers")):
             lines.append(f"{mode}: LocalCluster start-up {statistics.median(by[mode, n].startup for n in sizes):.2f} s "
                          f"(median, not in the wall times)")
     lines.append(f"graph: {by['threads', hi].tasks} tasks for {hi} runs ({by['threads', hi].tasks / hi:.1f} per run)")
@@ -300,7 +302,7 @@ def report(builds: list[Build], whole: dict[str, dict[int, float]], sizes: list[
 
     lines += ["", f"targets of issue 5 (N_min={lo}, N_max={hi}):"]
     for mode in modes:
-        if mode == "threads":
+        if not mode.endswith(("worker", "workers")):
             continue
         peak = max(by[mode, hi].worker_peaks) / max(by[mode, lo].worker_peaks)
         grow = (max(p - i for p, i in zip(by[mode, hi].worker_peaks, by[mode, hi].worker_idle)) / 2**20,
@@ -318,6 +320,11 @@ def report(builds: list[Build], whole: dict[str, dict[int, float]], sizes: list[
         for n in sizes:
             speedup = by["1 worker", n].wall / by["2 workers", n].wall
             lines.append(ratio_line(f"throughput 2 workers / 1 worker, N={n}", speedup, ">= 1.70", speedup >= 1.7))
+    if "1 thread" in modes:
+        for n in sizes:
+            speedup = by["1 thread", n].wall / by["threads", n].wall
+            lines.append(ratio_line(f"in process, {by['threads', n].cores} threads / 1 thread throughput, N={n}", speedup,
+                                    ">= 1.60", speedup >= 1.6))
     if whole:
         floor = marginal["floor (astropy)"]
         for name in BKGXR_COMMANDS:
@@ -326,6 +333,10 @@ def report(builds: list[Build], whole: dict[str, dict[int, float]], sizes: list[
                 lines.append(f"  {label:<70} {'n/a':>6}  (target <= 0.60): a marginal cost <= 0, N too small or too noisy")
             else:
                 lines.append(ratio_line(label, marginal[name] / floor, "<= 0.60", marginal[name] / floor <= 0.6))
+        name = "bkgxr build"
+        if min(marginal[name], floor) > 0:  # issue 15: the default recipe near the hardware limit
+            lines.append(ratio_line("issue 15: marginal cost per run, bkgxr build / floor (astropy)", marginal[name] / floor,
+                                    "<= 0.35", marginal[name] / floor <= 0.35))
     return lines
 
 
@@ -377,11 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f.read_bytes()
     print(f"file cache: warm (every store read once); repeats: {args.repeats}")
 
-    modes = ["threads", *(mode_name(w) for w in args.cluster)]
+    modes = ["threads", "1 thread", *(mode_name(w) for w in args.cluster)]
     builds = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for workers in [0, *args.cluster]:
+        for workers in [0, -1, *args.cluster]:
             mode = mode_name(workers)
             for n in args.sizes:
                 print(f"timing {mode}, {n} runs ...", file=sys.stderr, flush=True)

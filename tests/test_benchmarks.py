@@ -49,13 +49,13 @@ def test_scale_prints_table_targets_and_agreement(tmp_path: Path) -> None:
                           timeout=900, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "store N=4:" in proc.stdout and "simulated in" in proc.stdout
-    assert "counts agree: threads identical" in proc.stdout
+    assert "counts agree: threads, 1 thread identical" in proc.stdout
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
 
     assert "store N=8: " in out and "(cached)" in out and "simulated in" not in out
-    for mode in ("threads", "1 worker", "2 workers"):
+    for mode in ("threads", "1 thread", "1 worker", "2 workers"):
         for n in (4, 8):
             assert re.search(rf"^\s+{n}\s+\d+ {mode}\s+\d+\.\d\d\s+\d+\.\d\d", out, re.MULTILINE), (mode, n)
     for name in ("bkgxr build", "bkgxr build --zenith-model bands", "bkgxr build --zenith-model bands --workers 2",
@@ -63,9 +63,10 @@ def test_scale_prints_table_targets_and_agreement(tmp_path: Path) -> None:
         assert re.search(rf"^  {re.escape(name)}\s+\d+\.\d\d\s+\d+\.\d\d\s+-?\d+\.\d\d$", out, re.MULTILINE), name
     verdict = r"(-?\d+\.\d\d|n/a)  \(target [<>]= \d\.\d\d\): (ok|MISS|a marginal)"
     for label in ("peak worker RSS N_max / N_min, 2 workers", "time per run max / min over N, threads",
-                  "throughput 2 workers / 1 worker, N=8", "marginal cost per run, bkgxr build / floor",
+                  "throughput 2 workers / 1 worker, N=8", "threads / 1 thread throughput, N=8",
+                  "marginal cost per run, bkgxr build / floor",
                   "marginal cost per run, bkgxr build --zenith-model bands / floor"):
         assert re.search(rf"{re.escape(label)}\s+{verdict}", out), label
     assert re.search(r"cores free: \d\.\d\d of \d+", out)
-    assert "counts agree: threads, 1 worker, 2 workers, floor, floor-raw identical" in out
+    assert "counts agree: threads, 1 thread, 1 worker, 2 workers, floor, floor-raw identical" in out
     assert "counts DIFFER" not in out

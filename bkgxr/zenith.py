@@ -255,7 +255,7 @@ def predict_rates(
     exposure = run_exposures(cube, recipe.deadtime)
     target_scale = None
     if recipe.efficiency_scaling:
-        counts, target_scale = _efficiency_scaled(cube, counts, efficiency, zenith.size, recipe.deadtime)
+        cube, counts, target_scale = _efficiency_scaled(cube, counts, efficiency, zenith.size, recipe.deadtime)
     n_runs = counts.shape[0]
     drop = np.full(zenith.size, -1) if leave_out is None else np.asarray(leave_out, dtype=np.int64)
     keep = np.ones((zenith.size, n_runs))
@@ -283,25 +283,29 @@ def predict_rates(
 
 def _efficiency_scaled(
     cube: xr.Dataset, counts: npt.NDArray[np.float64], efficiency: npt.ArrayLike | None, n_targets: int, deadtime: DeadTime
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
-    """Return the runs' counts times ``m_run ** -index`` and each target's ``m ** index``, (n_targets, n_energy, 1...).
+) -> tuple[xr.Dataset, npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+    """Return the cube and runs' counts times ``m_run ** -index``, and each target's ``m ** index`` (n_targets, n_energy, 1...).
 
-    :mod:`bkgxr.efficiency`; the counts unchanged and None when a run or target has no positive MUONEFF.
+    :mod:`bkgxr.efficiency`. The cube's ``run_band_counts`` (the bands' own counts) are scaled as
+    the counts. Cube and counts unchanged and None when a run or target has no positive MUONEFF.
     """
     from .efficiency import cube_indices
 
     target = np.full(n_targets, np.nan) if efficiency is None else np.broadcast_to(np.asarray(efficiency, np.float64), (n_targets,))
     if not np.all(np.isfinite(target) & (target > 0)):
         warnings.warn("no positive MUONEFF for every target: the efficiency scaling is left out", stacklevel=4)
-        return counts, None
+        return cube, counts, None
     fitted = cube_indices(cube, deadtime)
     if fitted is None:
-        return counts, None
+        return cube, counts, None
     index = fitted[0]
     fov = (1,) * (counts.ndim - 2)
     run_m = np.where(cube["run_used"].values, cube["run_muoneff"].values, 1.0)  # unused runs weigh nothing anyway
-    scaled = counts * (run_m[:, None] ** -index[None, :]).reshape(*counts.shape[:2], *fov)
-    return scaled, (target[:, None] ** index[None, :]).reshape(n_targets, index.size, *fov)
+    factor = (run_m[:, None] ** -index[None, :]).reshape(*counts.shape[:2], *fov)  # (run, energy, 1...)
+    if "run_band_counts" in cube:  # (run, zenith, energy, fov...)
+        band_counts = cube["run_band_counts"]
+        cube = cube.assign(run_band_counts=(band_counts.dims, band_counts.values * factor[:, None]))
+    return cube, counts * factor, (target[:, None] ** index[None, :]).reshape(n_targets, index.size, *fov)
 
 
 def _interpolate(

@@ -105,3 +105,25 @@ def test_scaling_is_stated_in_the_header_and_read_back():
     assert bkgxr.Recipe.from_header(header) == recipe
     assert bkgxr.Recipe.from_header({k: v for k, v in header.items() if k != "KESCALE"}).efficiency_scaling is False
     assert recipe.per_observation and bkgxr.Recipe(zenith="bands", efficiency_scaling=True).per_observation
+
+
+def test_scaled_bands_scale_each_bands_own_counts(hess_cube):
+    """Bands of an event-zenith cube sum each run's counts in the band: those are scaled too."""
+    from bkgxr.zenith import band_shares
+
+    assert "run_band_counts" in hess_cube
+    index, _ = cube_indices(hess_cube)
+    m = hess_cube["run_muoneff"].values
+    band_counts = hess_cube["run_band_counts"].values  # (run, zenith, energy, offset)
+    exposure = run_exposures(hess_cube)
+    shares = band_shares(hess_cube)
+    zenith, target = np.array([15.0, 30.0]), np.array([0.9, 1.15])
+    edges = np.append(hess_cube["zenith_lo"].values, hess_cube["zenith_hi"].values[-1])
+    band = np.searchsorted(edges, zenith, side="right") - 1
+    expected = []
+    for b, t in zip(band, target, strict=True):
+        num = np.einsum("re,reo->eo", m[:, None] ** -index, band_counts[:, b])
+        den = np.tensordot(shares[:, b], exposure, 1)
+        expected.append(np.where(den > 0, num / np.where(den > 0, den, 1), 0) * (t ** index)[:, None])
+    rate, _ = predict_rates(hess_cube, zenith, recipe=SCALED.replace(zenith="bands"), efficiency=target)
+    np.testing.assert_allclose(rate, np.stack(expected), rtol=1e-12, atol=0)

@@ -4,7 +4,8 @@ For each held-out run, the model of its zenith is built from the other runs
 (:func:`bkgxr.zenith.predict_rates` with ``leave_out``) and turned into
 predicted counts as gammapy does, ``rate x ONTIME`` of the run (with the
 recipe's ``deadtime="livetime"``, the model holds the run's DEADC, so this is
-``rate_live x LIVETIME``). Compared in the bins above the
+``rate_live x LIVETIME``), times the run's FoV fraction outside exclusion
+regions (``run_kept``: its events inside them are not counted). Compared in the bins above the
 run's safe energy threshold and inside ``radius``:
 
 - normalisation: ``ratio = observed / predicted`` total counts;
@@ -185,7 +186,10 @@ def compare_runs(
     held : numpy.ndarray
         Runs compared. Shape: (n_held,).
     predicted : numpy.ndarray
-        Predicted counts per bin. Shape: (n_held, n_energy, *fov shape).
+        Predicted counts per bin over the whole FoV, as gammapy predicts them.
+        Shape: (n_held, n_energy, *fov shape). A run used outside exclusion
+        regions has no counts inside them: its prediction is compared times
+        its kept FoV fraction (``run_kept``).
     n_eff : numpy.ndarray
         Effective number of runs behind each prediction (NaN if not defined).
     model, radius, default_threshold
@@ -193,6 +197,8 @@ def compare_runs(
         SAFE_ENERGY_LO (TeV), as in :func:`validate`.
     """
     binning = binning_of(cube)
+    if "run_kept" in cube:  # files of bkgxr 0.1 have none: every run whole
+        predicted = predicted * cube["run_kept"].values[held][:, None]
     threshold = np.nan_to_num(cube["run_threshold"].values[held], nan=default_threshold)
     in_energy = binning.energy[None, :-1] >= threshold[:, None] * (1 - 1e-6)
     in_radius = fov_within(binning, radius)

@@ -157,14 +157,22 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compared(recipe: Recipe) -> list[Recipe]:
-    """Return the recipes ``validate --compare`` prints beside the chosen one."""
+def _compared(recipe: Recipe, cube: xr.Dataset) -> list[Recipe]:
+    """Return the recipes ``validate --compare`` prints beside the chosen one.
+
+    The default with the efficiency scaling is among them when every run used has a MUONEFF.
+    """
+    import numpy as np
+
     variants = [
         DEFAULT_RECIPE.replace(zenith=zenith, smoothing=smoothing, deadtime=deadtime)
         for zenith in ZENITH_MODELS
         for smoothing in (None, Smoothing())
         for deadtime in DEADTIMES
     ]
+    used = cube["run_used"].values
+    if "run_muoneff" in cube and np.all(np.isfinite(cube["run_muoneff"].values[used]) & (cube["run_muoneff"].values[used] > 0)):
+        variants.append(DEFAULT_RECIPE.replace(efficiency_scaling=True))  # counts brought to each run's MUONEFF
     return [r for r in variants if r != recipe]
 
 
@@ -213,7 +221,7 @@ def _validate(args: argparse.Namespace) -> int:
     print(result)
     results = [result]
     if args.compare:
-        results += [validate(cube, recipe=other, radius=args.radius) for other in _compared(recipe)]
+        results += [validate(cube, recipe=other, radius=args.radius) for other in _compared(recipe, cube)]
         if "bkg" in {str(t).strip().lower() for t in store.hdu_table["HDU_TYPE"]}:
             from .published import validate_published
 

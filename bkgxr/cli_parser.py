@@ -154,7 +154,8 @@ def _add_validate(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
     p.add_argument(
         "--compare",
         action="store_true",
-        help="also print the summary of every recipe, smoothed or not, and of the store's own bkg models if it has them",
+        help="also print the summary of every recipe, smoothed or not, of the default with the efficiency scaling, "
+        "and of the store's own bkg models if it has them",
     )
     p.add_argument(
         "--fields",

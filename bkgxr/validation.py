@@ -154,7 +154,8 @@ def validate(
     # gammapy's prediction, rate per ONTIME x ONTIME: the recipe's own time of the run
     time = cube["run_ontime" if recipe.deadtime == "ontime" else "run_livetime"].values[held]
     predicted = rate * time.reshape(-1, *([1] * unit.ndim)) * unit[None]
-    name = recipe.zenith + ("+smooth" if recipe.smoothing is not None else "") + ("+deadc" if recipe.deadtime == "livetime" else "")
+    name = (recipe.zenith + ("+smooth" if recipe.smoothing is not None else "") + ("+deadc" if recipe.deadtime == "livetime" else "")
+            + ("+muoneff" if recipe.efficiency_scaling else ""))
     return compare_runs(cube, held, predicted, n_eff, model=name, radius=radius, default_threshold=default_threshold)
 
 

@@ -84,8 +84,9 @@ def test_validate_prints_runs_and_summaries_and_writes_csv(hess_dir, tmp_path, c
     assert "                   bands:   45 runs, obs/pred mean 0.992 std 0.319" in text  # events in the band of their time
     assert "                  kernel:   45 runs, obs/pred mean 0.988 std 0.158" in text and "interpolate:   45 runs" in text
     assert "     kernel+smooth+deadc:   45 runs, obs/pred mean 0.984 std 0.161" in text
+    assert "   kernel+smooth+muoneff:   45 runs, obs/pred mean 0.979 std 0.153" in text  # the efficiency scaling
     summaries = [line for line in text.splitlines() if " runs, obs/pred mean " in line]
-    assert len(summaries) == 13 and len({line.index(":") for line in summaries}) == 1  # aligned
+    assert len(summaries) == 14 and len({line.index(":") for line in summaries}) == 1  # aligned
     table = pd.read_csv(out, comment="#")
     assert len(table) == 45 and abs(table["RATIO"].std() - 0.318) < 0.001  # bands + smoothing
     # degrees of freedom are integers named NDF*, the summary's *_ndf are ratios of sums

@@ -24,7 +24,8 @@ import erfa
 import numpy as np
 from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
-from astropy.utils import iers
+
+from .earth_orientation import installed_tables
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -133,7 +134,7 @@ def _node_maps(
     """
     times = reference + node_s[:, None] * u.s
     probes = SkyCoord(_PROBES[:, 0], _PROBES[:, 1], _PROBES[:, 2], representation_type="cartesian", frame="icrs")
-    with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
+    with installed_tables():
         altaz = probes[None, :].transform_to(AltAz(obstime=times, location=location, pressure=0 * u.hPa))
     seen = _unit_vectors(altaz.az.to_value(u.deg), altaz.alt.to_value(u.deg))  # (n_nodes, n_probes, 3)
     # (I - f fᵀ)(M u + c) = 0 for every probe: 3 rows per probe, unknowns M (row-major) and c

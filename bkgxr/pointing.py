@@ -8,9 +8,9 @@ from typing import Any
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import AltAz, SkyCoord
-from astropy.utils import iers
 
 from .altaz_maps import location_of, reference_time
+from .earth_orientation import installed_tables
 
 
 def mean_zenith(header: Mapping[str, Any], ra_deg: float, dec_deg: float) -> float:
@@ -44,7 +44,7 @@ def mean_zenith(header: Mapping[str, Any], ra_deg: float, dec_deg: float) -> flo
     location = location_of(header)
     seconds = np.linspace(float(header["TSTART"]), float(header["TSTOP"]), 11)
     times = reference_time(header) + seconds * u.s
-    with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
+    with installed_tables():
         altaz = SkyCoord(ra_deg * u.deg, dec_deg * u.deg, frame="icrs").transform_to(
             AltAz(obstime=times, location=location)
         )

@@ -28,8 +28,8 @@ import pandas as pd
 from astropy.coordinates import ICRS, AltAz, EarthLocation, SkyCoord
 from astropy.coordinates.erfa_astrom import ErfaAstromInterpolator, erfa_astrom
 from astropy.time import Time
-from astropy.utils import iers
 
+from .earth_orientation import installed_tables
 from .io.dl3 import (
     create_events_hdu,
     create_gti_hdu,
@@ -112,7 +112,7 @@ def pointing_track(runs: pd.DataFrame, n_slices: int = TRACK_SLICES) -> npt.NDAr
     fraction = np.arange(2 * n_slices + 1) / (2 * n_slices)
     times = start[:, None] + fraction[None, :] * (stop - start)[:, None]
     ra, dec = (runs[name].to_numpy(np.float64)[:, None] * u.deg for name in ("RA_PNT", "DEC_PNT"))
-    with iers.conf.set_temp("auto_download", False), erfa_astrom.set(ErfaAstromInterpolator(300 * u.s)):
+    with installed_tables(), erfa_astrom.set(ErfaAstromInterpolator(300 * u.s)):
         frame = AltAz(obstime=Time(MJDREF[0], MJDREF[1] + times / 86400.0, format="mjd", scale="tt"), location=_site())
         altitude = SkyCoord(ra=ra, dec=dec, frame=ICRS()).transform_to(frame).alt.deg
     return np.asarray(90.0 - altitude, dtype=np.float64).reshape(times.shape)
@@ -205,7 +205,7 @@ def _plan(n_runs: int, first_obs_id: int, setup: _Setup) -> tuple[pd.DataFrame, 
     i = np.arange(n_runs)
     tstart = FIRST_TSTART + (i // RUNS_PER_NIGHT) * 86400.0 + (i % RUNS_PER_NIGHT) * SLOT_S
     location = _site()
-    with iers.conf.set_temp("auto_download", False):
+    with installed_tables():
         start, stop = (Time(MJDREF[0], MJDREF[1] + t / 86400.0, format="mjd", scale="tt") for t in (tstart, tstart + ontime))
         frame = AltAz(obstime=start + (stop - start) / 2, location=location)
         sky = SkyCoord(az=azimuth * u.deg, alt=(90.0 - zenith) * u.deg, frame=frame).transform_to(ICRS())

@@ -68,7 +68,11 @@ def _save(table: iers.IERS_Auto, path: Path) -> None:
         arrays[f"meta_{key}"] = np.array(table.meta[key])
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".part", delete=False) as part:
-        np.savez(part, **arrays)
+        try:
+            np.savez(part, **arrays)
+        except BaseException:
+            os.unlink(part.name)  # a full disk leaves no partial cache file
+            raise
     os.replace(part.name, path)
 
 

@@ -72,3 +72,14 @@ def test_installed_tables_hand_astropy_the_table_without_downloads():
         assert iers.earth_orientation_table.get() is earth_orientation._TABLE[0]
         assert not iers.conf.auto_download and iers.conf.auto_max_age is None
     assert iers.earth_orientation_table.get() is before
+
+
+def test_a_failed_cache_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(earth_orientation.CACHE_ENV, str(tmp_path))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(earth_orientation.np, "savez", full_disk)
+    _assert_same_table(earth_orientation.bundled_table(), _astropys_table())
+    assert list(tmp_path.iterdir()) == []

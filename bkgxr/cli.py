@@ -162,7 +162,7 @@ def _compared(recipe: Recipe, cube: xr.Dataset) -> list[Recipe]:
 
     The default with the efficiency scaling is among them when every run used has a MUONEFF.
     """
-    import numpy as np
+    from .efficiency import known
 
     variants = [
         DEFAULT_RECIPE.replace(zenith=zenith, smoothing=smoothing, deadtime=deadtime)
@@ -170,8 +170,7 @@ def _compared(recipe: Recipe, cube: xr.Dataset) -> list[Recipe]:
         for smoothing in (None, Smoothing())
         for deadtime in DEADTIMES
     ]
-    used = cube["run_used"].values
-    if "run_muoneff" in cube and np.all(np.isfinite(cube["run_muoneff"].values[used]) & (cube["run_muoneff"].values[used] > 0)):
+    if "run_muoneff" in cube and known(cube["run_muoneff"].values[cube["run_used"].values]):
         variants.append(DEFAULT_RECIPE.replace(efficiency_scaling=True))  # counts brought to each run's MUONEFF
     return [r for r in variants if r != recipe]
 

@@ -9,10 +9,10 @@ offset and a quadratic in cos(zenith) as nuisance:
     counts_i ~ Poisson(exposure_i * exp(a + b u_i + c u_i ** 2 + index * ln m_i)),
 
 ``u = cos z - mean``. Energy bins whose index has a standard error above :data:`MAX_ERROR`
-(sparse bins, at the highest energies) take the index of the nearest bin measured better. A recipe with ``efficiency_scaling`` sums ``counts_i * m_i **
--index`` over the runs and multiplies the model by ``m ** index`` of the observation
-(:func:`bkgxr.zenith.predict_rates`): each run counts as if taken at the observation's
-efficiency, whatever the kernel's weights.
+(sparse bins, at the highest energies) take the index of the nearest bin measured better.
+A recipe with ``efficiency_scaling`` sums ``counts_i * m_i ** -index`` over the runs and
+multiplies the model by ``m ** index`` of the observation (:func:`bkgxr.zenith.predict_rates`):
+each run counts as if taken at the observation's efficiency, whatever the kernel's weights.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ MAX_ERROR = 0.25
 #: Width of the Gaussian prior on the index, which only matters when the runs' MUONEFF hardly differ.
 INDEX_PRIOR_SIGMA = 3.0
 _RIDGE = 1e-6  # on the zenith terms: finite when every run has the same zenith
+
+
+def known(efficiency: npt.ArrayLike) -> bool:
+    """Return whether every value is a usable MUONEFF: finite and positive."""
+    values = np.asarray(efficiency, dtype=np.float64)
+    return bool(np.all(np.isfinite(values) & (values > 0)))
 
 
 def fit_indices(
@@ -98,7 +104,7 @@ def cube_indices(cube: xr.Dataset, deadtime: DeadTime = "ontime") -> tuple[Array
     """Return :func:`fit_indices` of the cube's used runs, or None without MUONEFF for each (with a warning)."""
     used = cube["run_used"].values
     efficiency = cube["run_muoneff"].values[used] if "run_muoneff" in cube else np.full(used.sum(), np.nan)
-    if not np.all(np.isfinite(efficiency) & (efficiency > 0)):
+    if not known(efficiency):
         warnings.warn("no positive MUONEFF for every run: the efficiency scaling is left out", stacklevel=3)
         return None
     n_fov = cube["run_counts"].ndim - 2

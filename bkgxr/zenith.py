@@ -289,10 +289,10 @@ def _efficiency_scaled(
     :mod:`bkgxr.efficiency`. The cube's ``run_band_counts`` (the bands' own counts) are scaled as
     the counts. Cube and counts unchanged and None when a run or target has no positive MUONEFF.
     """
-    from .efficiency import cube_indices
+    from .efficiency import cube_indices, known
 
     target = np.full(n_targets, np.nan) if efficiency is None else np.broadcast_to(np.asarray(efficiency, np.float64), (n_targets,))
-    if not np.all(np.isfinite(target) & (target > 0)):
+    if not known(target):
         warnings.warn("no positive MUONEFF for every target: the efficiency scaling is left out", stacklevel=4)
         return cube, counts, None
     fitted = cube_indices(cube, deadtime)

@@ -13,11 +13,12 @@ table is parsed as before.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,16 @@ def _cache_path() -> Path:
     return cache_dir() / f"iers-{digest}.npz"
 
 
+@contextmanager
+def _installed_files_only() -> Iterator[None]:
+    """Within the block, astropy neither downloads IERS tables nor checks their age."""
+    with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
+        yield
+
+
 def _bundled_table() -> iers.IERS_Auto:
     """Return astropy's table from the installed files (IERS-A with IERS-B substituted), as astropy reads it."""
-    with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None):
+    with _installed_files_only():
         return iers.IERS_Auto.open()
 
 
@@ -115,19 +123,17 @@ def bundled_table() -> iers.IERS_Auto:
     return table
 
 
-_TABLE: list[iers.IERS_Auto] = []  # the process's table, read once
+@functools.cache
+def process_table() -> iers.IERS_Auto:
+    """Return :func:`bundled_table`, read once per process."""
+    return bundled_table()
 
 
 @contextmanager
 def installed_tables() -> Iterator[None]:
     """Within the block, astropy uses the installed Earth-orientation tables only (no download, no age check).
 
-    The table comes from :func:`bundled_table` once per process.
+    The table is :func:`process_table`.
     """
-    if not _TABLE:
-        _TABLE.append(bundled_table())
-    with ExitStack() as stack:
-        stack.enter_context(iers.conf.set_temp("auto_download", False))
-        stack.enter_context(iers.conf.set_temp("auto_max_age", None))
-        stack.enter_context(iers.earth_orientation_table.set(_TABLE[0]))
+    with _installed_files_only(), iers.earth_orientation_table.set(process_table()):
         yield

@@ -69,7 +69,7 @@ def test_transformations_with_the_cached_table_are_astropys_to_the_last_bit(tmp_
 def test_installed_tables_hand_astropy_the_table_without_downloads():
     before = iers.earth_orientation_table.get()
     with earth_orientation.installed_tables():
-        assert iers.earth_orientation_table.get() is earth_orientation._TABLE[0]
+        assert iers.earth_orientation_table.get() is earth_orientation.process_table()
         assert not iers.conf.auto_download and iers.conf.auto_max_age is None
     assert iers.earth_orientation_table.get() is before
 

@@ -249,8 +249,14 @@ def run_cluster(ctx: Context, args: argparse.Namespace, files: Sequence[Path], c
     rows.append(row)
 
 
+#: What ``bkgxr build`` imports of the dependencies the library is built on (xarray pulls in
+#: pandas, dask.array scipy.fft, dask-histogram awkward), imported whole-process as a floor.
+DEPENDENCY_IMPORTS = ("numpy", "xarray", "dask.array", "boost_histogram", "dask_histogram.core",
+                      "astropy.io.fits", "astropy.table", "astropy.coordinates")
+
+
 def whole_process(ctx: Context, args: argparse.Namespace, subset: bool) -> list[Row]:
-    """Time whole processes, imports included: ``bkgxr --help``, ``bkgxr build``, the seed and floor scripts.
+    """Time whole processes, imports included: ``bkgxr --help``, ``bkgxr build``, the seed and floor scripts, the imports.
 
     No warm-up call: the in-process timings before have read the same modules.
     """
@@ -265,6 +271,7 @@ def whole_process(ctx: Context, args: argparse.Namespace, subset: bool) -> list[
             "bkgxr build (CLI, writes models)": [*bkgxr_cmd, "build", str(ctx.data_dir), "--out", f"{tmp}/bkgxr.fits", "--quiet", "--query", query],
             "seed recipe script (writes models)": [sys.executable, __file__, "--data", str(ctx.data_dir), *runs_arg, "--seed-once", f"{tmp}/seed.fits"],
             "floor script (astropy loop, writes .npz)": [sys.executable, __file__, "--data", str(ctx.data_dir), *runs_arg, "--floor-once", f"{tmp}/floor.npz"],
+            "imports of bkgxr's dependencies, nothing else": [sys.executable, "-c", f"import {', '.join(DEPENDENCY_IMPORTS)}"],
         }
         for name, cmd in commands.items():
             print(f"timing whole process: {name} ...", file=sys.stderr, flush=True)
@@ -372,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(table(whole, cold=False)))
         print(f"  seed script / bkgxr build: {whole[2].median / whole[1].median:.2f}")
         print(f"  bkgxr build / floor script: {whole[1].median / whole[3].median:.2f} (issue 15's target: at most 1.5)")
+        print(f"  dependency imports alone / floor script: {whole[4].median / whole[3].median:.2f} "
+              "(what the fixed dependencies cost before bkgxr reads a file)")
     return 0 if agree else 1
 
 

@@ -35,6 +35,7 @@ def test_hess_dr1_prints_ratios_and_agreement(hess_dir: Path, tmp_path: Path) ->
     assert re.search(r"bkgxr build \(CLI, writes models\)\s+\d", out)
     assert re.search(rf"seed script / bkgxr build: {number}", out)
     assert re.search(rf"bkgxr build / floor script: {number}", out)
+    assert re.search(rf"dependency imports alone / floor script: {number}", out)
     for floor in ("floor", "floor-raw"):  # same ONTIME, pointing and solid angles: the same rates
         difference = re.search(rf"rate, largest relative difference {floor} vs bkgxr in bins of equal counts: (\S+)", out)
         assert difference and float(difference.group(1)) < 1e-12, floor

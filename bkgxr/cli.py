@@ -94,8 +94,8 @@ def _exclusion(args: argparse.Namespace) -> ExclusionRegions | None:
     return regions if regions.circles else None
 
 
-def _cube(args: argparse.Namespace) -> tuple[Store, xr.Dataset, str | None]:
-    """Select the runs and compute their cube, as the cube options say."""
+def _cube(args: argparse.Namespace) -> tuple[Store, pd.DataFrame, xr.Dataset, str | None]:
+    """Select the runs and compute their cube, as the cube options say; return the store, run table, cube and query."""
     from . import Binning, build_cube
     from .cluster import compute, connect
 
@@ -111,7 +111,7 @@ def _cube(args: argparse.Namespace) -> tuple[Store, xr.Dataset, str | None]:
             exclusion=exclusion, target_radius=args.exclude_radius or None, event_zenith=args.event_zenith,
         )
         cube = compute(cube, progress=not args.quiet)
-    return store, cube, query
+    return store, runs, cube, query
 
 
 def recipe_of(args: argparse.Namespace) -> Recipe:
@@ -148,8 +148,10 @@ def _build(args: argparse.Namespace) -> int:
 
     recipe = recipe_of(args)
     check_output(args.out, store=open_store(args.data_dir))  # before the build, not after it; never an input
-    store, cube, query = _cube(args)
-    models = predict_models(cube, store, recipe)
+    store, runs, cube, query = _cube(args)
+    # Every observation gets a model; with no query the run table is already all of them, each
+    # checked (a bad run either raised or carries its ERROR), so the store is not selected twice.
+    models = predict_models(cube, store if query is not None else runs, recipe)
     out = write_models(models, args.out, store=store, date=args.date)
     print(summary(cube, query=query))
     print(written(models, out))
@@ -212,7 +214,7 @@ def _validate(args: argparse.Namespace) -> int:
 
         for name in outputs:
             check_output(name, store=open_store(args.data_dir))  # the CSV and PNG never replace an input
-    store, cube, query = _cube(args)
+    store, _, cube, query = _cube(args)
     result = validate(cube, recipe=recipe, radius=args.radius)
     print(summary(cube, query=query))
     print(recipe.describe())

@@ -274,3 +274,24 @@ def test_unreadable_index_files_are_one_store_error(tmp_path, content, reason):
     path.write_bytes(content)
     with pytest.raises(StoreError, match=rf"^{re.escape(str(path))}: cannot read index table: {reason}"):
         read_index(path, "obs")
+
+
+def test_rows_in_several_folders_each_keep_their_own(simulated, tmp_path):
+    """FILE_DIR is re-based once per distinct folder: every row must still name its own folder."""
+    store = _store(simulated, tmp_path / "stores" / "here", "relative")
+    hdu = Table.read(store / "hdu-index.fits.gz")
+    moved = hdu["OBS_ID"] == hdu["OBS_ID"][0]
+    (store / "more").mkdir()
+    for name in set(hdu["FILE_NAME"][moved]):
+        shutil.move(store / "data" / name, store / "more" / name)
+    hdu["FILE_DIR"] = np.where(moved, "more", "data")
+    hdu.write(store / "hdu-index.fits.gz", overwrite=True)
+    out = tmp_path / "models" / "bkg.fits"
+    _build(store, out)
+    written = Table.read(out, hdu="HDU_INDEX")
+    kept = written[written["HDU_TYPE"] != "bkg"]
+    expected = {(o, t): f"../stores/here/{'more' if m else 'data'}" for o, t, m in zip(hdu["OBS_ID"], hdu["HDU_TYPE"], moved)}
+    assert {(o, t): d for o, t, d in zip(kept["OBS_ID"], kept["HDU_TYPE"], kept["FILE_DIR"])} == expected
+    data = DataStore.from_file(out)
+    for obs_id in set(hdu["OBS_ID"]):
+        assert len(data.obs(obs_id).events.table) > 0

@@ -233,7 +233,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"written: {result.write(args.out).absolute()}")
     if args.png is not None:
         from .altaz_maps import reference_time
-        from .plot import plot_validation
+        from .plot_runs import plot_validation
 
         meta = store.obs_table.meta
         reference = reference_time(meta) if "MJDREFI" in meta or "MJDREF" in meta else None  # without: years since it
@@ -258,7 +258,8 @@ def _save(fig: Figure, out: str | Path, *, dpi: int) -> Path:
 def _plot(args: argparse.Namespace) -> int:
     from .io.read import read_models
     from .io.write import check_output
-    from .plot import plot_observations, plot_overview
+    from .plot import plot_overview
+    from .plot_runs import plot_observations
 
     if os.path.realpath(args.out) == os.path.realpath(args.file):
         raise ValueError(f"--out {args.out} is the model file being read; give another name")

@@ -167,7 +167,7 @@ def _add_validate(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
     p.add_argument(
         "--png", type=cli_args.output_file,
         help="picture to this PNG: obs/pred per run against zenith and time, each --compare recipe's points beside "
-        "(bkgxr.plot.plot_validation); with --fields, significance maps and distributions",
+        "(bkgxr.plot_runs.plot_validation); with --fields, significance maps and distributions",
     )
     _add_cluster_options(p)
 
@@ -199,7 +199,7 @@ def _add_plot(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
         help="plot the models of a file written by 'bkgxr build' to a PNG",
         description="Draw rate maps, spectra and radial profiles of every zenith band of a "
         "model file (bkgxr.plot.plot_overview), or with --obs the chosen observations' own models "
-        "(bkgxr.plot.plot_observations), and save the figure.",
+        "(bkgxr.plot_runs.plot_observations), and save the figure.",
     )
     p.add_argument("file", type=Path, help="FITS file written by 'bkgxr build' or bkgxr.write_models")
     p.add_argument("--out", type=cli_args.output_file, required=True, help="output image (PNG; format from the suffix)")
@@ -210,7 +210,7 @@ def _add_plot(sub: argparse._SubParsersAction[cli_args.Parser]) -> None:
     p.add_argument(
         "--obs", type=obs_ids, metavar="OBS_ID,...",
         help="draw these observations' own models instead (spectra at --offsets, radial profiles at --energies, "
-        "one line per observation; bkgxr.plot.plot_observations)",
+        "one line per observation; bkgxr.plot_runs.plot_observations)",
     )
     p.add_argument("--dpi", type=cli_args.dpi, default=100, help=f"resolution, 1 to {cli_args.MAX_DPI} (default: 100)")
 

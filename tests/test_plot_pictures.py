@@ -20,7 +20,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import bkgxr
-from bkgxr import plot
+from bkgxr import plot, plot_runs
 from bkgxr.cli import main
 
 #: Simulated runs the models and validations are built from (few, so that each test is fast).
@@ -53,11 +53,14 @@ def bands_file(sim_store, tmp_path_factory):
     return _models_file(sim_store, tmp_path_factory.mktemp("bands") / "bkg.fits", bkgxr.Recipe(zenith="bands", smoothing=None))
 
 
-def captured(monkeypatch, name):
-    """Figures that ``bkgxr.plot.<name>`` returns while the test runs."""
+def captured(monkeypatch, module, name):
+    """Figures that ``module.<name>`` (a module of bkgxr, e.g. bkgxr.plot_runs) returns while the test runs.
+
+    The CLI imports each plot function when it runs, so it calls the patched one.
+    """
     drawn = []
-    function = getattr(plot, name)
-    monkeypatch.setattr(plot, name, lambda *a, **k: drawn.append(function(*a, **k)) or drawn[-1])
+    function = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: drawn.append(function(*a, **k)) or drawn[-1])
     return drawn
 
 
@@ -77,7 +80,7 @@ def obs_hdus(path):
 
 
 def test_plot_obs_draws_the_chosen_observations_own_models_and_only_them(own_file, sim_store, tmp_path, capsys, monkeypatch):
-    drawn = captured(monkeypatch, "plot_observations")
+    drawn = captured(monkeypatch, plot_runs, "plot_observations")
     out = tmp_path / "obs.png"
     assert main(["plot", str(own_file), "--out", str(out), "--obs", "3,6", "--offsets", "0.5,1.5", "--energies", "1,3", "--dpi", "30"]) == 0
     assert capsys.readouterr().out.strip() == f"written: {out}"
@@ -108,7 +111,7 @@ def test_plot_obs_draws_the_chosen_observations_own_models_and_only_them(own_fil
 
 
 def test_plot_obs_of_a_bands_file_labels_each_observation_with_its_band(bands_file, tmp_path, monkeypatch):
-    drawn = captured(monkeypatch, "plot_observations")
+    drawn = captured(monkeypatch, plot_runs, "plot_observations")
     assert main(["plot", str(bands_file), "--out", str(tmp_path / "b.png"), "--obs", "1", "--dpi", "20"]) == 0
     rates, *_ = obs_hdus(bands_file)
     with fits.open(bands_file) as hdul:
@@ -121,7 +124,7 @@ def test_plot_obs_of_a_bands_file_labels_each_observation_with_its_band(bands_fi
 
 
 def test_plot_without_obs_says_the_file_holds_per_observation_models(own_file, bands_file, tmp_path, capsys, monkeypatch):
-    drawn = captured(monkeypatch, "plot_overview")
+    drawn = captured(monkeypatch, plot, "plot_overview")
     with fits.open(own_file) as hdul:
         n_own = int(np.char.startswith(np.char.strip(np.asarray(hdul["OBS_INDEX"].data["BKG_HDU"], dtype=str)), "BKG_OBS_").sum())
     assert main(["plot", str(own_file), "--out", str(tmp_path / "own.png"), "--dpi", "20"]) == 0
@@ -160,7 +163,7 @@ def test_an_observation_without_a_model_is_refused(sim_store):
     with pytest.warns(UserWarning, match="outside every zenith band or unreadable get no bkg model"):
         models = bkgxr.predict_models(cube, sim_store, bkgxr.Recipe(zenith="bands", smoothing=None, outside="none"))
     with pytest.raises(ValueError, match=rf"^OBS_ID {outside[0]}: no model in the models \(outside every zenith band"):
-        plot.plot_observations(models, [inside[0], outside[0]])
+        plot_runs.plot_observations(models, [inside[0], outside[0]])
     assert plt.get_fignums() == []
 
 
@@ -184,7 +187,7 @@ def read_csv(path):
 
 
 def test_validate_png_draws_the_csv_ratios_with_poisson_errors_against_zenith_and_date(sim_store, simulation, tmp_path, capsys, monkeypatch):
-    drawn = captured(monkeypatch, "plot_validation")
+    drawn = captured(monkeypatch, plot_runs, "plot_validation")
     png, csv = tmp_path / "v.png", tmp_path / "v.csv"
     args = ["validate", str(simulation.path), "--query", QUERY, "--quiet", "--png", str(png), "--out", str(csv)]
     assert main(args) == 0
@@ -212,7 +215,7 @@ def test_validate_png_draws_the_csv_ratios_with_poisson_errors_against_zenith_an
 
 
 def test_validate_png_with_compare_draws_every_recipe_the_summary_prints(simulation, tmp_path, capsys, monkeypatch):
-    drawn = captured(monkeypatch, "plot_validation")
+    drawn = captured(monkeypatch, plot_runs, "plot_validation")
     png = tmp_path / "compare.png"
     assert main(["validate", str(simulation.path), "--query", QUERY, "--quiet", "--compare", "--zenith-model", "bands", "--png", str(png)]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if "obs/pred mean" in line]
@@ -229,7 +232,7 @@ def test_validate_png_with_compare_draws_every_recipe_the_summary_prints(simulat
 
 
 def test_validate_png_dates_are_the_hess_obs_index_dates(hess_dir, tmp_path, monkeypatch):
-    drawn = captured(monkeypatch, "plot_validation")
+    drawn = captured(monkeypatch, plot_runs, "plot_validation")
     query = f"OBS_ID in {HESS_RUNS}"
     assert main(["validate", str(hess_dir), "--query", query, "--quiet", "--png", str(tmp_path / "hess.png")]) == 0
     ((_, _, x_time, _, _),) = series(drawn[0])

@@ -15,6 +15,8 @@ import numpy as np
 
 #: Length of a FITS header card.
 CARD_LENGTH = 80
+#: Keywords that take no value (astropy writes ``COMMENT text``, and refuses END).
+VALUELESS = frozenset({"COMMENT", "HISTORY", "END"})
 QUOTE = "'"
 
 
@@ -63,13 +65,15 @@ def card_image(keyword: str, value: object, comment: str = "") -> str:
     ------
     ValueError
         If the keyword is not a standard one (1-8 characters A-Z, 0-9, ``-``,
-        ``_``), the value is refused by :func:`value_text`, or the card would
+        ``_``) or takes no value (:data:`VALUELESS`), the value is refused by :func:`value_text`, or the card would
         not fit 80 characters (astropy would truncate the comment or continue
         the value on more cards).
     """
     key = keyword.upper()
     if not 0 < len(key) <= 8 or not all(c.isascii() and (c.isupper() or c.isdigit() or c in "-_") for c in key):
         raise ValueError(f"{keyword!r} is not a standard FITS keyword")
+    if key in VALUELESS:
+        raise ValueError(f"{key} takes no value: it is not a 'KEYWORD = value' card")
     if not comment.isascii() or not (comment.isprintable() or comment == ""):
         raise ValueError(f"comment of {keyword} is not printable ASCII")
     text = f"{key:8}= {value_text(value)}{' / ' + comment if comment else ''}"

@@ -51,11 +51,14 @@ def mkstemp(*args, **kwargs):
 tempfile.mkstemp = mkstemp
 """
 RUN_MAIN = "\nimport sys\nfrom bkgxr.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+#: SIGINT as a shell leaves it. A child inherits an ignored SIGINT from its parent, and bkgxr
+#: rightly leaves an ignored signal ignored: once, under pytest-xdist, the build then ran to the end.
+SHELL_SIGINT = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
 
 
 def start(hook: str, args: list[str], cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": PACKAGE_PARENT, "MPLBACKEND": "Agg"}
-    return subprocess.Popen([sys.executable, "-c", hook + RUN_MAIN, *args], cwd=cwd, env=env, text=True,
+    return subprocess.Popen([sys.executable, "-c", SHELL_SIGINT + hook + RUN_MAIN, *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -109,6 +109,17 @@ def test_no_overwrite(tmp_path):
         write_atomic(b"new", path, overwrite=False)
 
 
+def test_models_of_some_observations_are_refused_naming_them(sim_store, tmp_path):
+    runs = sim_store.select()
+    cube = bkgxr.build_cube(runs).compute()
+    models = bkgxr.predict_models(cube, runs.iloc[2:], TUTORIAL)  # the first two observations left out
+    out = tmp_path / "bkg.fits"
+    left_out = ", ".join(str(o) for o in sim_store.obs_table["OBS_ID"][:2])
+    with pytest.raises(ValueError, match=rf"lack 2 observation\(s\) of the store .* \({left_out}\)"):
+        bkgxr.write_models(models, out, store=sim_store, date="2026-01-01")
+    assert not out.exists()
+
+
 def test_kernel_models_give_every_observation_its_own_bkg(hess_store, hess_cube, tmp_path):
     from bkgxr.zenith import predict_rates
 

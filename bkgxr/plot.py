@@ -40,6 +40,11 @@ if TYPE_CHECKING:
     #: Axes to draw into, one per panel; ``None`` opens a new figure.
     AxesArg: TypeAlias = "Sequence[Axes] | npt.NDArray[np.object_] | None"
 
+#: Offsets (deg) whose spectra the figures draw by default (``bkgxr plot --offsets`` says the same).
+SPECTRUM_OFFSETS_DEG = (0.5, 1.5)
+#: Energies (TeV) whose radial profiles the figures draw by default (``bkgxr plot --energies``).
+PROFILE_ENERGIES_TEV = (0.5, 1.0, 3.0, 10.0)
+
 
 def axis_label(cube: xr.Dataset, name: str) -> str:
     """Return ``"name (units)"`` for a variable or coord, or ``"name"`` if unitless."""
@@ -158,7 +163,7 @@ def plot_rate_map(cube: xr.Dataset, *, axes: AxesArg = None) -> list[Axes]:
 def plot_spectra(
     cube: xr.Dataset,
     *,
-    offsets: Sequence[float] = (0.5, 1.5),
+    offsets: Sequence[float] = SPECTRUM_OFFSETS_DEG,
     axes: AxesArg = None,
 ) -> list[Axes]:
     """Plot rate vs energy with Poisson error bars, one panel per offset, one line per band.
@@ -198,7 +203,7 @@ def plot_spectra(
 def plot_radial_profiles(
     cube: xr.Dataset,
     *,
-    energies: Sequence[float] = (0.5, 1.0, 3.0, 10.0),
+    energies: Sequence[float] = PROFILE_ENERGIES_TEV,
     axes: AxesArg = None,
 ) -> list[Axes]:
     """Plot rate vs offset with Poisson error bars, one panel per band, one line per energy.
@@ -266,8 +271,8 @@ def plot_diagnostics(cube: xr.Dataset) -> Figure:
 def plot_overview(
     cube: xr.Dataset,
     *,
-    offsets: Sequence[float] = (0.5, 1.5),
-    energies: Sequence[float] = (0.5, 1.0, 3.0, 10.0),
+    offsets: Sequence[float] = SPECTRUM_OFFSETS_DEG,
+    energies: Sequence[float] = PROFILE_ENERGIES_TEV,
 ) -> Figure:
     """Plot rate maps, spectra and radial profiles of a cube in one figure.
 

@@ -19,7 +19,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 from astropy.time import TimeDelta
 
-from .plot import axis_label, bin_containing, bin_label, positive
+from .plot import (
+    PROFILE_ENERGIES_TEV,
+    SPECTRUM_OFFSETS_DEG,
+    axis_label,
+    bin_containing,
+    bin_label,
+    positive,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -67,8 +74,8 @@ def plot_observations(
     models: xr.Dataset,
     obs_ids: Sequence[int],
     *,
-    offsets: Sequence[float] = (0.5, 1.5),
-    energies: Sequence[float] = (0.5, 1.0, 3.0, 10.0),
+    offsets: Sequence[float] = SPECTRUM_OFFSETS_DEG,
+    energies: Sequence[float] = PROFILE_ENERGIES_TEV,
 ) -> Figure:
     """Plot the models of chosen observations: spectra and radial profiles, one line per observation.
 
